@@ -1,0 +1,1 @@
+"""The featurizer service: the live Kafka runner of the feature module."""

@@ -1,0 +1,37 @@
+"""``python -m featurizer``: run the feature module live on the events topic."""
+
+from __future__ import annotations
+
+from millrace.featurize import Featurizer
+from millrace.features import load_feature_module
+from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
+from millrace.live import LiveFeaturizer
+from millrace.logs import configure_logging
+from millrace.observability import serve_health
+from millrace.state import RedisState
+from featurizer.settings import FeaturizerSettings
+
+
+def main() -> None:
+    settings = FeaturizerSettings()
+    configure_logging("featurizer", settings.log_level)
+    wait_for_broker(settings.kafka_bootstrap)
+    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
+    runner = LiveFeaturizer(
+        Featurizer(load_feature_module(settings.feature_module)),
+        RedisState.from_url(settings.redis_url, settings.topic_prefix),
+        settings.kafka_bootstrap,
+        group=f"{settings.topic_prefix}{settings.group}",
+        events_topic=settings.events_topic,
+        features_topic=settings.features_topic,
+        labels_topic=settings.labels_topic,
+        dead_letter_topic=settings.dead_letter_topic,
+        batch_size=settings.batch_size,
+    )
+    runner.install_signal_handlers()
+    serve_health(settings.host, settings.port, lambda: {"status": "ok", "batches": runner.batches})
+    runner.run()
+
+
+if __name__ == "__main__":
+    main()

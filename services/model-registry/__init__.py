@@ -1,0 +1,1 @@
+"""The model registry service: versions, artifacts, aliases, rollback, notifications."""

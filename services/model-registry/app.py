@@ -1,0 +1,177 @@
+"""The registry's HTTP API (OpenAPI at /docs). Mutating calls need ``Authorization: Bearer``."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from typing import Annotated, Any
+
+import orjson
+from fastapi import (
+    Depends,
+    FastAPI,
+    File,
+    Form,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from millrace.artifacts import sign
+from millrace.model_events import ModelEventPublisher
+from millrace.registry_store import AliasMove, Conflict, NotFound, RegistryStore
+from model_registry.settings import RegistrySettings
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
+
+ModelName = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+class AliasUpdate(BaseModel):
+    version: int = Field(ge=1, le=2**53)
+    expected_version: int | None = Field(description="the version the alias must point at now (null: unset)")
+    reason: str = Field(default="", max_length=1000)
+
+
+class Rollback(BaseModel):
+    alias: str = Field(default="production", pattern=NAME_PATTERN)
+    to_version: int | None = Field(default=None, ge=1, le=2**53)
+    reason: str = Field(default="", max_length=1000)
+
+
+def create_app(settings: RegistrySettings | None = None) -> FastAPI:
+    settings = settings or RegistrySettings()
+    store = RegistryStore(settings.data_dir)
+    publisher = (
+        ModelEventPublisher(settings.kafka_bootstrap, settings.model_events_topic)
+        if settings.announce
+        else None
+    )
+    app = FastAPI(title="Millrace model registry", version="1")
+    app.state.store = store
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            return JSONResponse({"detail": "request body too large"}, status_code=413)
+        return await call_next(request)
+
+    def require_token(authorization: Annotated[str | None, Header()] = None) -> str:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(authorization[7:].encode(), settings.registry_token.encode()):
+            raise HTTPException(403, "the token is not valid")
+        return "token"
+
+    def check_name(name: str, what: str = "model") -> str:
+        if not _NAME.match(name):
+            raise HTTPException(422, f"invalid {what} name: use letters, digits, '.', '_', '-'")
+        return name
+
+    def announce(move: AliasMove) -> None:
+        if publisher is not None:
+            publisher.announce(move.as_dict())
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "models": len(store.list_models())}
+
+    @app.get("/models")
+    def list_models() -> dict[str, list[str]]:
+        return {"models": store.list_models()}
+
+    @app.post("/models/{name}/versions", status_code=201, dependencies=[Depends(require_token)])
+    async def publish(
+        name: str,
+        artifact: Annotated[UploadFile, File(description="the model artifact")],
+        signature: Annotated[str, Form(pattern=r"^[0-9a-f]{64}$")],
+        metadata: Annotated[str, Form(description="JSON object: metrics, lineage, tags")] = "{}",
+    ) -> dict[str, Any]:
+        check_name(name)
+        data = await artifact.read()
+        try:
+            meta = orjson.loads(metadata)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(422, f"metadata is not JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise HTTPException(422, "metadata must be a JSON object")
+        if settings.verify_signatures and not hmac.compare_digest(sign(data, settings.signing_key), signature):
+            raise HTTPException(422, "artifact signature does not verify")
+        return store.publish(name, data, signature, meta)
+
+    @app.get("/models/{name}/versions")
+    def list_versions(
+        name: str,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    ) -> dict[str, Any]:
+        items, total = store.list_versions(check_name(name), limit, offset)
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    @app.get("/models/{name}/versions/{version}")
+    def get_version(name: str, version: Annotated[int, Path(ge=1, le=2**53)]) -> dict[str, Any]:
+        try:
+            return store.get_version(check_name(name), version)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.get("/models/{name}/versions/{version}/artifact")
+    def get_artifact(name: str, version: Annotated[int, Path(ge=1, le=2**53)]) -> Response:
+        try:
+            data, info = store.read_artifact(check_name(name), version)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={"X-Millrace-Sha256": info["sha256"], "X-Millrace-Signature": info["signature"]},
+        )
+
+    @app.get("/models/{name}/aliases/{alias}")
+    def get_alias(name: str, alias: str) -> dict[str, Any]:
+        try:
+            return store.get_alias(check_name(name), check_name(alias, "alias"))
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.put("/models/{name}/aliases/{alias}", dependencies=[Depends(require_token)])
+    def move_alias(name: str, alias: str, body: AliasUpdate) -> dict[str, Any]:
+        try:
+            move = store.move_alias(
+                check_name(name), check_name(alias, "alias"), body.version,
+                body.expected_version, "api", body.reason,
+            )
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except Conflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        announce(move)
+        return move.as_dict()
+
+    @app.get("/models/{name}/aliases/{alias}/history")
+    def alias_history(
+        name: str, alias: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> dict[str, Any]:
+        moves = store.history(check_name(name), check_name(alias, "alias"), limit)
+        return {"items": [m.as_dict() for m in moves]}
+
+    @app.post("/models/{name}/rollback", dependencies=[Depends(require_token)])
+    def rollback(name: str, body: Rollback) -> dict[str, Any]:
+        try:
+            move = store.rollback(check_name(name), body.alias, body.to_version, "api", body.reason or "rollback")
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except Conflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        announce(move)
+        return move.as_dict()
+
+    return app

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from millrace.settings import HttpSettings
+
+
+class RegistrySettings(HttpSettings):
+    port: int = 8700
+    data_dir: Path = Path(".run/registry")
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Verify publishers' HMAC signatures on upload (with MILLRACE_SIGNING_KEY).
+    verify_signatures: bool = True
+    # Announce alias moves on the model-events topic.
+    announce: bool = True

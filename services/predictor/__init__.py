@@ -1,0 +1,1 @@
+"""The predictor service: HTTP predictions from the production model, hot-swapped."""

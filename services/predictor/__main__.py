@@ -1,0 +1,22 @@
+"""``python -m predictor``: serve predictions over HTTP."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from millrace.kafka import wait_for_broker
+from millrace.logs import configure_logging
+from predictor.app import create_app
+from predictor.settings import PredictorSettings
+
+
+def main() -> None:
+    settings = PredictorSettings()
+    configure_logging("predictor", settings.log_level)
+    if settings.follow_model_events:
+        wait_for_broker(settings.kafka_bootstrap)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

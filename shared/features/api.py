@@ -1,0 +1,99 @@
+"""The feature-module API a user writes once.
+
+A feature module names the event types it reads and, for each event, may
+
+- emit a **feature record** for a *subject* (the thing a prediction is about, e.g. a flight),
+  computed from the event and the entity's online state *before* the event;
+- emit a **label** for a subject, which the trainer joins with the feature record by subject id;
+- **update** the entity's state (a flat mapping of field -> float).
+
+State belongs to the entity named by the event's key (the Kafka message key). Per-key order is
+offset order, so any number of partitions or replicas computes the same features as a backfill
+over the same events. A feature over another entity needs a stream keyed by that entity.
+
+The runners (live, backfill, the predictor) all call :func:`process_event`; nothing else
+computes features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from millrace.envelope import Event, InvalidEvent
+
+State = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    subject: str
+    features: dict[str, float] | None = None
+    label: float | None = None
+    state_update: dict[str, float] = field(default_factory=dict)
+
+
+class FeatureModule(ABC):
+    """Subclass this, list ``event_types``, and implement the four methods."""
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+    event_types: ClassVar[frozenset[str]]
+    #: Names of the features :meth:`features` may emit (prefix match for one-hot families such
+    #: as ``carrier=``); part of the feature schema hash.
+    feature_names: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def subject(self, event: Event) -> str:
+        """The id that joins this event's features with its label."""
+
+    @abstractmethod
+    def validate(self, event: Event) -> None:
+        """Raise :class:`InvalidEvent` when ``event.data`` is not usable."""
+
+    def features(self, event: Event, state: State) -> dict[str, float] | None:
+        """Features for the event's subject, from the event and the state before it."""
+        return None
+
+    def label(self, event: Event) -> float | None:
+        """The label this event reveals for its subject, if any."""
+        return None
+
+    def update(self, event: Event, state: State) -> dict[str, float]:
+        """State fields to set after this event."""
+        return {}
+
+
+def process_event(module: FeatureModule, event: Event, state: State) -> Outcome:
+    """Run one validated-envelope event through ``module``; raises :class:`InvalidEvent`."""
+    if event.type not in module.event_types:
+        raise InvalidEvent(f"unknown event type {event.type!r}", "unknown_type")
+    module.validate(event)
+    return Outcome(
+        subject=module.subject(event),
+        features=module.features(event, state),
+        label=module.label(event),
+        state_update=module.update(event, state),
+    )
+
+
+def feature_schema_hash(module: FeatureModule) -> str:
+    spec = f"{module.name}/v{module.version}:" + ",".join(module.feature_names)
+    return hashlib.sha256(spec.encode()).hexdigest()[:16]
+
+
+def load_feature_module(path: str) -> FeatureModule:
+    """Instantiate a module from ``package.module:ClassName`` (or a dotted path)."""
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"cannot load feature module {path!r}: {exc}") from exc
+    instance = cls()
+    if not isinstance(instance, FeatureModule):
+        raise ValueError(f"{path!r} is not a FeatureModule subclass")
+    return instance

@@ -1,0 +1,7 @@
+"""Learners with River's interface (``learn_one``/``learn_many``/``predict_proba_one``) and a
+safe, versioned ``state()``/``from_state()`` serialization (JSON, never pickle)."""
+
+from millrace.learners.base import Learner, RoundStats, learner_from_state
+from millrace.learners.logreg import LogisticRegression
+
+__all__ = ["Learner", "LogisticRegression", "RoundStats", "learner_from_state"]

@@ -1,0 +1,199 @@
+"""Logistic regression on hashed features, trained in rounds over each mini-batch."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from millrace.learners.base import Features, RoundStats
+
+_EPS = 1e-12
+
+
+class LogisticRegression:
+    """Binary logistic regression over sparse, named features.
+
+    Feature names are hashed into ``2**dim_log2`` weights (a stable CRC-32, so the same name maps
+    to the same weight in every process). Each call to :meth:`learn_many` runs full-batch
+    gradient rounds with per-coordinate AdaGrad steps until ``max_rounds`` or until the loss
+    improves by less than ``tol``; the optimizer state carries over from batch to batch. All
+    arithmetic is deterministic, so the same batches give the same bytes.
+
+    Parameters
+    ----------
+    lr
+        AdaGrad base step size.
+    l2
+        L2 penalty on the weights (not the intercept).
+    max_rounds
+        Rounds per mini-batch at most.
+    tol
+        Stop iterating a batch once the loss improves by less than this.
+    dim_log2
+        Number of hashed weights, as a power of two.
+
+    Examples
+    --------
+
+    >>> from millrace.learners import LogisticRegression
+    >>> model = LogisticRegression(max_rounds=20)
+    >>> X = [{"late_before": 1.0}, {"late_before": 0.0}] * 50
+    >>> y = [1.0, 0.0] * 50
+    >>> stats = model.learn_many(X, y)
+    >>> stats[-1].loss < stats[0].loss
+    True
+    >>> model.predict_proba_one({"late_before": 1.0})[True] > 0.5
+    True
+
+    """
+
+    kind = "logistic_regression"
+    state_version = 1
+
+    def __init__(
+        self,
+        lr: float = 0.1,
+        l2: float = 1e-4,
+        max_rounds: int = 10,
+        tol: float = 1e-4,
+        dim_log2: int = 14,
+    ) -> None:
+        if not 4 <= dim_log2 <= 24:
+            raise ValueError("dim_log2 must be between 4 and 24")
+        self.lr = lr
+        self.l2 = l2
+        self.max_rounds = max_rounds
+        self.tol = tol
+        self.dim_log2 = dim_log2
+        dim = 1 << dim_log2
+        self.weights = np.zeros(dim)
+        self.bias = 0.0
+        self._g2 = np.zeros(dim)
+        self._g2_bias = 0.0
+        self.n_seen = 0
+        self._index_cache: dict[str, int] = {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "l2": self.l2,
+            "max_rounds": self.max_rounds,
+            "tol": self.tol,
+            "dim_log2": self.dim_log2,
+        }
+
+    def _index(self, name: str) -> int:
+        idx = self._index_cache.get(name)
+        if idx is None:
+            idx = zlib.crc32(name.encode()) & ((1 << self.dim_log2) - 1)
+            self._index_cache[name] = idx
+        return idx
+
+    def _sparse(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        for r, x in enumerate(X):
+            for name, value in x.items():
+                rows.append(r)
+                cols.append(self._index(name))
+                vals.append(value)
+        return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(vals)
+
+    def _logits(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
+        return self.bias + np.bincount(rows, weights=self.weights[cols] * vals, minlength=n)
+
+    def learn_many(self, X: Sequence[Features], y: Sequence[float]) -> list[RoundStats]:
+        n = len(X)
+        if n == 0:
+            return []
+        if len(y) != n:
+            raise ValueError("X and y differ in length")
+        rows, cols, vals = self._sparse(X)
+        target = np.asarray(y, dtype=float)
+        stats: list[RoundStats] = []
+        previous = np.inf
+        for round_no in range(1, self.max_rounds + 1):
+            p = _sigmoid(self._logits(rows, cols, vals, n))
+            loss = _log_loss(target, p)
+            stats.append(RoundStats(round_no, loss, n))
+            if previous - loss < self.tol and round_no > 1:
+                break
+            previous = loss
+            residual = (p - target) / n
+            grad = np.bincount(cols, weights=residual[rows] * vals, minlength=self.weights.size)
+            grad += self.l2 * self.weights
+            grad_bias = float(residual.sum())
+            self._g2 += grad * grad
+            self._g2_bias += grad_bias * grad_bias
+            self.weights -= self.lr * grad / (np.sqrt(self._g2) + 1e-8)
+            self.bias -= float(self.lr * grad_bias / (np.sqrt(self._g2_bias) + 1e-8))
+        self.n_seen += n
+        return stats
+
+    def learn_one(self, x: Features, y: float) -> None:
+        rounds, self.max_rounds = self.max_rounds, 1
+        try:
+            self.learn_many([x], [y])
+        finally:
+            self.max_rounds = rounds
+
+    def predict_proba_many(self, X: Sequence[Features]) -> np.ndarray:
+        if not X:
+            return np.zeros(0)
+        rows, cols, vals = self._sparse(X)
+        return _sigmoid(self._logits(rows, cols, vals, len(X)))
+
+    def predict_proba_one(self, x: Features) -> dict[bool, float]:
+        z = self.bias + sum(self.weights[self._index(k)] * v for k, v in x.items())
+        p = float(_sigmoid(np.asarray([z]))[0])
+        return {False: 1.0 - p, True: p}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "state_version": self.state_version,
+            "config": self.config,
+            "bias": float(self.bias),
+            "g2_bias": float(self._g2_bias),
+            "n_seen": self.n_seen,
+            "weights": _b64(self.weights),
+            "g2": _b64(self._g2),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LogisticRegression:
+        if state.get("kind") != cls.kind or state.get("state_version") != cls.state_version:
+            raise ValueError("not a logistic_regression v1 state")
+        model = cls(**state["config"])
+        model.weights = _unb64(state["weights"], model.weights.size)
+        model._g2 = _unb64(state["g2"], model.weights.size)
+        model.bias = float(state["bias"])
+        model._g2_bias = float(state["g2_bias"])
+        model.n_seen = int(state["n_seen"])
+        return model
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(array.astype("<f8").tobytes()).decode()
+
+
+def _unb64(text: str, size: int) -> np.ndarray:
+    array = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f8").copy()
+    if array.size != size:
+        raise ValueError(f"expected {size} weights, found {array.size}")
+    return array

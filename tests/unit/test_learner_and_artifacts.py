@@ -1,0 +1,77 @@
+import random
+
+import pytest
+
+from millrace.artifacts import ArtifactRejected, dump_model, load_model, sign, verify
+from millrace.evaluation import Scores
+from millrace.join import LabelJoin
+from millrace.learners import LogisticRegression
+
+
+def _stream(n: int, seed: int = 7) -> tuple[list[dict[str, float]], list[float]]:
+    rng = random.Random(seed)
+    X, y = [], []
+    for _ in range(n):
+        late_before = rng.random() < 0.3
+        carrier = rng.choice("ABC")
+        X.append({"late_before": float(late_before), f"carrier={carrier}": 1.0})
+        p = 0.7 if late_before else (0.3 if carrier == "A" else 0.1)
+        y.append(1.0 if rng.random() < p else 0.0)
+    return X, y
+
+
+def test_rounds_lower_the_loss_and_the_model_learns_the_signal():
+    X, y = _stream(2000)
+    model = LogisticRegression(max_rounds=30, tol=0.0)
+    stats = model.learn_many(X, y)
+    assert stats[-1].loss < stats[0].loss - 0.05
+    assert model.predict_proba_one({"late_before": 1.0})[True] > model.predict_proba_one({"carrier=C": 1.0})[True]
+
+
+def test_same_batches_give_the_same_bytes_and_state_round_trips():
+    X, y = _stream(3000)
+
+    def train() -> bytes:
+        model = LogisticRegression()
+        for start in range(0, len(X), 500):
+            model.learn_many(X[start : start + 500], y[start : start + 500])
+        return dump_model(model)
+
+    first, second = train(), train()
+    assert first == second
+    restored = load_model(first)
+    assert dump_model(restored) == first
+    assert restored.predict_proba_one(X[0]) == load_model(second).predict_proba_one(X[0])
+
+
+def test_tampered_or_unsigned_artifacts_are_refused():
+    data = dump_model(LogisticRegression())
+    digest = __import__("hashlib").sha256(data).hexdigest()
+    verify(data, digest, sign(data, "k"), "k")
+    with pytest.raises(ArtifactRejected):
+        verify(data.replace(b'"bias":0.0', b'"bias":9.0'), digest, sign(data, "k"), "k")
+    with pytest.raises(ArtifactRejected):
+        verify(data, digest, sign(data, "other key"), "k")
+    with pytest.raises(ArtifactRejected):
+        load_model(b"\x80\x04\x95 pickle bytes")
+
+
+def test_label_join_matches_in_either_order_and_expires_by_event_time():
+    join = LabelJoin(wait_ms=1000)
+    assert join.add_features({"id": "a", "ts": 0, "features": {"x": 1.0}}) is None
+    sample = join.add_label({"id": "a", "ts": 10, "label": 1.0})
+    assert sample is not None and sample.features == {"x": 1.0} and sample.label == 1.0
+    assert join.add_label({"id": "b", "ts": 20, "label": 0.0}) is None
+    assert join.add_features({"id": "b", "ts": 5, "features": {}}) is not None
+    join.add_features({"id": "c", "ts": 30, "features": {}})
+    join.add_label({"id": "d", "ts": 5000, "label": 0.0})
+    assert join.expired == 1 and len(join) == 1
+
+
+def test_prequential_scores():
+    import numpy as np
+
+    scores = Scores()
+    scores.add(np.array([0.9, 0.2]), [1.0, 0.0])
+    assert scores.accuracy == 1.0
+    assert scores.log_loss == pytest.approx(-(np.log(0.9) + np.log(0.8)) / 2)

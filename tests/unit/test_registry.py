@@ -1,0 +1,86 @@
+"""The registry's store and HTTP API (model events off: no Kafka in these tests)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+
+from millrace.artifacts import dump_model, sign
+from millrace.learners import LogisticRegression
+from millrace.registry_store import Conflict, RegistryStore
+from model_registry.app import create_app
+from model_registry.settings import RegistrySettings
+
+TOKEN = "t0ken"
+KEY = "signing-key"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def client(tmp_path):
+    settings = RegistrySettings(data_dir=tmp_path, registry_token=TOKEN, signing_key=KEY, announce=False)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _publish(client, data: bytes | None = None, signature: str | None = None, headers=AUTH):
+    data = data if data is not None else dump_model(LogisticRegression())
+    return client.post(
+        "/models/m/versions",
+        files={"artifact": ("a", data)},
+        data={"signature": signature or sign(data, KEY), "metadata": '{"metrics": {"log_loss": 0.5}}'},
+        headers=headers,
+    )
+
+
+def test_concurrent_publishers_get_unique_gapless_versions(tmp_path):
+    store = RegistryStore(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        versions = list(pool.map(lambda i: store.publish("m", f"a{i % 5}".encode(), "s", {}), range(200)))
+    assert sorted(v["version"] for v in versions) == list(range(1, 201))
+
+
+def test_alias_compare_and_set_rollback_and_history(tmp_path):
+    store = RegistryStore(tmp_path)
+    for i in range(3):
+        store.publish("m", f"a{i}".encode(), "s", {})
+    store.move_alias("m", "production", 1, None, "t", "first")
+    store.move_alias("m", "production", 2, 1, "t", "second")
+    with pytest.raises(Conflict):
+        store.move_alias("m", "production", 3, 1, "t", "stale expectation")
+    assert store.get_alias("m", "production")["version"] == 2
+    store.move_alias("m", "production", 3, 2, "t", "third")
+    assert store.rollback("m", "production", None, "t", "bad").to_version == 2
+    assert store.rollback("m", "production", None, "t", "worse").to_version == 1
+    history = store.history("m", "production", 10)
+    assert [(h.from_version, h.to_version, h.kind) for h in history][:2] == [(2, 1, "rollback"), (3, 2, "rollback")]
+    store.close()
+    reopened = RegistryStore(tmp_path)
+    assert reopened.get_alias("m", "production")["version"] == 1
+    assert len(reopened.history("m", "production", 10)) == 5
+
+
+def test_http_publish_list_download_and_alias(client):
+    created = _publish(client)
+    assert created.status_code == 201, created.text
+    assert created.json()["version"] == 1
+    listed = client.get("/models/m/versions").json()
+    assert listed["total"] == 1 and listed["items"][0]["metadata"]["metrics"]["log_loss"] == 0.5
+    artifact = client.get("/models/m/versions/1/artifact")
+    assert artifact.headers["X-Millrace-Sha256"] == created.json()["sha256"]
+    moved = client.put("/models/m/aliases/production", json={"version": 1, "expected_version": None}, headers=AUTH)
+    assert moved.status_code == 200
+    conflict = client.put("/models/m/aliases/production", json={"version": 1, "expected_version": 7}, headers=AUTH)
+    assert conflict.status_code == 409
+    assert client.get("/models/m/aliases/production").json()["version"] == 1
+
+
+def test_http_security_and_bad_input(client):
+    assert _publish(client, headers={}).status_code == 401
+    assert _publish(client, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert _publish(client, signature="0" * 64).status_code == 422
+    assert client.get("/models/..%2Fetc/versions").status_code in (404, 422)
+    assert client.get("/models/m/versions/999").status_code == 404
+    assert client.post("/models/m/rollback", json={}, headers=AUTH).status_code == 404
+    too_big = client.post("/models/m/versions", content=b"x", headers={**AUTH, "Content-Length": str(2**40)})
+    assert too_big.status_code == 413
