@@ -12,7 +12,6 @@ import hmac
 from typing import Any
 
 import orjson
-
 from millrace.learners.base import Learner, learner_from_state
 
 FORMAT_V1 = "millrace.model/v1"
@@ -23,7 +22,9 @@ class ArtifactRejected(ValueError):
 
 
 def dump_model(learner: Learner) -> bytes:
-    return orjson.dumps({"format": FORMAT_V1, "learner": learner.state()}, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(
+        {"format": FORMAT_V1, "learner": learner.state()}, option=orjson.OPT_SORT_KEYS
+    )
 
 
 def load_model(data: bytes) -> Learner:

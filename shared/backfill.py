@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-
-from millrace.featurize import Featurizer, SourceEvent
+from millrace.featurize import Featurizer, SourceEvent, StateLoader
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,9 @@ def backfill(
     for event in events:
         key = event.get("key")
         batch.append(
-            SourceEvent(orjson.dumps(event), key.encode() if isinstance(key, str) else None, 0, offset)
+            SourceEvent(
+                orjson.dumps(event), key.encode() if isinstance(key, str) else None, 0, offset
+            )
         )
         offset += 1
         if len(batch) >= batch_size:
@@ -56,7 +57,9 @@ def backfill(
     return result
 
 
-def _run(featurizer: Featurizer, batch: list[SourceEvent], load, result: BackfillResult) -> None:  # type: ignore[no-untyped-def]
+def _run(
+    featurizer: Featurizer, batch: list[SourceEvent], load: StateLoader, result: BackfillResult
+) -> None:
     out = featurizer.run_batch(batch, load)
     result.features.extend(orjson.loads(v) for _, v in out.features)
     result.labels.extend(orjson.loads(v) for _, v in out.labels)

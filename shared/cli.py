@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import typer
-
 from millrace import stack
 from millrace.flights import flight_events, load_flights, to_epoch_ms
 from millrace.logs import configure_logging
@@ -17,8 +16,13 @@ app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_arg
 
 
 def _config(run_dir: Path, kafka_port: int, redis_port: int, **extra: object) -> stack.StackConfig:
-    return stack.StackConfig(run_dir=run_dir, kafka_port=kafka_port, kafka_controller_port=kafka_port + 1,
-                             redis_port=redis_port, **extra)  # type: ignore[arg-type]
+    return stack.StackConfig(
+        run_dir=run_dir,
+        kafka_port=kafka_port,
+        kafka_controller_port=kafka_port + 1,
+        redis_port=redis_port,
+        **extra,
+    )
 
 
 RunDir = typer.Option(Path(".run"), envvar="MILLRACE_RUN_DIR", help="pids, logs and data")
@@ -32,7 +36,9 @@ def up(
     kafka_port: int = KafkaPort,
     redis_port: int = RedisPort,
     speed: float = typer.Option(7200.0, help="event time per wall time for the replay"),
-    start: str = typer.Option("2013-01-15", help="replay from this day (the baseline covers before)"),
+    start: str = typer.Option(
+        "2013-01-15", help="replay from this day (the baseline covers before)"
+    ),
 ) -> None:
     """Start Kafka, Redis, the four services and the replay in the background."""
     cfg = _config(run_dir, kafka_port, redis_port, speed=speed, replay_start=start)
@@ -40,10 +46,10 @@ def up(
     typer.echo(
         f"""
 Millrace is up.
-  predict   POST http://127.0.0.1:{stack.PORTS['predictor']}/predict   (see README for a curl example)
-  registry  http://127.0.0.1:{stack.PORTS['model-registry']}/docs      production alias:
-            http://127.0.0.1:{stack.PORTS['model-registry']}/models/flights-delay/aliases/production
-  metrics   featurizer :{stack.PORTS['featurizer']}/metrics  trainer :{stack.PORTS['trainer']}/metrics  predictor :{stack.PORTS['predictor']}/metrics
+  predict   POST http://127.0.0.1:{stack.PORTS["predictor"]}/predict   (curl example: README)
+  registry  http://127.0.0.1:{stack.PORTS["model-registry"]}/docs      production alias:
+            http://127.0.0.1:{stack.PORTS["model-registry"]}/models/flights-delay/aliases/production
+  metrics   http://127.0.0.1:{{{stack.PORTS["featurizer"]},{stack.PORTS["trainer"]},{stack.PORTS["predictor"]}}}/metrics
   logs      {run_dir}/logs/*.log
   stop      make down"""
     )
@@ -75,7 +81,13 @@ def replay_command(
     events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
     if limit:
         events = events[:limit]
-    count = replay(settings.kafka_bootstrap, settings.events_topic, events, speed, progress_printer(len(events)))
+    count = replay(
+        settings.kafka_bootstrap,
+        settings.events_topic,
+        events,
+        speed,
+        progress_printer(len(events)),
+    )
     logging.getLogger("millrace.replay").info("replay finished", extra={"events": count})
 
 

@@ -43,7 +43,7 @@ class InvalidEvent(ValueError):
 class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    schema_: Literal["millrace.event/v1"] = Field(default=SCHEMA_V1, alias="schema")
+    schema_: Literal["millrace.event/v1"] = Field(default="millrace.event/v1", alias="schema")
     id: Name
     type: Name
     key: Name

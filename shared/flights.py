@@ -17,12 +17,11 @@ epoch milliseconds regardless of daylight saving; ``hour``/``minute`` stay New Y
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from millrace.envelope import SCHEMA_V1
 
 PREDICTION_LEAD_MS = 60 * 60 * 1000
@@ -45,7 +44,7 @@ def load_weather() -> pd.DataFrame:
 
 def to_epoch_ms(day: date | str) -> int:
     d = date.fromisoformat(day) if isinstance(day, str) else day
-    return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
 
 
 def flight_events(
@@ -105,7 +104,7 @@ def flight_events(
                 "dep_delay": delay,
                 "delayed": delay > DELAY_THRESHOLD_MIN,
             }
-            dep_ms = int(sched_ms[i]) + int(round(delay * 60_000))
+            dep_ms = int(sched_ms[i]) + round(delay * 60_000)
             rows.append((dep_ms, 1, i, _envelope(DEPARTED, key, departed)))
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     lo = -(2**62) if start_ms is None else start_ms
@@ -122,4 +121,3 @@ def _envelope(event_type: str, key: str, data: dict[str, Any]) -> dict[str, Any]
         "key": key,
         "data": data,
     }
-

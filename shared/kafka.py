@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
-
 from millrace.settings import CommonSettings
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,10 @@ import threading
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from prometheus_client import Counter, Gauge
-
 from millrace.featurize import BatchResult, Featurizer, SourceEvent
 from millrace.kafka import consumer_config
 from millrace.state import RedisState
+from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,9 @@ class LiveFeaturizer:
             )
             self.producer.commit_transaction(30)
         except KafkaException as exc:
-            log.error("transaction failed; rewinding to the committed offsets", extra={"error": str(exc)})
+            log.error(
+                "transaction failed; rewinding to the committed offsets", extra={"error": str(exc)}
+            )
             if exc.args[0].txn_requires_abort():
                 self.producer.abort_transaction(30)
             self._rewind()
@@ -122,10 +123,17 @@ class LiveFeaturizer:
             headers = [
                 ("reason", dead.reason.encode()[:1000]),
                 ("kind", dead.kind.encode()),
-                ("source", f"{self.events_topic}/{dead.source.partition}/{dead.source.offset}".encode()),
+                (
+                    "source",
+                    f"{self.events_topic}/{dead.source.partition}/{dead.source.offset}".encode(),
+                ),
             ]
-            self.producer.produce(self.dead_letter_topic, dead.source.value, dead.source.key, headers=headers)
-            log.warning("dead-lettered event", extra={"reason": dead.reason, "offset": dead.source.offset})
+            self.producer.produce(
+                self.dead_letter_topic, dead.source.value, dead.source.key, headers=headers
+            )
+            log.warning(
+                "dead-lettered event", extra={"reason": dead.reason, "offset": dead.source.offset}
+            )
 
     def _rewind(self) -> None:
         assignment = self.consumer.assignment()
@@ -135,7 +143,7 @@ class LiveFeaturizer:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
 
-def _usable(message) -> bool:  # type: ignore[no-untyped-def]
+def _usable(message) -> bool:
     error = message.error()
     if error is None:
         return True
@@ -144,6 +152,5 @@ def _usable(message) -> bool:  # type: ignore[no-untyped-def]
     return False
 
 
-def _source(message) -> SourceEvent:  # type: ignore[no-untyped-def]
+def _source(message) -> SourceEvent:
     return SourceEvent(message.value() or b"", message.key(), message.partition(), message.offset())
-

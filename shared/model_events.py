@@ -41,7 +41,9 @@ class ModelEventPublisher:
 class ModelEventFollower(threading.Thread):
     """Calls ``on_move(event)`` for every alias move, from the beginning of the topic."""
 
-    def __init__(self, bootstrap: str, topic: str, on_move: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, on_move: Callable[[dict[str, Any]], None]
+    ) -> None:
         super().__init__(name="model-events", daemon=True)
         self.topic = topic
         self.on_move = on_move
@@ -66,7 +68,7 @@ class ModelEventFollower(threading.Thread):
                 log.warning("model-events error", extra={"error": str(msg.error())})
                 continue
             try:
-                event = orjson.loads(msg.value())
+                event = orjson.loads(msg.value() or b"")
             except orjson.JSONDecodeError:
                 log.warning("undecodable model event skipped", extra={"offset": msg.offset()})
                 continue

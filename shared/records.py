@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
 from millrace.envelope import Event
 from millrace.features.api import Outcome
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import orjson
-
 from millrace.artifacts import ArtifactRejected, sign, verify
 
 
@@ -83,7 +82,10 @@ class RegistryClient:
             "POST",
             f"/models/{model}/versions",
             files={"artifact": ("model.json", artifact, "application/octet-stream")},
-            data={"signature": sign(artifact, self.signing_key), "metadata": orjson.dumps(metadata).decode()},
+            data={
+                "signature": sign(artifact, self.signing_key),
+                "metadata": orjson.dumps(metadata).decode(),
+            },
         )
         result: dict[str, Any] = response.json()
         return result
@@ -120,12 +122,16 @@ class RegistryClient:
         self, model: str, alias: str, version: int, expected: int | None, reason: str = ""
     ) -> dict[str, Any]:
         body = {"version": version, "expected_version": expected, "reason": reason}
-        result: dict[str, Any] = self._request("PUT", f"/models/{model}/aliases/{alias}", json=body).json()
+        result: dict[str, Any] = self._request(
+            "PUT", f"/models/{model}/aliases/{alias}", json=body
+        ).json()
         return result
 
     def rollback(
         self, model: str, alias: str = "production", to_version: int | None = None, reason: str = ""
     ) -> dict[str, Any]:
         body = {"alias": alias, "to_version": to_version, "reason": reason}
-        result: dict[str, Any] = self._request("POST", f"/models/{model}/rollback", json=body).json()
+        result: dict[str, Any] = self._request(
+            "POST", f"/models/{model}/rollback", json=body
+        ).json()
         return result

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from millrace.artifacts import sha256_hex
 
 _SCHEMA = """
@@ -66,7 +65,9 @@ class RegistryStore:
         self.root = root
         self.artifacts = root / "artifacts"
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(root / "registry.db", check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(
+            root / "registry.db", check_same_thread=False, isolation_level=None
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -89,15 +90,27 @@ class RegistryStore:
 
     # -- versions -------------------------------------------------------------------------
 
-    def publish(self, model: str, artifact: bytes, signature: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    def publish(
+        self, model: str, artifact: bytes, signature: str, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
         digest = sha256_hex(artifact)
         self._write_artifact(digest, artifact)
         with self._tx() as db:
-            row = db.execute("SELECT MAX(version) FROM versions WHERE model = ?", (model,)).fetchone()
+            row = db.execute(
+                "SELECT MAX(version) FROM versions WHERE model = ?", (model,)
+            ).fetchone()
             version = (row[0] or 0) + 1
             db.execute(
                 "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (model, version, digest, signature, len(artifact), orjson.dumps(metadata).decode(), time.time()),
+                (
+                    model,
+                    version,
+                    digest,
+                    signature,
+                    len(artifact),
+                    orjson.dumps(metadata).decode(),
+                    time.time(),
+                ),
             )
         return self.get_version(model, version)
 
@@ -122,7 +135,9 @@ class RegistryStore:
             raise NotFound(f"model {model!r} has no version {version}")
         return _version_dict(row)
 
-    def list_versions(self, model: str, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    def list_versions(
+        self, model: str, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM versions WHERE model = ? ORDER BY version DESC LIMIT ? OFFSET ?",
@@ -178,11 +193,16 @@ class RegistryStore:
         reason: str,
         kind: str,
     ) -> AliasMove:
-        if db.execute(
-            "SELECT 1 FROM versions WHERE model = ? AND version = ?", (model, version)
-        ).fetchone() is None:
+        if (
+            db.execute(
+                "SELECT 1 FROM versions WHERE model = ? AND version = ?", (model, version)
+            ).fetchone()
+            is None
+        ):
             raise NotFound(f"model {model!r} has no version {version}")
-        row = db.execute("SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)).fetchone()
+        row = db.execute(
+            "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+        ).fetchone()
         current = row[0] if row else None
         if current != expected:
             raise Conflict(f"alias {alias!r} points at {current}, not {expected}")
@@ -193,21 +213,29 @@ class RegistryStore:
             (model, alias, version, now),
         )
         cursor = db.execute(
-            "INSERT INTO alias_history (model, alias, from_version, to_version, kind, actor, reason, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO alias_history (model, alias, from_version, to_version, kind, actor, "
+            "reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (model, alias, current, version, kind, actor, reason, now),
         )
-        return AliasMove(cursor.lastrowid or 0, model, alias, current, version, kind, actor, reason, now)
+        return AliasMove(
+            cursor.lastrowid or 0, model, alias, current, version, kind, actor, reason, now
+        )
 
-    def rollback(self, model: str, alias: str, to_version: int | None, actor: str, reason: str) -> AliasMove:
+    def rollback(
+        self, model: str, alias: str, to_version: int | None, actor: str, reason: str
+    ) -> AliasMove:
         """Move ``alias`` back: to ``to_version``, or to the version it had before the current
         one was put there by a forward move (so repeated rollbacks keep walking back)."""
         with self._tx() as db:
-            row = db.execute("SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)).fetchone()
+            row = db.execute(
+                "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            ).fetchone()
             if row is None:
                 raise NotFound(f"model {model!r} has no alias {alias!r}")
             current = row[0]
-            target = to_version if to_version is not None else self._previous(db, model, alias, current)
+            target = (
+                to_version if to_version is not None else self._previous(db, model, alias, current)
+            )
             if target == current:
                 raise Conflict(f"alias {alias!r} already points at {current}")
             return self._move(db, model, alias, target, current, actor, reason, "rollback")
@@ -215,8 +243,9 @@ class RegistryStore:
     @staticmethod
     def _previous(db: sqlite3.Connection, model: str, alias: str, current: int) -> int:
         row = db.execute(
-            "SELECT from_version FROM alias_history WHERE model = ? AND alias = ? AND to_version = ? "
-            "AND kind != 'rollback' AND from_version IS NOT NULL ORDER BY id DESC LIMIT 1",
+            "SELECT from_version FROM alias_history WHERE model = ? AND alias = ? "
+            "AND to_version = ? AND kind != 'rollback' AND from_version IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1",
             (model, alias, current),
         ).fetchone()
         if row is None:
@@ -226,7 +255,8 @@ class RegistryStore:
     def history(self, model: str, alias: str, limit: int) -> list[AliasMove]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM alias_history WHERE model = ? AND alias = ? ORDER BY id DESC LIMIT ?",
+                "SELECT * FROM alias_history WHERE model = ? AND alias = ? "
+                "ORDER BY id DESC LIMIT ?",
                 (model, alias, limit),
             ).fetchall()
         return [AliasMove(**dict(r)) for r in rows]

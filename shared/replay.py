@@ -34,7 +34,7 @@ def replay(
     )
     errors: list[str] = []
 
-    def delivered(err, _msg) -> None:  # type: ignore[no-untyped-def]
+    def delivered(err, _msg) -> None:
         if err is not None:
             errors.append(str(err))
 
@@ -71,8 +71,11 @@ def progress_printer(total: int, label: str = "replay") -> Callable[[int], None]
         from rich.progress import BarColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
         progress = Progress(
-            "[progress.description]{task.description}", BarColumn(), "{task.completed}/{task.total}",
-            TransferSpeedColumn(), TimeRemainingColumn(),
+            "[progress.description]{task.description}",
+            BarColumn(),
+            "{task.completed}/{task.total}",
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
         )
         task = progress.add_task(label, total=total)
         progress.start()

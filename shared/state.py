@@ -13,7 +13,7 @@ nothing twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import redis
@@ -48,7 +48,8 @@ class RedisState:
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisState:
-        return cls(redis.Redis.from_url(url), prefix)
+        client: redis.Redis = redis.Redis.from_url(url)
+        return cls(client, prefix)
 
     def key(self, entity: str) -> str:
         return f"{self.prefix}state:{entity}"
@@ -57,10 +58,10 @@ class RedisState:
         """Record which module writes this state; refuse to mix two modules' states."""
         key = f"{self.prefix}state:__schema__"
         self.client.set(key, marker, nx=True)
-        found = self.client.get(key)
-        if found is not None and found.decode() != marker:
+        found = _text(self.client.get(key) or b"")
+        if found and found != marker:
             raise SchemaMismatch(
-                f"Redis state under {self.prefix!r} was written by {found.decode()!r}, not "
+                f"Redis state under {self.prefix!r} was written by {found!r}, not "
                 f"{marker!r}; use another MILLRACE_TOPIC_PREFIX or clear the old state"
             )
 
@@ -87,7 +88,10 @@ class RedisState:
         return sum(pipe.execute()) if count else 0
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, float]:
-    return {
-        k.decode(): float(v) for k, v in raw.items() if not k.startswith(FENCE_PREFIX.encode())
-    }
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, float]:
+    fields = ((_text(k), v) for k, v in raw.items())
+    return {k: float(v) for k, v in fields if not k.startswith(FENCE_PREFIX)}

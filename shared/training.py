@@ -15,16 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import millrace
 import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
-from prometheus_client import Counter, Gauge
-
-import millrace
 from millrace.artifacts import dump_model, load_model
 from millrace.evaluation import Scores
 from millrace.join import LabelJoin, Sample
 from millrace.learners.base import Learner
 from millrace.registry_client import RegistryClient, RegistryError
+from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,11 @@ class StreamTrainer:
         current = self.client.get_alias(self.model_name, "production")
         try:
             self.client.move_alias(
-                self.model_name, "production", version, current, reason="trainer: promotion policy always"
+                self.model_name,
+                "production",
+                version,
+                current,
+                reason="trainer: promotion policy always",
             )
         except RegistryError as exc:
             if exc.status != 409:
@@ -168,13 +171,16 @@ class StreamTrainer:
         try:
             while not self.stopping.is_set():
                 for message in consumer.consume(1000, timeout=0.5):
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer error", extra={"error": str(message.error())})
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer error", extra={"error": str(error)})
                         continue
-                    self.lineage.consumed(message.topic(), message.partition(), message.offset())
-                    next_offsets[(message.topic(), message.partition())] = message.offset() + 1
-                    sample = self._join(message.topic() == features_topic, message.value())
+                    topic, partition = str(message.topic()), int(message.partition() or 0)
+                    offset = int(message.offset() or 0)
+                    self.lineage.consumed(topic, partition, offset)
+                    next_offsets[(topic, partition)] = offset + 1
+                    sample = self._join(topic == features_topic, message.value())
                     if sample is not None:
                         pending.append(sample)
                     if len(pending) >= self.batch_size:
@@ -183,7 +189,9 @@ class StreamTrainer:
                         if self.lineage.batches >= self.publish_every:
                             self.publish({"stream": [features_topic, labels_topic]})
                             consumer.commit(
-                                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+                                offsets=[
+                                    TopicPartition(t, p, o) for (t, p), o in next_offsets.items()
+                                ],
                                 asynchronous=False,
                             )
                 EXPIRED.set(self.join.expired)
@@ -199,8 +207,9 @@ class StreamTrainer:
         return self.join.add_features(record) if is_features else self.join.add_label(record)
 
 
-
-def samples_from_backfill(features: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]) -> list[Sample]:
+def samples_from_backfill(
+    features: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]
+) -> list[Sample]:
     """Join a backfill's records exactly as the stream join would, without expiry."""
     join = LabelJoin(wait_ms=2**62)
     samples = [s for s in (join.add_features(r) for r in features) if s is not None]

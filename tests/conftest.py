@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from millrace.infra.brokers import KafkaNode, RedisNode
 from millrace.infra.processes import ProcessTable, free_port
 

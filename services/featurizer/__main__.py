@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from millrace.featurize import Featurizer
 from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
 from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
 from millrace.live import LiveFeaturizer
 from millrace.logs import configure_logging
 from millrace.observability import serve_health
 from millrace.state import RedisState
+
 from featurizer.settings import FeaturizerSettings
 
 

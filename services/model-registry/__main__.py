@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uvicorn
-
 from millrace.kafka import TopicSpec, ensure_topics, wait_for_broker
 from millrace.logs import configure_logging
 from model_registry.app import create_app

@@ -21,12 +21,11 @@ from fastapi import (
     UploadFile,
 )
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-
 from millrace.artifacts import sign
 from millrace.model_events import ModelEventPublisher
 from millrace.registry_store import AliasMove, Conflict, NotFound, RegistryStore
 from model_registry.settings import RegistrySettings
+from pydantic import BaseModel, Field
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -36,7 +35,9 @@ ModelName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 class AliasUpdate(BaseModel):
     version: int = Field(ge=1, le=2**53)
-    expected_version: int | None = Field(description="the version the alias must point at now (null: unset)")
+    expected_version: int | None = Field(
+        description="the version the alias must point at now (null: unset)"
+    )
     reason: str = Field(default="", max_length=1000)
 
 
@@ -66,7 +67,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> str:
         if not authorization or not authorization.startswith("Bearer "):
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
         if not hmac.compare_digest(authorization[7:].encode(), settings.registry_token.encode()):
             raise HTTPException(403, "the token is not valid")
         return "token"
@@ -103,7 +106,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             raise HTTPException(422, f"metadata is not JSON: {exc}") from None
         if not isinstance(meta, dict):
             raise HTTPException(422, "metadata must be a JSON object")
-        if settings.verify_signatures and not hmac.compare_digest(sign(data, settings.signing_key), signature):
+        if settings.verify_signatures and not hmac.compare_digest(
+            sign(data, settings.signing_key), signature
+        ):
             raise HTTPException(422, "artifact signature does not verify")
         return store.publish(name, data, signature, meta)
 
@@ -132,7 +137,10 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         return Response(
             data,
             media_type="application/octet-stream",
-            headers={"X-Millrace-Sha256": info["sha256"], "X-Millrace-Signature": info["signature"]},
+            headers={
+                "X-Millrace-Sha256": info["sha256"],
+                "X-Millrace-Signature": info["signature"],
+            },
         )
 
     @app.get("/models/{name}/aliases/{alias}")
@@ -146,8 +154,12 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     def move_alias(name: str, alias: str, body: AliasUpdate) -> dict[str, Any]:
         try:
             move = store.move_alias(
-                check_name(name), check_name(alias, "alias"), body.version,
-                body.expected_version, "api", body.reason,
+                check_name(name),
+                check_name(alias, "alias"),
+                body.version,
+                body.expected_version,
+                "api",
+                body.reason,
             )
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
@@ -166,7 +178,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     @app.post("/models/{name}/rollback", dependencies=[Depends(require_token)])
     def rollback(name: str, body: Rollback) -> dict[str, Any]:
         try:
-            move = store.rollback(check_name(name), body.alias, body.to_version, "api", body.reason or "rollback")
+            move = store.rollback(
+                check_name(name), body.alias, body.to_version, "api", body.reason or "rollback"
+            )
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except Conflict as exc:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uvicorn
-
 from millrace.kafka import wait_for_broker
 from millrace.logs import configure_logging
+
 from predictor.app import create_app
 from predictor.settings import PredictorSettings
 

@@ -8,14 +8,15 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-
-from millrace.envelope import Event, InvalidEvent
+from fastapi.concurrency import run_in_threadpool
+from millrace.envelope import Event, InvalidEvent, parse_event
 from millrace.features import FeatureModule, load_feature_module, process_event
 from millrace.model_events import ModelEventFollower
 from millrace.registry_client import RegistryClient
 from millrace.serving import ModelHolder
 from millrace.state import RedisState
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
 from predictor.settings import PredictorSettings
 
 REQUESTS = Counter("millrace_predictor_requests_total", "Predict requests", ["version", "status"])
@@ -29,8 +30,12 @@ class Predictor:
         self.settings = settings
         self.module: FeatureModule = load_feature_module(settings.feature_module)
         self.state = RedisState.from_url(settings.redis_url, settings.topic_prefix)
-        client = RegistryClient(settings.registry_url, settings.registry_token, settings.signing_key)
-        self.models = ModelHolder(client, settings.model_name, settings.alias, settings.keep_versions)
+        client = RegistryClient(
+            settings.registry_url, settings.registry_token, settings.signing_key
+        )
+        self.models = ModelHolder(
+            client, settings.model_name, settings.alias, settings.keep_versions
+        )
         self.follower: ModelEventFollower | None = None
 
     def start(self) -> None:
@@ -38,7 +43,9 @@ class Predictor:
         self.models.start_polling(self.settings.poll_interval_s)
         if self.settings.follow_model_events:
             self.follower = ModelEventFollower(
-                self.settings.kafka_bootstrap, self.settings.model_events_topic, self.models.on_model_event
+                self.settings.kafka_bootstrap,
+                self.settings.model_events_topic,
+                self.models.on_model_event,
             )
             self.follower.start()
 
@@ -56,7 +63,9 @@ class Predictor:
         except InvalidEvent as exc:
             raise HTTPException(422, exc.reason) from None
         if outcome.features is None:
-            raise HTTPException(422, f"event type {event.type!r} yields no features to predict from")
+            raise HTTPException(
+                422, f"event type {event.type!r} yields no features to predict from"
+            )
         probability = model.learner.predict_proba_one(outcome.features)[True]
         return {
             "model": model.name,
@@ -66,6 +75,21 @@ class Predictor:
             "subject": outcome.subject,
             "feature_ts": event.ts,
         }
+
+
+def _parse(body: bytes) -> Event:
+    try:
+        return parse_event(body)
+    except InvalidEvent as exc:
+        raise HTTPException(422, exc.reason) from None
+
+
+def get_predictor(request: Request) -> Predictor:
+    predictor: Predictor = request.app.state.predictor
+    return predictor
+
+
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 
 
 def create_app(settings: PredictorSettings | None = None) -> FastAPI:
@@ -78,11 +102,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         predictor.stop()
 
     app = FastAPI(title="Millrace predictor", version="1", lifespan=lifespan)
-
-    def get_predictor() -> Predictor:
-        return predictor
-
-    PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+    app.state.predictor = predictor
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -96,11 +116,21 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             return {"status": "loading"}
         return {"status": "ready", "model": model.name, "version": model.version}
 
-    @app.post("/predict")
-    def predict(event: Event, p: PredictorDep) -> dict[str, Any]:
+    @app.post(
+        "/predict",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": Event.model_json_schema(by_alias=True)}},
+            }
+        },
+    )
+    async def predict(request: Request, p: PredictorDep) -> dict[str, Any]:
+        """Predict for one event in the envelope the events topic carries (any content type)."""
         started = time.perf_counter()
         try:
-            result = p.predict(event)
+            event = _parse(await request.body())
+            result = await run_in_threadpool(p.predict, event)
         except HTTPException as exc:
             REQUESTS.labels("none", str(exc.status_code)).inc()
             raise
@@ -110,7 +140,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         return result
 
     @app.get("/metrics")
-    def metrics(request: Request) -> Response:
+    def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -5,10 +5,9 @@ from __future__ import annotations
 import signal
 
 from confluent_kafka import Consumer
-
 from millrace.backfill import backfill
-from millrace.featurize import Featurizer
 from millrace.features import feature_schema_hash, load_feature_module
+from millrace.featurize import Featurizer
 from millrace.flights import flight_events, load_flights, to_epoch_ms
 from millrace.join import LabelJoin, Sample
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, wait_for_broker
@@ -17,6 +16,7 @@ from millrace.logs import configure_logging
 from millrace.observability import serve_health
 from millrace.registry_client import RegistryClient
 from millrace.training import StreamTrainer, samples_from_backfill
+
 from trainer.settings import TrainerSettings
 
 
@@ -56,7 +56,9 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trainer.stopping.set())
     serve_health(settings.host, settings.port, lambda: {"status": "ok", "version": trainer.version})
-    consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"{settings.topic_prefix}{settings.group}"))
+    consumer = Consumer(
+        consumer_config(settings.kafka_bootstrap, f"{settings.topic_prefix}{settings.group}")
+    )
     trainer.run(consumer, settings.features_topic, settings.labels_topic)
 
 

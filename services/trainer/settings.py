@@ -3,9 +3,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import Field
-
 from millrace.settings import HttpSettings
+from pydantic import Field
 
 
 class TrainerSettings(HttpSettings):

@@ -8,14 +8,13 @@ is asked for (see :mod:`millrace.flights` for the event timeline and the cancell
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import ClassVar
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from millrace.envelope import Event, InvalidEvent, describe_validation_error
 from millrace.features.api import FeatureModule, State
 from millrace.flights import DEPARTED, SCHEDULED
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Code = Field(min_length=1, max_length=8)
 
@@ -75,7 +74,7 @@ class FlightsFeatures(FeatureModule):
         if event.type != SCHEDULED:
             return None
         d = event.data
-        sched = datetime.fromtimestamp(d["sched_dep_ms"] / 1000, tz=timezone.utc)
+        sched = datetime.fromtimestamp(d["sched_dep_ms"] / 1000, tz=UTC)
         x = {
             f"carrier={d['carrier']}": 1.0,
             f"origin={d['origin']}": 1.0,

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-
 from millrace.infra.processes import ProcessTable, port_open
 from millrace.kafka import wait_for_broker
 
@@ -58,12 +57,20 @@ def ensure_kafka_jars(cache: Path = JAR_CACHE, pom: Path = POM) -> Path:
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir(parents=True)
     cmd = [
-        "mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-        f"-DoutputDirectory={cache}", "-DincludeScope=runtime",
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={cache}",
+        "-DincludeScope=runtime",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise InfraError(f"resolving Kafka's jars failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        raise InfraError(
+            f"resolving Kafka's jars failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
     stamp.write_text(digest)
     return cache
 
@@ -115,9 +122,13 @@ class KafkaNode:
 
     def _java(self, lib: Path, *args: str) -> list[str]:
         return [
-            "java", f"-Xmx{self.heap}", f"-Xms{self.heap}",
+            "java",
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
-            "-cp", f"{lib}/*", *args,
+            "-cp",
+            f"{lib}/*",
+            *args,
         ]
 
     def start(self, procs: ProcessTable, name: str = "kafka", timeout: float = 90.0) -> None:
@@ -127,8 +138,15 @@ class KafkaNode:
         config = self._write_config()
         if not (self.data_dir / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            fmt = self._java(lib, "kafka.tools.StorageTool", "format", "--standalone",
-                             "-t", cluster_id, "-c", str(config))
+            # "--cluster-id=" form: a random id may start with "-".
+            fmt = self._java(
+                lib,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                f"--cluster-id={cluster_id}",
+                f"--config={config}",
+            )
             result = subprocess.run(fmt, capture_output=True, text=True)
             if result.returncode != 0:
                 raise InfraError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
@@ -143,7 +161,9 @@ class KafkaNode:
 
 def redis_server_binary() -> str:
     """Find ``redis-server``; install Debian's package when running as root."""
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
     if found:
         return found
     if os.geteuid() != 0:
@@ -173,10 +193,23 @@ class RedisNode:
             raise InfraError(f"port {self.port} is taken; set another with MILLRACE_REDIS_PORT")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir), "--daemonize", "no", "--protected-mode", "yes",
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
         ]
-        cmd += ["--appendonly", "yes", "--save", "60 1000"] if self.persist else ["--save", "", "--appendonly", "no"]
+        cmd += (
+            ["--appendonly", "yes", "--save", "60 1000"]
+            if self.persist
+            else ["--save", "", "--appendonly", "no"]
+        )
         procs.start(name, cmd)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + timeout

@@ -39,7 +39,11 @@ class ProcessTable:
         return self.logs / f"{name}.log"
 
     def start(
-        self, name: str, cmd: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+        self,
+        name: str,
+        cmd: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> int:
         if self.running(name):
             raise RuntimeError(f"{name} is already running (pid {self.pid(name)})")

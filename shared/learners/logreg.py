@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
 from millrace.learners.base import Features, RoundStats
 
 _EPS = 1e-12
@@ -126,8 +125,10 @@ class LogisticRegression:
                 break
             previous = loss
             residual = (p - target) / n
-            grad = np.bincount(cols, weights=residual[rows] * vals, minlength=self.weights.size)
-            grad += self.l2 * self.weights
+            grad = (
+                np.bincount(cols, weights=residual[rows] * vals, minlength=self.weights.size)
+                + self.l2 * self.weights
+            )
             grad_bias = float(residual.sum())
             self._g2 += grad * grad
             self._g2_bias += grad_bias * grad_bias

@@ -2,11 +2,17 @@ import math
 
 import orjson
 import pytest
-
 from millrace.envelope import InvalidEvent, parse_event
-from millrace.featurize import Featurizer, SourceEvent
 from millrace.features import load_feature_module, process_event
-from millrace.flights import DEPARTED, PREDICTION_LEAD_MS, SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace.featurize import Featurizer, SourceEvent
+from millrace.flights import (
+    DEPARTED,
+    PREDICTION_LEAD_MS,
+    SCHEDULED,
+    flight_events,
+    load_flights,
+    to_epoch_ms,
+)
 
 MODULE = "millrace.features.flights:FlightsFeatures"
 
@@ -29,7 +35,10 @@ def test_a_flights_own_departure_comes_after_its_prediction(january_week):
     for e in january_week:
         if e["type"] == DEPARTED and e["data"]["flight_id"] in scheduled_at:
             assert e["ts"] > scheduled_at[e["data"]["flight_id"]]
-            assert e["data"]["sched_dep_ms"] - PREDICTION_LEAD_MS == scheduled_at[e["data"]["flight_id"]]
+            assert (
+                e["data"]["sched_dep_ms"] - PREDICTION_LEAD_MS
+                == scheduled_at[e["data"]["flight_id"]]
+            )
 
 
 @pytest.mark.parametrize(
@@ -38,7 +47,10 @@ def test_a_flights_own_departure_comes_after_its_prediction(january_week):
         (b"{not json", "malformed_json"),
         (b"[1, 2]", "invalid_envelope"),
         (b'{"id": "a", "type": "t", "key": "k", "ts": "soon", "data": {}}', "invalid_envelope"),
-        (b'{"id": "a", "type": "t", "key": "k", "ts": 1, "data": {}, "extra": 1}', "invalid_envelope"),
+        (
+            b'{"id": "a", "type": "t", "key": "k", "ts": 1, "data": {}, "extra": 1}',
+            "invalid_envelope",
+        ),
         (b'{"id": "a", "type": "t", "key": "k", "ts": NaN, "data": {}}', "malformed_json"),
         (b"x" * 70_000, "too_large"),
     ],
@@ -53,7 +65,13 @@ def test_bad_envelopes_are_rejected_with_a_reason(raw, kind):
 def test_feature_module_rejects_bad_payloads(january_week):
     module = load_feature_module(MODULE)
     event = next(e for e in january_week if e["type"] == SCHEDULED)
-    for bad in ({"distance": "far"}, {"distance": "HUGE"}, {"hour": 99}, {"carrier": ""}, {"month": None}):
+    for bad in (
+        {"distance": "far"},
+        {"distance": "HUGE"},
+        {"hour": 99},
+        {"carrier": ""},
+        {"month": None},
+    ):
         raw = orjson.dumps({**event, "data": {**event["data"], **bad}})
         # JSON has no infinity; a number too large for a double decodes as one.
         raw = raw.replace(b'"HUGE"', b"1e999")
@@ -80,14 +98,18 @@ def test_stateful_features_use_the_aircrafts_previous_departure(january_week):
 def test_batches_equal_one_event_at_a_time(january_week):
     """Carrying state inside a batch gives what sequential processing gives."""
     featurizer = Featurizer(load_feature_module(MODULE))
-    sources = [SourceEvent(orjson.dumps(e), e["key"].encode(), 0, i) for i, e in enumerate(january_week[:3000])]
+    sources = [
+        SourceEvent(orjson.dumps(e), e["key"].encode(), 0, i)
+        for i, e in enumerate(january_week[:3000])
+    ]
 
     def run(batch_size: int) -> list[bytes]:
         state: dict[str, dict[str, float]] = {}
         out: list[bytes] = []
         for start in range(0, len(sources), batch_size):
             result = featurizer.run_batch(
-                sources[start : start + batch_size], lambda ks: {k: state.setdefault(k, {}) for k in ks}
+                sources[start : start + batch_size],
+                lambda ks: {k: state.setdefault(k, {}) for k in ks},
             )
             out += [v for _, v in result.features] + [v for _, v in result.labels]
         return sorted(out)
@@ -98,5 +120,7 @@ def test_batches_equal_one_event_at_a_time(january_week):
 def test_message_key_must_match_the_envelope(january_week):
     featurizer = Featurizer(load_feature_module(MODULE))
     event = january_week[0]
-    result = featurizer.run_batch([SourceEvent(orjson.dumps(event), b"someone-else", 0, 0)], lambda ks: {})
+    result = featurizer.run_batch(
+        [SourceEvent(orjson.dumps(event), b"someone-else", 0, 0)], lambda ks: {}
+    )
     assert [d.kind for d in result.dead] == ["key_mismatch"]

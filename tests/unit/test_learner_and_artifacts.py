@@ -1,7 +1,6 @@
 import random
 
 import pytest
-
 from millrace.artifacts import ArtifactRejected, dump_model, load_model, sign, verify
 from millrace.evaluation import Scores
 from millrace.join import LabelJoin
@@ -25,7 +24,10 @@ def test_rounds_lower_the_loss_and_the_model_learns_the_signal():
     model = LogisticRegression(max_rounds=30, tol=0.0)
     stats = model.learn_many(X, y)
     assert stats[-1].loss < stats[0].loss - 0.05
-    assert model.predict_proba_one({"late_before": 1.0})[True] > model.predict_proba_one({"carrier=C": 1.0})[True]
+    assert (
+        model.predict_proba_one({"late_before": 1.0})[True]
+        > model.predict_proba_one({"carrier=C": 1.0})[True]
+    )
 
 
 def test_same_batches_give_the_same_bytes_and_state_round_trips():

@@ -4,7 +4,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-
 from millrace.artifacts import dump_model, sign
 from millrace.learners import LogisticRegression
 from millrace.registry_store import Conflict, RegistryStore
@@ -18,7 +17,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def client(tmp_path):
-    settings = RegistrySettings(data_dir=tmp_path, registry_token=TOKEN, signing_key=KEY, announce=False)
+    settings = RegistrySettings(
+        data_dir=tmp_path, registry_token=TOKEN, signing_key=KEY, announce=False
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -28,7 +29,10 @@ def _publish(client, data: bytes | None = None, signature: str | None = None, he
     return client.post(
         "/models/m/versions",
         files={"artifact": ("a", data)},
-        data={"signature": signature or sign(data, KEY), "metadata": '{"metrics": {"log_loss": 0.5}}'},
+        data={
+            "signature": signature or sign(data, KEY),
+            "metadata": '{"metrics": {"log_loss": 0.5}}',
+        },
         headers=headers,
     )
 
@@ -36,7 +40,9 @@ def _publish(client, data: bytes | None = None, signature: str | None = None, he
 def test_concurrent_publishers_get_unique_gapless_versions(tmp_path):
     store = RegistryStore(tmp_path)
     with ThreadPoolExecutor(8) as pool:
-        versions = list(pool.map(lambda i: store.publish("m", f"a{i % 5}".encode(), "s", {}), range(200)))
+        versions = list(
+            pool.map(lambda i: store.publish("m", f"a{i % 5}".encode(), "s", {}), range(200))
+        )
     assert sorted(v["version"] for v in versions) == list(range(1, 201))
 
 
@@ -53,7 +59,10 @@ def test_alias_compare_and_set_rollback_and_history(tmp_path):
     assert store.rollback("m", "production", None, "t", "bad").to_version == 2
     assert store.rollback("m", "production", None, "t", "worse").to_version == 1
     history = store.history("m", "production", 10)
-    assert [(h.from_version, h.to_version, h.kind) for h in history][:2] == [(2, 1, "rollback"), (3, 2, "rollback")]
+    assert [(h.from_version, h.to_version, h.kind) for h in history][:2] == [
+        (2, 1, "rollback"),
+        (3, 2, "rollback"),
+    ]
     store.close()
     reopened = RegistryStore(tmp_path)
     assert reopened.get_alias("m", "production")["version"] == 1
@@ -68,9 +77,13 @@ def test_http_publish_list_download_and_alias(client):
     assert listed["total"] == 1 and listed["items"][0]["metadata"]["metrics"]["log_loss"] == 0.5
     artifact = client.get("/models/m/versions/1/artifact")
     assert artifact.headers["X-Millrace-Sha256"] == created.json()["sha256"]
-    moved = client.put("/models/m/aliases/production", json={"version": 1, "expected_version": None}, headers=AUTH)
+    moved = client.put(
+        "/models/m/aliases/production", json={"version": 1, "expected_version": None}, headers=AUTH
+    )
     assert moved.status_code == 200
-    conflict = client.put("/models/m/aliases/production", json={"version": 1, "expected_version": 7}, headers=AUTH)
+    conflict = client.put(
+        "/models/m/aliases/production", json={"version": 1, "expected_version": 7}, headers=AUTH
+    )
     assert conflict.status_code == 409
     assert client.get("/models/m/aliases/production").json()["version"] == 1
 
@@ -82,5 +95,7 @@ def test_http_security_and_bad_input(client):
     assert client.get("/models/..%2Fetc/versions").status_code in (404, 422)
     assert client.get("/models/m/versions/999").status_code == 404
     assert client.post("/models/m/rollback", json={}, headers=AUTH).status_code == 404
-    too_big = client.post("/models/m/versions", content=b"x", headers={**AUTH, "Content-Length": str(2**40)})
+    too_big = client.post(
+        "/models/m/versions", content=b"x", headers={**AUTH, "Content-Length": str(2**40)}
+    )
     assert too_big.status_code == 413

@@ -1,0 +1,76 @@
+"""docker-compose.yml cannot run here (no Docker engine), so it is checked statically: against
+the Compose Specification's JSON Schema, and against the settings the code reads."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from featurizer.settings import FeaturizerSettings
+from millrace.settings import CommonSettings
+from model_registry.settings import RegistrySettings
+from predictor.settings import PredictorSettings
+from pydantic_settings import BaseSettings
+from trainer.settings import TrainerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.json"
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "model-registry": RegistrySettings,
+    "featurizer": FeaturizerSettings,
+    "trainer": TrainerSettings,
+    "predictor": PredictorSettings,
+    "replay": CommonSettings,
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.mark.skipif(
+    not SCHEMA.exists(), reason="the Compose JSON Schema is not beside the repository"
+)
+def test_compose_file_validates_against_the_compose_spec(compose):
+    jsonschema.validate(compose, json.loads(SCHEMA.read_text()))
+
+
+def test_every_service_has_build_command_env_and_health(compose):
+    services = compose["services"]
+    assert set(SETTINGS) <= set(services)
+    for name in SETTINGS:
+        service = services[name]
+        assert service["build"] == "." and (ROOT / "Dockerfile").exists()
+        module = service["command"][2]
+        importlib.import_module(module)
+        if name != "replay":
+            assert "healthcheck" in service
+            assert all(
+                dep["condition"] == "service_healthy" for dep in service["depends_on"].values()
+            )
+
+
+def test_environment_matches_the_settings_the_code_reads(compose):
+    for name, settings_cls in SETTINGS.items():
+        service = compose["services"][name]
+        env = {k: str(v) for k, v in service["environment"].items()}
+        fields = {f"MILLRACE_{f.upper()}" for f in settings_cls.model_fields}
+        unknown = set(env) - fields
+        assert not unknown, f"{name} sets variables its settings do not read: {unknown}"
+        settings = settings_cls(**{k[len("MILLRACE_") :].lower(): v for k, v in env.items()})
+        if "port" in settings_cls.model_fields:
+            published = service["ports"][0].split(":")
+            assert int(published[1]) == settings.port == settings_cls.model_fields["port"].default
+        assert settings.kafka_bootstrap == "kafka:9092"
+
+
+def test_service_urls_point_at_compose_services(compose):
+    env = compose["x-millrace-env"]
+    registry_port = RegistrySettings.model_fields["port"].default
+    assert env["MILLRACE_REGISTRY_URL"] == f"http://model-registry:{registry_port}"
+    assert env["MILLRACE_REDIS_URL"].startswith("redis://redis:")
