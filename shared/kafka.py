@@ -21,14 +21,15 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+def admin(bootstrap: str, **extra: object) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap, **extra})
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
     """Block until an AdminClient gets metadata from the broker, or raise TimeoutError."""
     deadline = time.monotonic() + timeout
-    client = admin(bootstrap)
+    # Refused connections are expected while the broker starts; the timeout reports the last.
+    client = admin(bootstrap, log_level=0)
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
