@@ -21,7 +21,7 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def admin(bootstrap: str, **extra: object) -> AdminClient:
+def admin(bootstrap: str, **extra: str | int) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, **extra})
 
 
