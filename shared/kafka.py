@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 from millrace.settings import CommonSettings
 
@@ -92,3 +92,13 @@ def consumer_config(bootstrap: str, group: str, **extra: object) -> dict[str, ob
         "isolation.level": "read_committed",
         **extra,
     }
+
+
+def has_data(message: Message) -> bool:
+    """True for a record; consumer errors are logged (end-of-partition events are not)."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.code() != KafkaError._PARTITION_EOF:
+        log.warning("consumer error", extra={"error": str(error)})
+    return False

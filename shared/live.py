@@ -15,9 +15,9 @@ import socket
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from millrace.featurize import BatchResult, Featurizer, SourceEvent
-from millrace.kafka import consumer_config
+from millrace.kafka import consumer_config, has_data
 from millrace.state import RedisState
 from prometheus_client import Counter, Gauge
 
@@ -77,7 +77,7 @@ class LiveFeaturizer:
         try:
             while not self.stopping.is_set():
                 messages = self.consumer.consume(self.batch_size, timeout=0.2)
-                batch = [_source(m) for m in messages if _usable(m)]
+                batch = [_source(m) for m in messages if has_data(m)]
                 if batch:
                     self._process(batch)
         finally:
@@ -141,15 +141,6 @@ class LiveFeaturizer:
         for tp in committed:
             offset = tp.offset if tp.offset >= 0 else 0
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-
-
-def _usable(message) -> bool:
-    error = message.error()
-    if error is None:
-        return True
-    if error.code() != KafkaError._PARTITION_EOF:
-        log.warning("consumer error", extra={"error": str(error)})
-    return False
 
 
 def _source(message) -> SourceEvent:

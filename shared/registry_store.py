@@ -126,11 +126,13 @@ class RegistryStore:
     def artifact_path(self, digest: str) -> Path:
         return self.artifacts / digest[:2] / digest
 
-    def get_version(self, model: str, version: int) -> dict[str, Any]:
+    def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM versions WHERE model = ? AND version = ?", (model, version)
-            ).fetchone()
+            row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+        return row
+
+    def get_version(self, model: str, version: int) -> dict[str, Any]:
+        row = self._one("SELECT * FROM versions WHERE model = ? AND version = ?", model, version)
         if row is None:
             raise NotFound(f"model {model!r} has no version {version}")
         return _version_dict(row)
@@ -160,10 +162,7 @@ class RegistryStore:
     # -- aliases --------------------------------------------------------------------------
 
     def get_alias(self, model: str, alias: str) -> dict[str, Any]:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM aliases WHERE model = ? AND alias = ?", (model, alias)
-            ).fetchone()
+        row = self._one("SELECT * FROM aliases WHERE model = ? AND alias = ?", model, alias)
         if row is None:
             raise NotFound(f"model {model!r} has no alias {alias!r}")
         return dict(row)

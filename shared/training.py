@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import millrace
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from millrace.artifacts import dump_model, load_model
 from millrace.evaluation import Scores
 from millrace.join import LabelJoin, Sample
+from millrace.kafka import has_data
 from millrace.learners.base import Learner
 from millrace.registry_client import RegistryClient, RegistryError
 from prometheus_client import Counter, Gauge
@@ -171,10 +172,7 @@ class StreamTrainer:
         try:
             while not self.stopping.is_set():
                 for message in consumer.consume(1000, timeout=0.5):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer error", extra={"error": str(error)})
+                    if not has_data(message):
                         continue
                     topic, partition = str(message.topic()), int(message.partition() or 0)
                     offset = int(message.offset() or 0)

@@ -58,6 +58,14 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     app = FastAPI(title="Millrace model registry", version="1")
     app.state.store = store
 
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
@@ -123,17 +131,11 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     @app.get("/models/{name}/versions/{version}")
     def get_version(name: str, version: Annotated[int, Path(ge=1, le=2**53)]) -> dict[str, Any]:
-        try:
-            return store.get_version(check_name(name), version)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+        return store.get_version(check_name(name), version)
 
     @app.get("/models/{name}/versions/{version}/artifact")
     def get_artifact(name: str, version: Annotated[int, Path(ge=1, le=2**53)]) -> Response:
-        try:
-            data, info = store.read_artifact(check_name(name), version)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+        data, info = store.read_artifact(check_name(name), version)
         return Response(
             data,
             media_type="application/octet-stream",
@@ -145,26 +147,18 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     @app.get("/models/{name}/aliases/{alias}")
     def get_alias(name: str, alias: str) -> dict[str, Any]:
-        try:
-            return store.get_alias(check_name(name), check_name(alias, "alias"))
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+        return store.get_alias(check_name(name), check_name(alias, "alias"))
 
     @app.put("/models/{name}/aliases/{alias}", dependencies=[Depends(require_token)])
     def move_alias(name: str, alias: str, body: AliasUpdate) -> dict[str, Any]:
-        try:
-            move = store.move_alias(
-                check_name(name),
-                check_name(alias, "alias"),
-                body.version,
-                body.expected_version,
-                "api",
-                body.reason,
-            )
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except Conflict as exc:
-            raise HTTPException(409, str(exc)) from None
+        move = store.move_alias(
+            check_name(name),
+            check_name(alias, "alias"),
+            body.version,
+            body.expected_version,
+            "api",
+            body.reason,
+        )
         announce(move)
         return move.as_dict()
 
@@ -177,14 +171,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     @app.post("/models/{name}/rollback", dependencies=[Depends(require_token)])
     def rollback(name: str, body: Rollback) -> dict[str, Any]:
-        try:
-            move = store.rollback(
-                check_name(name), body.alias, body.to_version, "api", body.reason or "rollback"
-            )
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except Conflict as exc:
-            raise HTTPException(409, str(exc)) from None
+        move = store.rollback(
+            check_name(name), body.alias, body.to_version, "api", body.reason or "rollback"
+        )
         announce(move)
         return move.as_dict()
 
