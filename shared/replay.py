@@ -68,20 +68,21 @@ def replay(
 def progress_printer(total: int, label: str = "replay") -> Callable[[int], None]:
     """Plain periodic lines (rate and ETA) when stderr is not a terminal; rich bar otherwise."""
     if sys.stderr.isatty():
-        from rich.progress import BarColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         progress = Progress(
             "[progress.description]{task.description}",
             BarColumn(),
-            "{task.completed}/{task.total}",
-            TransferSpeedColumn(),
+            MofNCompleteColumn(),
+            "{task.fields[rate]}",
             TimeRemainingColumn(),
         )
-        task = progress.add_task(label, total=total)
+        task = progress.add_task(label, total=total, rate="")
         progress.start()
 
         def update(done: int) -> None:
-            progress.update(task, completed=done)
+            speed = progress.tasks[0].speed
+            progress.update(task, completed=done, rate=f"{speed:,.0f} events/s" if speed else "")
             if done >= total:
                 progress.stop()
 
