@@ -15,16 +15,6 @@ from millrace.settings import CommonSettings
 app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_args_is_help=True)
 
 
-def _config(run_dir: Path, kafka_port: int, redis_port: int, **extra: object) -> stack.StackConfig:
-    return stack.StackConfig(
-        run_dir=run_dir,
-        kafka_port=kafka_port,
-        kafka_controller_port=kafka_port + 1,
-        redis_port=redis_port,
-        **extra,
-    )
-
-
 RunDir = typer.Option(Path(".run"), envvar="MILLRACE_RUN_DIR", help="pids, logs and data")
 KafkaPort = typer.Option(9092, envvar="MILLRACE_KAFKA_PORT")
 RedisPort = typer.Option(6379, envvar="MILLRACE_REDIS_PORT")
@@ -41,7 +31,14 @@ def up(
     ),
 ) -> None:
     """Start Kafka, Redis, the four services and the replay in the background."""
-    cfg = _config(run_dir, kafka_port, redis_port, speed=speed, replay_start=start)
+    cfg = stack.StackConfig(
+        run_dir=run_dir,
+        kafka_port=kafka_port,
+        kafka_controller_port=kafka_port + 1,
+        redis_port=redis_port,
+        speed=speed,
+        replay_start=start,
+    )
     stack.up(cfg, say=typer.echo)
     typer.echo(
         f"""

@@ -50,9 +50,6 @@ class Event(BaseModel):
     ts: Annotated[int, Field(ge=0, le=MAX_TS_MS, strict=True)]
     data: dict[str, Any]
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(by_alias=True))
-
 
 def describe_validation_error(error: ValidationError) -> str:
     parts = []

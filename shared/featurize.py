@@ -7,7 +7,7 @@ memory, so the result equals processing the events one at a time in offset order
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from millrace.envelope import Event, InvalidEvent, parse_event
@@ -86,8 +86,3 @@ def _parse(source: SourceEvent) -> Event:
     if source.key is not None and source.key.decode("utf-8", "replace") != event.key:
         raise InvalidEvent("message key does not match the envelope's key", "key_mismatch")
     return event
-
-
-def chunks(items: list[SourceEvent], size: int) -> Iterator[list[SourceEvent]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

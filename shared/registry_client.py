@@ -36,7 +36,6 @@ class RegistryClient:
             base_url=base_url,
             timeout=timeout,
             headers={"Authorization": f"Bearer {token}"},
-            transport=httpx.HTTPTransport(retries=2),
         )
 
     def close(self) -> None:

@@ -11,7 +11,6 @@ import httpx
 from confluent_kafka import Consumer, TopicPartition
 from millrace.infra.brokers import KafkaNode, RedisNode
 from millrace.infra.processes import ProcessTable
-from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.settings import CommonSettings
 
 # Service name -> the module `python -m` runs; started in this order.
@@ -83,7 +82,7 @@ def up(cfg: StackConfig, say=print) -> None:
     settings = CommonSettings(
         kafka_bootstrap=env["MILLRACE_KAFKA_BOOTSTRAP"], redis_url=env["MILLRACE_REDIS_URL"]
     )
-    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
+    # The featurizer and the trainer create the pipeline's topics before they report healthy.
     for name in MODULES:
         if procs.running(name):
             continue

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
 
 from millrace.settings import HttpSettings
+from millrace.training import Promotion
 from pydantic import Field
 
 
@@ -12,7 +12,7 @@ class TrainerSettings(HttpSettings):
     group: str = "millrace-trainer"
     batch_size: int = Field(default=500, ge=1)
     publish_every: int = Field(default=2, ge=1, description="publish a version every N batches")
-    promotion: Literal["always", "none"] = "always"
+    promotion: Promotion = "always"
     join_wait_ms: int = 6 * 3_600_000
     # The baseline: the feature module over the flights file for these days [start, end).
     baseline_start: date = date(2013, 1, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 Features = dict[str, float]
 
@@ -16,7 +16,6 @@ class RoundStats:
     samples: int
 
 
-@runtime_checkable
 class Learner(Protocol):
     kind: str
 
