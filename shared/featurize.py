@@ -15,6 +15,7 @@ from millrace.features.api import FeatureModule, feature_schema_hash, process_ev
 from millrace.records import encode, feature_record, label_record
 from millrace.state import StateWrite
 
+MAX_TS = "__max_ts"
 StateLoader = Callable[[Iterable[str]], dict[str, dict[str, float]]]
 
 
@@ -64,6 +65,7 @@ class Featurizer:
             state = states.setdefault(event.key, {})
             result.newest_ts = max(result.newest_ts, event.ts)
             try:
+                self._check_lateness(event, state)
                 outcome = process_event(self.module, event, state)
             except InvalidEvent as exc:
                 result.dead.append(DeadLetter(source, exc.reason, exc.kind))
@@ -73,12 +75,22 @@ class Featurizer:
                 result.features.append((event.key, encode(record)))
             if outcome.label is not None:
                 result.labels.append((event.key, encode(label_record(event, outcome))))
-            if outcome.state_update:
-                state.update(outcome.state_update)
-                result.writes.append(
-                    StateWrite(event.key, outcome.state_update, source.partition, source.offset)
-                )
+            update = dict(outcome.state_update)
+            if event.ts > state.get(MAX_TS, -1.0):
+                update[MAX_TS] = float(event.ts)
+            if update:
+                state.update(update)
+                result.writes.append(StateWrite(event.key, update, source.partition, source.offset))
         return result
+
+    def _check_lateness(self, event: Event, state: dict[str, float]) -> None:
+        allowed = self.module.allowed_lateness_ms
+        newest = state.get(MAX_TS)
+        if allowed is not None and newest is not None and event.ts < newest - allowed:
+            raise InvalidEvent(
+                f"late event: ts {event.ts} is more than {allowed} ms behind {int(newest)}",
+                "late",
+            )
 
 
 def _parse(source: SourceEvent) -> Event:

@@ -1,9 +1,13 @@
 """The live featurizer: consume events, run the feature module, produce features exactly once.
 
 Each poll batch is one Kafka transaction: the feature, label and dead-letter records and the
-consumed offsets commit together (downstream reads ``read_committed``). State writes go to Redis
-before the commit, fenced by source partition and offset, so a batch replayed after a crash
-applies no state twice.
+consumed offsets commit together (downstream reads ``read_committed``). Only then does the batch's
+state go to Redis, fenced by source partition and offset (see :mod:`millrace.state`). If the
+process dies between the two, the committed offset is ahead of the partition's Redis fence; when
+the partition is next assigned (to this replica or another), :meth:`LiveFeaturizer.recover`
+replays that gap from the events topic for its state only, producing nothing. Features are always
+computed from the state of exactly the events before them, so a restarted or rebalanced featurizer
+emits what an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import signal
 import socket
 import threading
 import time
+import uuid
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from millrace.featurize import BatchResult, Featurizer, SourceEvent
 from millrace.kafka import consumer_config, has_data
 from millrace.state import RedisState
@@ -27,7 +32,11 @@ EVENTS_IN = Counter("millrace_featurizer_events_total", "Events consumed")
 FEATURES_OUT = Counter("millrace_featurizer_features_total", "Feature records produced")
 LABELS_OUT = Counter("millrace_featurizer_labels_total", "Label records produced")
 DEAD = Counter("millrace_featurizer_dead_letters_total", "Events dead-lettered", ["kind"])
-STATE_WRITES = Counter("millrace_featurizer_state_writes_total", "Fenced state writes applied")
+LATE = Counter("millrace_featurizer_late_events_total", "Events later than the allowed lateness")
+STATE_WRITES = Counter("millrace_featurizer_state_writes_total", "Entity state writes")
+RECOVERED = Counter(
+    "millrace_featurizer_recovered_events_total", "Events replayed to restore Redis state"
+)
 LAG_MS = Gauge("millrace_featurizer_event_time_lag_ms", "Wall clock minus newest event time")
 
 
@@ -44,9 +53,12 @@ class LiveFeaturizer:
         dead_letter_topic: str,
         batch_size: int = 1000,
         instance_id: str | None = None,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self.featurizer = featurizer
         self.state = state
+        self.bootstrap = bootstrap
+        self.group = group
         self.events_topic = events_topic
         self.features_topic = features_topic
         self.labels_topic = labels_topic
@@ -54,8 +66,16 @@ class LiveFeaturizer:
         self.batch_size = batch_size
         self.stopping = threading.Event()
         self.batches = 0
+        # A stable instance id gives a stable transactional id: a restarted replica's first
+        # transaction fences and aborts whatever its dead predecessor left open.
         instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.consumer = Consumer(consumer_config(bootstrap, group, **{"client.id": instance}))
+        self.consumer = Consumer(
+            consumer_config(
+                bootstrap,
+                group,
+                **{"client.id": instance, "session.timeout.ms": session_timeout_ms},
+            )
+        )
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -72,7 +92,9 @@ class LiveFeaturizer:
     def run(self) -> None:
         self.state.claim_schema(self.featurizer.schema_marker)
         self.producer.init_transactions(30)
-        self.consumer.subscribe([self.events_topic])
+        self.consumer.subscribe(
+            [self.events_topic], on_assign=lambda _consumer, parts: self.recover(parts)
+        )
         log.info("featurizer running", extra={"topic": self.events_topic})
         try:
             while not self.stopping.is_set():
@@ -87,7 +109,6 @@ class LiveFeaturizer:
 
     def _process(self, batch: list[SourceEvent]) -> None:
         result = self.featurizer.run_batch(batch, self.state.read_many)
-        applied = self.state.write_many(result.writes)
         try:
             self.producer.begin_transaction()
             self._produce(result)
@@ -97,20 +118,23 @@ class LiveFeaturizer:
             )
             self.producer.commit_transaction(30)
         except KafkaException as exc:
-            log.error(
-                "transaction failed; rewinding to the committed offsets", extra={"error": str(exc)}
-            )
+            log.error("transaction failed; rewinding", extra={"error": str(exc)})
             if exc.args[0].txn_requires_abort():
                 self.producer.abort_transaction(30)
             self._rewind()
             return
+        in_batch = {s.partition for s in batch}
+        fences = {tp.partition: tp.offset - 1 for tp in positions if tp.partition in in_batch}
+        self.state.apply(result.writes, fences)
         self.batches += 1
         EVENTS_IN.inc(len(batch))
         FEATURES_OUT.inc(len(result.features))
         LABELS_OUT.inc(len(result.labels))
-        STATE_WRITES.inc(applied)
+        STATE_WRITES.inc(len(result.writes))
         for dead in result.dead:
             DEAD.labels(dead.kind).inc()
+            if dead.kind == "late":
+                LATE.inc()
         if result.newest_ts:
             LAG_MS.set(time.time() * 1000 - result.newest_ts)
 
@@ -120,28 +144,61 @@ class LiveFeaturizer:
         for key, value in result.labels:
             self.producer.produce(self.labels_topic, value, key)
         for dead in result.dead:
+            source = f"{self.events_topic}/{dead.source.partition}/{dead.source.offset}"
             headers = [
                 ("reason", dead.reason.encode()[:1000]),
                 ("kind", dead.kind.encode()),
-                (
-                    "source",
-                    f"{self.events_topic}/{dead.source.partition}/{dead.source.offset}".encode(),
-                ),
+                ("source", source.encode()),
             ]
             self.producer.produce(
                 self.dead_letter_topic, dead.source.value, dead.source.key, headers=headers
             )
-            log.warning(
-                "dead-lettered event", extra={"reason": dead.reason, "offset": dead.source.offset}
-            )
+            log.warning("dead-lettered event", extra={"reason": dead.reason, "source": source})
 
     def _rewind(self) -> None:
         assignment = self.consumer.assignment()
-        committed = self.consumer.committed(assignment, timeout=30)
-        for tp in committed:
-            offset = tp.offset if tp.offset >= 0 else 0
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        for tp in self.consumer.committed(assignment, timeout=30):
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def recover(self, partitions: list[TopicPartition]) -> None:
+        """Bring Redis up to the committed offsets of newly assigned partitions."""
+        fences = self.state.fences()
+        for tp in self.consumer.committed(partitions, timeout=30):
+            start = fences.get(tp.partition, -1) + 1
+            if tp.offset >= 0 and start < tp.offset:
+                log.warning(
+                    "redis state behind the committed offset; replaying the gap",
+                    extra={"partition": tp.partition, "from": start, "to": tp.offset},
+                )
+                self._replay_state(tp.partition, start, tp.offset)
+
+    def _replay_state(self, partition: int, start: int, end: int, timeout: float = 600.0) -> None:
+        reader = Consumer(
+            consumer_config(self.bootstrap, f"{self.group}-recovery-{uuid.uuid4().hex}")
+        )
+        tp = TopicPartition(self.events_topic, partition)
+        low, _ = reader.get_watermark_offsets(tp, timeout=30)
+        reader.assign([TopicPartition(self.events_topic, partition, max(start, low))])
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                messages = reader.consume(self.batch_size, timeout=0.5)
+                batch = [s for s in map(_source, filter(has_data, messages)) if s.offset < end]
+                if batch:
+                    result = self.featurizer.run_batch(batch, self.state.read_many)
+                    self.state.apply(result.writes, {partition: batch[-1].offset})
+                    RECOVERED.inc(len(batch))
+                if reader.position([tp])[0].offset >= end:
+                    self.state.apply([], {partition: end - 1})
+                    return
+            raise TimeoutError(f"replaying partition {partition} [{start}, {end}) timed out")
+        finally:
+            reader.close()
 
 
-def _source(message) -> SourceEvent:
-    return SourceEvent(message.value() or b"", message.key(), message.partition(), message.offset())
+def _source(message: Message) -> SourceEvent:
+    partition, offset = message.partition(), message.offset()
+    assert partition is not None and offset is not None  # data messages always have both
+    return SourceEvent(message.value() or b"", message.key(), partition, offset)

@@ -2,13 +2,16 @@
 
 Layout (``<prefix>`` is the topic prefix)::
 
-    <prefix>state:<entity>   hash  feature-state fields (floats, exact repr)
-                                   + "__fence:<partition>" = last applied source offset
-    <prefix>state:__schema__ string  "<module name>/v<version>" that wrote the state
+    <prefix>state:<entity>          hash    feature-state fields (floats, exact repr);
+                                            ``__max_ts`` is the newest event time of the key
+    <prefix>state:__fence__         hash    source partition -> last source offset applied
+    <prefix>state:__schema__        string  "<module name>/v<version>" that wrote the state
 
-A write carries the partition and offset of the event that caused it and is applied by one Lua
-script only if that offset is newer than the fence, so replaying events after a crash applies
-nothing twice.
+The featurizer writes a batch's state only after its Kafka transaction committed, with one Lua
+script per source partition that applies the batch's fields and moves that partition's fence
+together, and only if the batch is newer than the fence. So a replay applies nothing twice, and
+the gap a crash can leave (committed in Kafka, not yet in Redis) is visible as a fence behind
+the committed offset: :meth:`LiveFeaturizer.recover` replays exactly that gap.
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ from dataclasses import dataclass
 
 import redis
 
-FENCE_PREFIX = "__fence:"
-
-_FENCED_HSET = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current and tonumber(current) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 3))
+_APPLY_BATCH = """
+local fence = redis.call('HGET', KEYS[1], ARGV[1])
+if fence and tonumber(fence) >= tonumber(ARGV[2]) then return 0 end
+local i = 3
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[i])
+  redis.call('HSET', KEYS[k], unpack(ARGV, i + 1, i + 2 * n))
+  i = i + 1 + 2 * n
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -44,7 +51,8 @@ class RedisState:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        self._script = client.register_script(_FENCED_HSET)
+        self.fence_key = f"{prefix}state:__fence__"
+        self._apply = client.register_script(_APPLY_BATCH)
 
     @classmethod
     def from_url(cls, url: str, prefix: str) -> RedisState:
@@ -75,17 +83,27 @@ class RedisState:
             pipe.hgetall(self.key(name))
         return {n: _decode(raw) for n, raw in zip(names, pipe.execute(), strict=True)}
 
-    def write_many(self, writes: Iterable[StateWrite]) -> int:
-        """Apply fenced writes; returns how many were applied (the rest were replays)."""
-        pipe = self.client.pipeline(transaction=False)
-        count = 0
+    def fences(self) -> dict[int, int]:
+        raw = self.client.hgetall(self.fence_key)
+        return {int(_text(k)): int(_text(v)) for k, v in raw.items()}
+
+    def apply(self, writes: Iterable[StateWrite], fences: Mapping[int, int]) -> int:
+        """Apply one batch: for each partition in ``fences`` (partition -> last source offset of
+        the batch), its writes and its fence move together, unless the fence is already there.
+        Returns how many partitions were applied (the others were replays)."""
+        by_partition: dict[int, dict[str, dict[str, float]]] = {p: {} for p in fences}
         for w in writes:
-            args: list[str | int] = [f"{FENCE_PREFIX}{w.partition}", w.offset]
-            for name, value in w.fields.items():
-                args += [name, repr(float(value))]
-            self._script(keys=[self.key(w.entity)], args=args, client=pipe)
-            count += 1
-        return sum(pipe.execute()) if count else 0
+            by_partition[w.partition].setdefault(w.entity, {}).update(w.fields)
+        pipe = self.client.pipeline(transaction=False)
+        for partition, entities in by_partition.items():
+            keys = [self.fence_key, *(self.key(e) for e in entities)]
+            args: list[str | int] = [partition, fences[partition]]
+            for fields in entities.values():
+                args.append(len(fields))
+                for name, value in fields.items():
+                    args += [name, repr(float(value))]
+            self._apply(keys=keys, args=args, client=pipe)
+        return sum(pipe.execute()) if by_partition else 0
 
 
 def _text(value: bytes | str) -> str:
@@ -93,5 +111,4 @@ def _text(value: bytes | str) -> str:
 
 
 def _decode(raw: Mapping[bytes | str, bytes | str]) -> dict[str, float]:
-    fields = ((_text(k), v) for k, v in raw.items())
-    return {k: float(v) for k, v in fields if not k.startswith(FENCE_PREFIX)}
+    return {_text(k): float(v) for k, v in raw.items()}

@@ -28,6 +28,8 @@ def main() -> None:
         labels_topic=settings.labels_topic,
         dead_letter_topic=settings.dead_letter_topic,
         batch_size=settings.batch_size,
+        instance_id=settings.instance_id,
+        session_timeout_ms=settings.session_timeout_ms,
     )
     runner.install_signal_handlers()
     serve_health(settings.host, settings.port, lambda: {"status": "ok", "batches": runner.batches})

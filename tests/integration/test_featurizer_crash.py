@@ -1,0 +1,71 @@
+"""Exactly once through crashes: the featurizer process is SIGKILLed at random points and
+restarted; the committed feature topic and the Redis state equal an uninterrupted run's."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+
+import pytest
+from millrace.infra.processes import ProcessTable, free_port
+from millrace.replay import replay
+from millrace.state import RedisState
+
+from tests.helpers import read_topic
+from tests.integration.test_featurizer_live import canonical, expected, setup_topics
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigkilled_featurizer_commits_each_feature_exactly_once(
+    kafka_bootstrap, redis_url, prefix, tmp_path
+):
+    settings = setup_topics(kafka_bootstrap, redis_url, prefix)
+    events, truth = expected("2013-01-01", "2013-01-08")
+    procs = ProcessTable(tmp_path)
+    env = {
+        "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "MILLRACE_REDIS_URL": redis_url,
+        "MILLRACE_TOPIC_PREFIX": prefix,
+        "MILLRACE_BATCH_SIZE": "100",
+        "MILLRACE_PORT": str(free_port()),
+        "MILLRACE_INSTANCE_ID": "featurizer-under-test",
+        "MILLRACE_SESSION_TIMEOUT_MS": "6000",
+    }
+    command = [sys.executable, "-m", "featurizer"]
+    rng = random.Random(2013)
+    # A live run: the week streams in over ~30 s while the featurizer is killed and restarted.
+    stream = threading.Thread(
+        target=replay,
+        args=(kafka_bootstrap, settings.events_topic, events),
+        kwargs={"speed": 20_000},
+    )
+    stream.start()
+    committed_at_kill = []
+    try:
+        for _ in range(4):
+            procs.start("featurizer", command, env)
+            time.sleep(rng.uniform(2.0, 5.0))
+            procs.kill("featurizer")
+            committed_at_kill.append(
+                len(read_topic(kafka_bootstrap, settings.features_topic, idle=0.5))
+            )
+        stream.join()
+        procs.start("featurizer", command, env)
+        features = read_topic(
+            kafka_bootstrap, settings.features_topic, expect=len(truth.features), timeout=300
+        )
+        time.sleep(2)  # anything beyond the expected count would be a duplicate: let it show
+        features += read_topic(kafka_bootstrap, settings.features_topic, idle=1.0)[len(features) :]
+    finally:
+        stream.join()
+        procs.stop("featurizer")
+        sys.stderr.write(procs.log_path("featurizer").read_text()[-4000:])
+
+    assert 0 < committed_at_kill[-1] < len(truth.features), committed_at_kill
+    assert len(features) == len(truth.features), committed_at_kill
+    assert sorted(m.value() for m in features) == canonical(truth.features)
+    live_state = RedisState.from_url(redis_url, prefix).read_many(truth.state)
+    assert live_state == truth.state
