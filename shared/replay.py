@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -63,41 +62,3 @@ def replay(
     if on_progress:
         on_progress(len(events))
     return len(events)
-
-
-def progress_printer(total: int, label: str = "replay") -> Callable[[int], None]:
-    """Plain periodic lines (rate and ETA) when stderr is not a terminal; rich bar otherwise."""
-    if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            "{task.fields[rate]}",
-            TimeRemainingColumn(),
-        )
-        task = progress.add_task(label, total=total, rate="")
-        progress.start()
-
-        def update(done: int) -> None:
-            speed = progress.tasks[0].speed
-            progress.update(task, completed=done, rate=f"{speed:,.0f} events/s" if speed else "")
-            if done >= total:
-                progress.stop()
-
-        return update
-
-    started = time.monotonic()
-    last = [0.0]
-
-    def log_line(done: int) -> None:
-        now = time.monotonic()
-        if now - last[0] < 5 and done < total:
-            return
-        last[0] = now
-        rate = done / max(now - started, 1e-9)
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        log.info(f"{label}: {done}/{total} events, {rate:.0f}/s, eta {eta:.0f}s")
-
-    return log_line

