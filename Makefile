@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up down status test lint unit clean
+.PHONY: install up down status test lint unit bench clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: install
 
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Benchmarks print a table of ratios and merge their figures into bench/results.json.
+bench: install
+	cd bench && ../$(PY) bench_featurizer.py
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -66,6 +66,7 @@ class LiveFeaturizer:
         self.batch_size = batch_size
         self.stopping = threading.Event()
         self.batches = 0
+        self.events = 0
         # A stable instance id gives a stable transactional id: a restarted replica's first
         # transaction fences and aborts whatever its dead predecessor left open.
         instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -127,6 +128,7 @@ class LiveFeaturizer:
         fences = {tp.partition: tp.offset - 1 for tp in positions if tp.partition in in_batch}
         self.state.apply(result.writes, fences)
         self.batches += 1
+        self.events += len(batch)
         EVENTS_IN.inc(len(batch))
         FEATURES_OUT.inc(len(result.features))
         LABELS_OUT.inc(len(result.labels))

@@ -1,0 +1,53 @@
+"""Shared pieces of the benchmarks: infrastructure, the results file, the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from millrace.infra.brokers import KafkaNode, RedisNode
+from millrace.infra.processes import ProcessTable, free_port
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+@contextmanager
+def infrastructure() -> Iterator[tuple[str, str]]:
+    """(kafka bootstrap, redis url): from the environment, or started here for the run."""
+    if os.environ.get("KAFKA_BOOTSTRAP") and os.environ.get("REDIS_URL"):
+        yield os.environ["KAFKA_BOOTSTRAP"], os.environ["REDIS_URL"]
+        return
+    with tempfile.TemporaryDirectory(prefix="millrace-bench-") as tmp:
+        procs = ProcessTable(Path(tmp))
+        kafka = KafkaNode(Path(tmp) / "kafka", free_port(), free_port(), heap="1g")
+        redis = RedisNode(Path(tmp) / "redis", free_port())
+        kafka.start(procs)
+        redis.start(procs)
+        try:
+            yield kafka.bootstrap, redis.url
+        finally:
+            procs.stop("kafka")
+            procs.stop("redis")
+
+
+def record(values: dict[str, Any]) -> None:
+    """Merge ``values`` into bench/results.json (other benchmarks write their own keys)."""
+    current = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    current.update(values)
+    RESULTS.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
+    table = Table(title=title)
+    for column in ("measure", "value", "limit it is compared with", "ratio (aim)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
