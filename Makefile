@@ -38,6 +38,7 @@ test: lint
 # Benchmarks print a table of ratios and merge their figures into bench/results.json.
 bench: install
 	cd bench && ../$(PY) bench_featurizer.py
+	cd bench && ../$(PY) bench_registry.py
 
 unit: install
 	$(PY) -m pytest -q tests/unit

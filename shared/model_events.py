@@ -25,6 +25,11 @@ class ModelEventPublisher:
             {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0}
         )
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is pending and release the client (no logging after the broker goes)."""
+        self._producer.flush(timeout)
+        del self._producer
+
     def announce(self, move: dict[str, Any], timeout: float = 10.0) -> bool:
         """Publish one alias move and wait for the broker; False (logged) if it did not ack."""
         try:

@@ -1,8 +1,10 @@
 """The registry's embedded store: SQLite (WAL) for metadata, a content-addressed artifact folder.
 
-Version numbers are allocated inside one ``BEGIN IMMEDIATE`` transaction, so concurrent
-publishers get unique, gapless numbers. Alias moves are compare-and-set and append to an
-alias history that is never rewritten.
+Version numbers come from a per-model counter inside one ``BEGIN IMMEDIATE`` transaction, so
+concurrent publishers get unique, gapless numbers, and a number is never handed out twice even
+after retention pruned old versions. Alias moves are compare-and-set and append to an alias
+history that is never rewritten. Retention never removes a version an alias points at or one the
+last N alias moves reference.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     model TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
     signature TEXT NOT NULL, size INTEGER NOT NULL, metadata TEXT NOT NULL,
-    created_at REAL NOT NULL, PRIMARY KEY (model, version));
+    created_at REAL NOT NULL, archived INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS version_counters (
+    model TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS aliases (
     model TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
     updated_at REAL NOT NULL, PRIMARY KEY (model, alias));
@@ -33,6 +38,7 @@ CREATE TABLE IF NOT EXISTS alias_history (
     from_version INTEGER, to_version INTEGER NOT NULL, kind TEXT NOT NULL,
     actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS alias_history_by_alias ON alias_history (model, alias, id);
+CREATE INDEX IF NOT EXISTS versions_by_sha ON versions (sha256);
 """
 
 
@@ -97,11 +103,14 @@ class RegistryStore:
         self._write_artifact(digest, artifact)
         with self._tx() as db:
             row = db.execute(
-                "SELECT MAX(version) FROM versions WHERE model = ?", (model,)
+                "INSERT INTO version_counters VALUES (?, 1) ON CONFLICT (model) "
+                "DO UPDATE SET last_version = last_version + 1 RETURNING last_version",
+                (model,),
             ).fetchone()
-            version = (row[0] or 0) + 1
+            version = int(row[0])
             db.execute(
-                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO versions (model, version, sha256, signature, size, metadata, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     model,
                     version,
@@ -138,15 +147,28 @@ class RegistryStore:
         return _version_dict(row)
 
     def list_versions(
-        self, model: str, limit: int, offset: int
+        self,
+        model: str,
+        limit: int,
+        offset: int,
+        tag: tuple[str, str] | None = None,
+        include_archived: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first; ``tag=(name, value)`` keeps versions whose ``metadata.tags`` match."""
+        where = "model = ?"
+        args: list[object] = [model]
+        if not include_archived:
+            where += " AND archived = 0"
+        if tag is not None:
+            where += " AND json_extract(metadata, '$.tags.' || json_quote(?)) = ?"
+            args += list(tag)
         with self._lock:
             rows = self._db.execute(
-                "SELECT * FROM versions WHERE model = ? ORDER BY version DESC LIMIT ? OFFSET ?",
-                (model, limit, offset),
+                f"SELECT * FROM versions WHERE {where} ORDER BY version DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             ).fetchall()
             total = self._db.execute(
-                "SELECT COUNT(*) FROM versions WHERE model = ?", (model,)
+                f"SELECT COUNT(*) FROM versions WHERE {where}", args
             ).fetchone()[0]
         return [_version_dict(r) for r in rows], total
 
@@ -158,6 +180,58 @@ class RegistryStore:
     def read_artifact(self, model: str, version: int) -> tuple[bytes, dict[str, Any]]:
         info = self.get_version(model, version)
         return self.artifact_path(info["sha256"]).read_bytes(), info
+
+    def archive(self, model: str, version: int) -> dict[str, Any]:
+        """Hide a version from listings (its artifact stays for history and rollback)."""
+        with self._tx() as db:
+            self._refuse_if_aliased(db, model, version)
+            cursor = db.execute(
+                "UPDATE versions SET archived = 1 WHERE model = ? AND version = ?", (model, version)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"model {model!r} has no version {version}")
+        return self.get_version(model, version)
+
+    def prune(self, model: str, keep_last: int, keep_history_moves: int = 20) -> list[int]:
+        """Delete versions beyond the newest ``keep_last``, except those an alias points at or
+        the last ``keep_history_moves`` alias moves reference; returns the deleted numbers."""
+        with self._tx() as db:
+            protected = {
+                r[0] for r in db.execute("SELECT version FROM aliases WHERE model = ?", (model,))
+            }
+            for old, new in db.execute(
+                "SELECT from_version, to_version FROM alias_history WHERE model = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (model, keep_history_moves),
+            ):
+                protected.update(v for v in (old, new) if v is not None)
+            candidates = [
+                (r[0], r[1])
+                for r in db.execute(
+                    "SELECT version, sha256 FROM versions WHERE model = ? "
+                    "ORDER BY version DESC LIMIT -1 OFFSET ?",
+                    (model, keep_last),
+                )
+                if r[0] not in protected
+            ]
+            for version, _ in candidates:
+                db.execute("DELETE FROM versions WHERE model = ? AND version = ?", (model, version))
+            orphans = [
+                sha
+                for _, sha in candidates
+                if db.execute("SELECT 1 FROM versions WHERE sha256 = ?", (sha,)).fetchone() is None
+            ]
+        for sha in set(orphans):
+            self.artifact_path(sha).unlink(missing_ok=True)
+        return [v for v, _ in candidates]
+
+    @staticmethod
+    def _refuse_if_aliased(db: sqlite3.Connection, model: str, version: int) -> None:
+        row = db.execute(
+            "SELECT alias FROM aliases WHERE model = ? AND version = ?", (model, version)
+        ).fetchone()
+        if row is not None:
+            raise Conflict(f"version {version} is what alias {row[0]!r} points at")
 
     # -- aliases --------------------------------------------------------------------------
 
@@ -219,6 +293,15 @@ class RegistryStore:
         return AliasMove(
             cursor.lastrowid or 0, model, alias, current, version, kind, actor, reason, now
         )
+
+    def promote(self, model: str, alias: str, version: int, actor: str, reason: str) -> AliasMove:
+        """Point ``alias`` at ``version`` from whatever it points at now (one transaction)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            ).fetchone()
+            current = row[0] if row else None
+            return self._move(db, model, alias, version, current, actor, reason, "promote")
 
     def rollback(
         self, model: str, alias: str, to_version: int | None, actor: str, reason: str

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import orjson
@@ -22,6 +24,7 @@ from fastapi import (
 )
 from fastapi.responses import JSONResponse
 from millrace.artifacts import sign
+from millrace.http import BodySizeLimit
 from millrace.model_events import ModelEventPublisher
 from millrace.registry_store import AliasMove, Conflict, NotFound, RegistryStore
 from model_registry.settings import RegistrySettings
@@ -41,6 +44,16 @@ class AliasUpdate(BaseModel):
     reason: str = Field(default="", max_length=1000)
 
 
+class Promote(BaseModel):
+    alias: str = Field(default="production", pattern=NAME_PATTERN)
+    reason: str = Field(default="", max_length=1000)
+
+
+class Prune(BaseModel):
+    keep_last: int = Field(ge=1, le=1_000_000)
+    keep_history_moves: int = Field(default=20, ge=0, le=1_000_000)
+
+
 class Rollback(BaseModel):
     alias: str = Field(default="production", pattern=NAME_PATTERN)
     to_version: int | None = Field(default=None, ge=1, le=2**53)
@@ -50,12 +63,19 @@ class Rollback(BaseModel):
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()
     store = RegistryStore(settings.data_dir)
-    publisher = (
-        ModelEventPublisher(settings.kafka_bootstrap, settings.model_events_topic)
-        if settings.announce
-        else None
-    )
-    app = FastAPI(title="Millrace model registry", version="1")
+    publisher: ModelEventPublisher | None = None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal publisher
+        if settings.announce:
+            publisher = ModelEventPublisher(settings.kafka_bootstrap, settings.model_events_topic)
+        yield
+        if publisher is not None:
+            publisher.close()
+            publisher = None
+
+    app = FastAPI(title="Millrace model registry", version="1", lifespan=lifespan)
     app.state.store = store
 
     @app.exception_handler(NotFound)
@@ -66,12 +86,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     async def conflict(request: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return JSONResponse({"detail": "request body too large"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> str:
         if not authorization or not authorization.startswith("Bearer "):
@@ -118,16 +133,44 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             sign(data, settings.signing_key), signature
         ):
             raise HTTPException(422, "artifact signature does not verify")
-        return store.publish(name, data, signature, meta)
+        published = store.publish(name, data, signature, meta)
+        if settings.retain_versions:
+            store.prune(name, settings.retain_versions, settings.retain_history_moves)
+        return published
 
     @app.get("/models/{name}/versions")
     def list_versions(
         name: str,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+        tag: Annotated[
+            str | None, Query(pattern=r"^[^:]{1,64}:.{0,200}$", description="name:value")
+        ] = None,
+        include_archived: bool = False,
     ) -> dict[str, Any]:
-        items, total = store.list_versions(check_name(name), limit, offset)
+        wanted = (tag.partition(":")[0], tag.partition(":")[2]) if tag else None
+        items, total = store.list_versions(
+            check_name(name), limit, offset, wanted, include_archived
+        )
         return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+    @app.delete("/models/{name}/versions/{version}", dependencies=[Depends(require_token)])
+    def archive_version(name: str, version: Annotated[int, Path(ge=1, le=2**53)]) -> dict[str, Any]:
+        """Archive a version (hidden from listings; 409 while an alias points at it)."""
+        return store.archive(check_name(name), version)
+
+    @app.post("/models/{name}/versions/{version}/promote", dependencies=[Depends(require_token)])
+    def promote(
+        name: str, version: Annotated[int, Path(ge=1, le=2**53)], body: Promote
+    ) -> dict[str, Any]:
+        move = store.promote(check_name(name), body.alias, version, "api", body.reason)
+        announce(move)
+        return move.as_dict()
+
+    @app.post("/models/{name}/prune", dependencies=[Depends(require_token)])
+    def prune(name: str, body: Prune) -> dict[str, list[int]]:
+        """Apply the retention policy now; returns the deleted version numbers."""
+        return {"deleted": store.prune(check_name(name), body.keep_last, body.keep_history_moves)}
 
     @app.get("/models/{name}/versions/{version}")
     def get_version(name: str, version: Annotated[int, Path(ge=1, le=2**53)]) -> dict[str, Any]:

@@ -13,3 +13,7 @@ class RegistrySettings(HttpSettings):
     verify_signatures: bool = True
     # Announce alias moves on the model-events topic.
     announce: bool = True
+    # Retention after every publish: keep the newest N versions (0 = keep all), and never a
+    # version an alias points at or the last `retain_history_moves` alias moves reference.
+    retain_versions: int = 0
+    retain_history_moves: int = 20

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-from millrace.artifacts import dump_model, sign
+from millrace.artifacts import dump_model, sha256_hex, sign
 from millrace.learners import LogisticRegression
 from millrace.registry_store import Conflict, RegistryStore
 from model_registry.app import create_app
@@ -18,7 +18,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def client(tmp_path):
     settings = RegistrySettings(
-        data_dir=tmp_path, registry_token=TOKEN, signing_key=KEY, announce=False
+        data_dir=tmp_path,
+        registry_token=TOKEN,
+        signing_key=KEY,
+        announce=False,
+        max_body_bytes=2**20,
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -39,11 +43,15 @@ def _publish(client, data: bytes | None = None, signature: str | None = None, he
 
 def test_concurrent_publishers_get_unique_gapless_versions(tmp_path):
     store = RegistryStore(tmp_path)
+
+    def publisher(worker: int) -> list[int]:
+        return [
+            store.publish("m", f"a{worker}-{i % 5}".encode(), "s", {})["version"] for i in range(50)
+        ]
+
     with ThreadPoolExecutor(8) as pool:
-        versions = list(
-            pool.map(lambda i: store.publish("m", f"a{i % 5}".encode(), "s", {}), range(200))
-        )
-    assert sorted(v["version"] for v in versions) == list(range(1, 201))
+        versions = [v for batch in pool.map(publisher, range(8)) for v in batch]
+    assert sorted(versions) == list(range(1, 401))
 
 
 def test_alias_compare_and_set_rollback_and_history(tmp_path):
@@ -52,9 +60,11 @@ def test_alias_compare_and_set_rollback_and_history(tmp_path):
         store.publish("m", f"a{i}".encode(), "s", {})
     store.move_alias("m", "production", 1, None, "t", "first")
     store.move_alias("m", "production", 2, 1, "t", "second")
+    moves_before = len(store.history("m", "production", 100))
     with pytest.raises(Conflict):
         store.move_alias("m", "production", 3, 1, "t", "stale expectation")
     assert store.get_alias("m", "production")["version"] == 2
+    assert len(store.history("m", "production", 100)) == moves_before
     store.move_alias("m", "production", 3, 2, "t", "third")
     assert store.rollback("m", "production", None, "t", "bad").to_version == 2
     assert store.rollback("m", "production", None, "t", "worse").to_version == 1
@@ -99,3 +109,47 @@ def test_http_security_and_bad_input(client):
         "/models/m/versions", content=b"x", headers={**AUTH, "Content-Length": str(2**40)}
     )
     assert too_big.status_code == 413
+    # 2 MiB streamed without a Content-Length, over this fixture's 1 MiB limit.
+    multipart = {**AUTH, "Content-Type": "multipart/form-data; boundary=b"}
+    chunk = b'--b\r\nContent-Disposition: form-data; name="artifact"; filename="a"\r\n\r\n'
+    chunked = client.post(
+        "/models/m/versions", content=iter([chunk] + [b"x" * 1024] * 2048), headers=multipart
+    )
+    assert chunked.status_code == 413
+
+
+def test_archive_filters_promote_and_retention(tmp_path):
+    store = RegistryStore(tmp_path)
+    for i in range(1, 11):
+        stage = "even" if i % 2 == 0 else "odd"
+        store.publish("m", f"artifact-{i}".encode(), "s", {"tags": {"stage": stage}})
+    assert store.list_versions("m", 100, 0, tag=("stage", "even"))[1] == 5
+    store.promote("m", "production", 3, "t", "pin an old one")
+    with pytest.raises(Conflict):
+        store.archive("m", 3)
+    store.archive("m", 4)
+    assert 4 not in [v["version"] for v in store.list_versions("m", 100, 0)[0]]
+    assert 4 in [v["version"] for v in store.list_versions("m", 100, 0, include_archived=True)[0]]
+
+    deleted = store.prune("m", keep_last=2, keep_history_moves=5)
+    assert 3 not in deleted and {9, 10}.isdisjoint(deleted) and 1 in deleted
+    survivors = {v["version"] for v in store.list_versions("m", 100, 0, include_archived=True)[0]}
+    assert survivors == {3, 9, 10}
+    assert not store.artifact_path(sha256_hex(b"artifact-1")).exists()
+    # Numbers are never handed out twice, even after old versions were pruned.
+    assert store.publish("m", b"new", "s", {})["version"] == 11
+
+
+def test_http_archive_promote_prune_and_tag_filter(client):
+    for _ in range(3):
+        assert _publish(client).status_code == 201
+    promoted = client.post("/models/m/versions/2/promote", json={"reason": "manual"}, headers=AUTH)
+    assert promoted.status_code == 200 and promoted.json()["kind"] == "promote"
+    assert client.delete("/models/m/versions/2", headers=AUTH).status_code == 409
+    assert client.delete("/models/m/versions/3", headers=AUTH).json()["archived"] == 1
+    assert client.delete("/models/m/versions/3").status_code == 401
+    assert client.get("/models/m/versions", params={"tag": "stage:none"}).json()["total"] == 0
+    pruned = client.post(
+        "/models/m/prune", json={"keep_last": 1, "keep_history_moves": 0}, headers=AUTH
+    )
+    assert pruned.status_code == 200 and 2 not in pruned.json()["deleted"]
