@@ -80,6 +80,7 @@ def pipeline_topics(settings: CommonSettings, partitions: int = 3) -> list[Topic
         TopicSpec(settings.labels_topic, partitions),
         TopicSpec(settings.dead_letter_topic, 1),
         TopicSpec(settings.model_events_topic, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.predictions_topic, partitions),
     ]
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from millrace.artifacts import load_model
+from millrace.envelope import Event, InvalidEvent
+from millrace.features import FeatureModule, process_event
 from millrace.learners.base import Learner
 from millrace.registry_client import RegistryClient
 from prometheus_client import Counter, Gauge
@@ -31,6 +34,7 @@ class LoadedModel:
     name: str
     version: int
     learner: Learner
+    published_at: float = 0.0
 
 
 class ModelHolder:
@@ -42,6 +46,8 @@ class ModelHolder:
         self.alias = alias
         self.keep = keep
         self.current: LoadedModel | None = None
+        #: The version that served before ``current`` took over (scored in shadow).
+        self.previous: LoadedModel | None = None
         self._loaded: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -67,6 +73,7 @@ class ModelHolder:
                     self._loaded.popitem(last=False)
             self._loaded.move_to_end(version)
             previous = self.current.version if self.current else None
+            self.previous = self.current
             self.current = loaded
         SWAPS.inc()
         SERVING_VERSION.set(version)
@@ -76,9 +83,10 @@ class ModelHolder:
         return True
 
     def _load(self, version: int) -> LoadedModel:
+        info = self.client.get_version(self.model, version)
         learner = load_model(self.client.download(self.model, version))
-        learner.predict_proba_one({})
-        return LoadedModel(self.model, version, learner)
+        learner.predict_proba_many([{}])  # warm up before it serves
+        return LoadedModel(self.model, version, learner, float(info.get("created_at", 0.0)))
 
     def on_model_event(self, event: dict[str, Any]) -> None:
         if event.get("model") == self.model and event.get("alias") == self.alias:
@@ -105,3 +113,50 @@ class ModelHolder:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+@dataclass(frozen=True)
+class Scored:
+    event: Event
+    subject: str
+    probability: float
+    shadow: float | None
+
+
+def score(
+    module: FeatureModule,
+    read_states: Callable[[Iterable[str]], dict[str, dict[str, float]]],
+    model: LoadedModel,
+    shadow: LoadedModel | None,
+    events: Sequence[Event],
+) -> list[Scored]:
+    """Features by the shared module from the online state (one read for the whole batch), then
+    one vectorized prediction by ``model`` and, in shadow, by its predecessor.
+
+    Raises :class:`InvalidEvent` (with the event's index) for an event the module rejects or that
+    yields no features."""
+    states = read_states(e.key for e in events)
+    rows: list[dict[str, float]] = []
+    subjects: list[str] = []
+    for index, event in enumerate(events):
+        try:
+            outcome = process_event(module, event, states.get(event.key, {}))
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"event {index}: {exc.reason}", exc.kind) from None
+        if outcome.features is None:
+            raise InvalidEvent(
+                f"event {index}: type {event.type!r} yields no features", "no_features"
+            )
+        rows.append(outcome.features)
+        subjects.append(outcome.subject)
+    probabilities = model.learner.predict_proba_many(rows)
+    shadows = shadow.learner.predict_proba_many(rows) if shadow is not None else None
+    return [
+        Scored(
+            event,
+            subject,
+            float(probabilities[i]),
+            float(shadows[i]) if shadows is not None else None,
+        )
+        for i, (event, subject) in enumerate(zip(events, subjects, strict=True))
+    ]

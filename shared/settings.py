@@ -47,6 +47,10 @@ class CommonSettings(BaseSettings):
         return f"{self.topic_prefix}dead-letter"
 
     @property
+    def predictions_topic(self) -> str:
+        return f"{self.topic_prefix}predictions"
+
+    @property
     def model_events_topic(self) -> str:
         return f"{self.topic_prefix}model-events"
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import uvicorn
 from confluent_kafka import Consumer, Message
 
 
@@ -52,3 +55,18 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextmanager
+def serve(app: object, port: int) -> Iterator[str]:
+    """Serve an ASGI app over real HTTP on 127.0.0.1:``port`` in a thread; yields its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: server.started, 30, f"the server on {url}", 0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 from millrace.artifacts import ArtifactRejected, dump_model, load_model
 from millrace.infra.processes import free_port
 from millrace.kafka import TopicSpec, ensure_topics
@@ -18,29 +16,19 @@ from millrace.registry_client import RegistryClient
 from model_registry.app import create_app
 from model_registry.settings import RegistrySettings
 
-from tests.helpers import wait_until
+from tests.helpers import serve, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @contextmanager
 def serving(settings: RegistrySettings) -> Iterator[RegistryClient]:
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=settings.port, log_config=None
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    client = RegistryClient(
-        f"http://127.0.0.1:{settings.port}", settings.registry_token, settings.signing_key
-    )
-    try:
-        client.wait_ready(30)
-        yield client
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(10)
+    with serve(create_app(settings), settings.port) as url:
+        client = RegistryClient(url, settings.registry_token, settings.signing_key)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 def test_rollback_is_announced_tampering_refused_and_restart_keeps_state(

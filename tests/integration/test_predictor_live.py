@@ -1,0 +1,275 @@
+"""The predictor over real HTTP, with a real registry, Kafka and Redis."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Producer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from millrace.artifacts import dump_model
+from millrace.backfill import backfill, from_envelopes
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
+from millrace.flights import SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace.infra.processes import free_port
+from millrace.kafka import ensure_topics, pipeline_topics
+from millrace.learners import LogisticRegression
+from millrace.records import encode
+from millrace.registry_client import RegistryClient
+from millrace.settings import CommonSettings
+from millrace.training import samples_from_backfill
+from model_registry.app import create_app as registry_app
+from model_registry.settings import RegistrySettings
+from predictor.app import create_app as predictor_app
+from predictor.settings import PredictorSettings
+
+from tests.helpers import serve, wait_until
+
+pytestmark = pytest.mark.integration
+
+MODEL = "flights-delay"
+MODULE = "millrace.features.flights:FlightsFeatures"
+
+
+@dataclass
+class Setup:
+    registry: RegistryClient
+    predict: httpx.Client
+    settings: CommonSettings
+    events: list[dict]
+    labels: dict[str, float]
+
+
+def trained_models(count: int) -> list[bytes]:
+    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
+    result = backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
+    samples = samples_from_backfill(result.features, result.labels)
+    model, artifacts = LogisticRegression(), []
+    for i in range(count):
+        chunk = samples[i * 300 : (i + 1) * 300]
+        model.learn_many([s.features for s in chunk], [s.label for s in chunk])
+        artifacts.append(dump_model(model))
+    return artifacts
+
+
+@pytest.fixture
+def setup(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Setup]:
+    common = {"kafka_bootstrap": kafka_bootstrap, "redis_url": redis_url, "topic_prefix": prefix}
+    settings = CommonSettings(**common)
+    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
+    registry_port = free_port()
+    with serve(
+        registry_app(RegistrySettings(data_dir=tmp_path, port=registry_port, **common)),
+        registry_port,
+    ) as registry_url:
+        client = RegistryClient(registry_url, settings.registry_token, settings.signing_key)
+        for artifact in trained_models(4):
+            client.publish(MODEL, artifact, {})
+        client.move_alias(MODEL, "production", 1, None, "start")
+        predictor = PredictorSettings(
+            registry_url=registry_url, poll_interval_s=30, guardrail_min_labels=60, **common
+        )
+        port = free_port()
+        with (
+            serve(predictor_app(predictor), port) as url,
+            httpx.Client(base_url=url, timeout=10) as http,
+        ):
+            wait_until(lambda: http.get("/ready").status_code == 200, 30, "the predictor")
+            events = flight_events(
+                load_flights(), to_epoch_ms("2013-02-01"), to_epoch_ms("2013-02-03")
+            )
+            labels = {
+                e["data"]["flight_id"]: float(e["data"]["delayed"])
+                for e in events
+                if e["type"] != SCHEDULED
+            }
+            scheduled = [
+                e for e in events if e["type"] == SCHEDULED and e["data"]["flight_id"] in labels
+            ]
+            yield Setup(client, http, settings, scheduled, labels)
+        client.close()
+
+
+def test_single_batch_and_open_inference_agree(setup: Setup):
+    events = setup.events[:50]
+    singles = [setup.predict.post("/predict", content=orjson.dumps(e)).json() for e in events]
+    batch = setup.predict.post("/predict/batch", json={"events": events}).json()
+    assert batch["version"] == 1 and all(s["version"] == 1 for s in singles)
+    assert [p["probability"] for p in batch["predictions"]] == [s["probability"] for s in singles]
+    infer = setup.predict.post(
+        f"/v2/models/{MODEL}/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "event",
+                    "datatype": "BYTES",
+                    "shape": [50],
+                    "data": [orjson.dumps(e).decode() for e in events],
+                }
+            ]
+        },
+    ).json()
+    assert infer["outputs"][0]["data"] == [s["probability"] for s in singles]
+    assert infer["model_version"] == "1"
+    assert setup.predict.get("/v2/health/ready").json() == {"ready": True}
+    assert setup.predict.get(f"/v2/models/{MODEL}").json()["versions"] == ["1"]
+    assert setup.predict.get("/v2/models/other").status_code == 404
+    bad = [
+        setup.predict.post("/predict", content=b"{nope"),
+        setup.predict.post("/predict/batch", json={"events": [events[0], {"id": 1}]}),
+        setup.predict.post("/predict/batch", json={"events": []}),
+        setup.predict.post(
+            "/predict", content=orjson.dumps({**events[0], "type": "flight.departed"})
+        ),
+    ]
+    assert [r.status_code for r in bad] == [422, 422, 422, 422]
+    assert "event 1" in bad[1].json()["detail"]
+    metrics = setup.predict.get("/metrics").text
+    assert 'millrace_predictor_requests_total{status="200",version="1"}' in metrics
+
+
+def test_no_request_fails_while_versions_swap_and_roll_back(setup: Setup):
+    """A load generator runs while the alias moves 24 times; every response names a version
+    that served production within the request's span (allowing the announcement's delay)."""
+    timeline: list[tuple[float, int]] = [(0.0, 1)]
+    failures: list[str] = []
+    answers: list[tuple[float, float, int]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=str(setup.predict.base_url), timeout=10) as http:
+            i = 0
+            while not stop.is_set():
+                event = setup.events[i % len(setup.events)]
+                i += 1
+                started = time.monotonic()
+                response = http.post("/predict", content=orjson.dumps(event))
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:100]}")
+                else:
+                    answers.append((started, time.monotonic(), response.json()["version"]))
+
+    workers = [threading.Thread(target=load) for _ in range(3)]
+    for w in workers:
+        w.start()
+    current = 1
+    for step in range(24):
+        target = None if step % 3 == 2 else {1: 2, 2: 3, 3: 4, 4: 1}[current]
+        if target is None:
+            moved = setup.registry.rollback(MODEL, reason=f"step {step}")
+            target = moved["to_version"]
+        else:
+            setup.registry.move_alias(MODEL, "production", target, current, f"step {step}")
+        timeline.append((time.monotonic(), target))
+        current = target
+        time.sleep(0.25)
+    time.sleep(1.0)
+    stop.set()
+    for w in workers:
+        w.join(30)
+
+    assert not failures, failures[:5]
+    assert len(answers) > 200
+    allowance = 2.0  # the predictor learns of a move through the model-events topic
+
+    def served_during(start: float, end: float) -> set[int]:
+        versions = {v for t, v in timeline if start - allowance <= t <= end}
+        before = [v for t, v in timeline if t < start - allowance]
+        return versions | ({before[-1]} if before else set())
+
+    wrong = [(s, e, v) for s, e, v in answers if v not in served_during(s, e)]
+    assert not wrong, wrong[:5]
+
+
+def test_guardrail_rolls_back_a_broken_version(setup: Setup):
+    broken = LogisticRegression()
+    broken.bias = 12.0  # says "late" for everything
+    setup.registry.publish(MODEL, dump_model(broken), {"tags": {"note": "broken on purpose"}})
+    setup.registry.move_alias(MODEL, "production", 5, 1, "ship the broken one")
+    wait_until(lambda: setup.predict.get("/ready").json()["version"] == 5, 10, "version 5 to serve")
+
+    answered = [
+        setup.predict.post("/predict", content=orjson.dumps(e)).json() for e in setup.events[:150]
+    ]
+    assert {a["version"] for a in answered} == {5}
+    producer = Producer({"bootstrap.servers": setup.settings.kafka_bootstrap})
+    for event in setup.events[:150]:
+        subject = event["data"]["flight_id"]
+        label = {
+            "schema": "millrace.label/v1",
+            "id": subject,
+            "key": event["key"],
+            "ts": event["ts"],
+            "event_id": subject,
+            "label": setup.labels[subject],
+        }
+        producer.produce(setup.settings.labels_topic, encode(label), event["key"].encode())
+    producer.flush(10)
+
+    wait_until(lambda: setup.registry.get_alias(MODEL) == 1, 30, "the guardrail's rollback")
+    history = setup.registry._request("GET", f"/models/{MODEL}/aliases/production/history").json()[
+        "items"
+    ]
+    assert history[0]["from_version"] == 5 and history[0]["to_version"] == 1
+    assert history[0]["reason"].startswith("guardrail: version 5 log-loss")
+    wait_until(
+        lambda: setup.predict.get("/ready").json()["version"] == 1, 10, "version 1 to serve again"
+    )
+
+
+def test_bad_input_never_gets_a_server_error(setup: Setup):
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+    template = setup.events[0]
+    mutated = st.builds(
+        lambda where, field, value: (
+            {**template, field: value}
+            if where == "envelope"
+            else {**template, "data": {**template["data"], field: value}}
+        ),
+        st.sampled_from(["envelope", "data"]),
+        st.sampled_from([*template, *template["data"], "extra"]),
+        json_values,
+    )
+    bodies = st.one_of(
+        mutated.map(lambda v: json.dumps(v, allow_nan=True).encode()),
+        json_values.map(lambda v: json.dumps(v, allow_nan=True).encode()),
+        st.binary(max_size=300),
+    )
+
+    @given(body=bodies, target=st.sampled_from(["single", "batch", "infer"]))
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    def check(body: bytes, target: str) -> None:
+        if target == "single":
+            response = setup.predict.post("/predict", content=body)
+        elif target == "batch":
+            response = setup.predict.post("/predict/batch", content=b'{"events": [' + body + b"]}")
+        else:
+            payload = {
+                "inputs": [
+                    {
+                        "name": "event",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "data": [body.decode("latin-1")],
+                    }
+                ]
+            }
+            response = setup.predict.post(f"/v2/models/{MODEL}/infer", json=payload)
+        assert response.status_code < 500, (target, body[:200], response.text[:200])
+
+    check()
