@@ -39,6 +39,7 @@ test: lint
 bench: install
 	cd bench && ../$(PY) bench_featurizer.py
 	cd bench && ../$(PY) bench_registry.py
+	cd bench && ../$(PY) bench_predictor.py
 
 unit: install
 	$(PY) -m pytest -q tests/unit
