@@ -27,7 +27,10 @@ def dump_model(learner: Learner) -> bytes:
     )
 
 
-def load_model(data: bytes) -> Learner:
+def load_model(data: bytes, signed: bool = False) -> Learner:
+    """Rebuild a model from artifact bytes. ``signed=True`` only for bytes whose sha256 and
+    signature were verified (:meth:`RegistryClient.download` does); only then may a pickle-based
+    learner load."""
     try:
         decoded: Any = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -35,7 +38,7 @@ def load_model(data: bytes) -> Learner:
     if not isinstance(decoded, dict) or decoded.get("format") != FORMAT_V1:
         raise ArtifactRejected("artifact format is not millrace.model/v1")
     try:
-        return learner_from_state(decoded["learner"])
+        return learner_from_state(decoded["learner"], allow_pickle=signed)
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactRejected(f"artifact state is invalid: {exc}") from None
 

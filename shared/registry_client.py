@@ -89,9 +89,14 @@ class RegistryClient:
         result: dict[str, Any] = response.json()
         return result
 
-    def list_versions(self, model: str, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    def list_versions(
+        self, model: str, limit: int = 100, offset: int = 0, tag: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if tag is not None:
+            params["tag"] = f"{tag[0]}:{tag[1]}"
         result: dict[str, Any] = self._request(
-            "GET", f"/models/{model}/versions", params={"limit": limit, "offset": offset}
+            "GET", f"/models/{model}/versions", params=params
         ).json()
         return result
 

@@ -84,7 +84,7 @@ class ModelHolder:
 
     def _load(self, version: int) -> LoadedModel:
         info = self.client.get_version(self.model, version)
-        learner = load_model(self.client.download(self.model, version))
+        learner = load_model(self.client.download(self.model, version), signed=True)
         learner.predict_proba_many([{}])  # warm up before it serves
         return LoadedModel(self.model, version, learner, float(info.get("created_at", 0.0)))
 

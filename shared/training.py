@@ -1,10 +1,12 @@
-"""The trainer: a baseline from a bounded backfill, then mini-batches from the stream.
+"""The trainer: a baseline from a bounded backfill, then event-time mini-batches from the stream.
 
-Both go through :meth:`StreamTrainer.learn_batch` — a bounded data set is one mini-batch. Every
-``publish_every`` batches the model is published with its lineage and, under the ``always``
-promotion policy, the ``production`` alias moves to it (compare-and-set). The consumed offsets
-are committed right after a publish, so a restarted trainer resumes from its newest published
-version and the offsets that follow it.
+Both go through :meth:`StreamTrainer.learn_batch` — a bounded data set is one mini-batch, each
+batch is iterated in rounds until ``max_rounds`` or ``tol``, and the model state carries from
+batch to batch. Batches come from :class:`~millrace.batching.WindowedJoin`, so the same records
+make the same batches whatever the consumption order. After each step the model, the join
+buffer and the lineage are checkpointed in the same Kafka transaction as the consumed offsets;
+every ``publish_every`` batches a version is published (idempotently: tagged with its position
+in the stream) and, under the ``always`` policy, ``production`` moves to it by compare-and-set.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import millrace
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 from millrace.artifacts import dump_model, load_model
+from millrace.batching import WindowedJoin
+from millrace.checkpoints import KafkaCheckpoints
 from millrace.evaluation import Scores
 from millrace.join import LabelJoin, Sample
 from millrace.kafka import has_data
-from millrace.learners.base import Learner
+from millrace.learners.base import Learner, learner_from_state
 from millrace.registry_client import RegistryClient, RegistryError
 from prometheus_client import Counter, Gauge
 
@@ -30,9 +34,12 @@ log = logging.getLogger(__name__)
 
 SAMPLES = Counter("millrace_trainer_samples_total", "Joined samples learned")
 BATCHES = Counter("millrace_trainer_batches_total", "Mini-batches learned")
+ROUNDS = Counter("millrace_trainer_rounds_total", "Rounds run over mini-batches")
 PUBLISHED = Counter("millrace_trainer_versions_published_total", "Versions published")
 BATCH_LOSS = Gauge("millrace_trainer_batch_log_loss", "Prequential log-loss of the last batch")
-EXPIRED = Gauge("millrace_trainer_join_expired", "Records that expired waiting for a partner")
+LAST_ROUND_LOSS = Gauge("millrace_trainer_last_round_loss", "Training loss after the last round")
+LATE = Gauge("millrace_trainer_late_labels", "Labels later than the label wait")
+EXPIRED = Gauge("millrace_trainer_join_expired", "Records that expired without a partner")
 
 Promotion = Literal["always", "none"]
 
@@ -43,14 +50,33 @@ class Lineage:
 
     parent: int | None
     offsets: dict[str, list[int]] = field(default_factory=dict)
-    scores: Scores = field(default_factory=Scores)
+    samples: int = 0
+    log_loss_sum: float = 0.0
+    correct: int = 0
     batches: int = 0
     rounds: list[int] = field(default_factory=list)
 
-    def consumed(self, topic: str, partition: int, offset: int) -> None:
-        span = self.offsets.setdefault(f"{topic}/{partition}", [offset, offset])
+    def consumed(self, partition: str, offset: int) -> None:
+        span = self.offsets.setdefault(partition, [offset, offset])
         span[0] = min(span[0], offset)
         span[1] = max(span[1], offset)
+
+    def scored(self, scores: Scores) -> None:
+        self.samples += scores.samples
+        self.log_loss_sum += scores.log_loss_sum
+        self.correct += scores.correct
+
+    def metrics(self) -> dict[str, Any]:
+        n = self.samples
+        return {
+            "prequential": {
+                "samples": n,
+                "log_loss": self.log_loss_sum / n if n else None,
+                "accuracy": self.correct / n if n else None,
+            },
+            "batches": self.batches,
+            "rounds_per_batch": self.rounds,
+        }
 
 
 class StreamTrainer:
@@ -60,20 +86,21 @@ class StreamTrainer:
         client: RegistryClient,
         model_name: str,
         feature_schema: str,
-        batch_size: int = 500,
+        join: WindowedJoin | None = None,
         publish_every: int = 2,
         promotion: Promotion = "always",
-        join: LabelJoin | None = None,
+        run_key: str = "trainer",
     ) -> None:
         self.learner = learner
         self.client = client
         self.model_name = model_name
         self.feature_schema = feature_schema
-        self.batch_size = batch_size
+        self.join = join or WindowedJoin()
         self.publish_every = publish_every
         self.promotion = promotion
-        self.join = join or LabelJoin()
+        self.run_key = run_key
         self.version: int | None = None
+        self.batches_total = 0
         self.lineage = Lineage(parent=None)
         self.stopping = threading.Event()
 
@@ -84,45 +111,52 @@ class StreamTrainer:
         y = [s.label for s in samples]
         before = Scores()
         before.add(self.learner.predict_proba_many(X), y)
-        self.lineage.scores.merge(before)
         rounds = self.learner.learn_many(X, y)
+        self.lineage.scored(before)
         self.lineage.batches += 1
         self.lineage.rounds.append(len(rounds))
+        self.batches_total += 1
         SAMPLES.inc(len(samples))
         BATCHES.inc()
+        ROUNDS.inc(len(rounds))
         BATCH_LOSS.set(before.log_loss or 0.0)
+        if rounds:
+            LAST_ROUND_LOSS.set(rounds[-1].loss)
         log.info(
             "batch learned",
             extra={
-                "batch": self.lineage.batches,
+                "batch": self.batches_total,
                 "samples": len(samples),
                 "prequential_log_loss": before.log_loss,
-                "rounds": len(rounds),
-                "loss_first_round": rounds[0].loss if rounds else None,
-                "loss_last_round": rounds[-1].loss if rounds else None,
+                "rounds": [round(r.loss, 6) for r in rounds],
             },
         )
 
     def publish(self, source: dict[str, Any]) -> int:
-        artifact = dump_model(self.learner)
-        metadata = {
-            "lineage": {
-                "parent": self.lineage.parent,
-                "input_offsets": self.lineage.offsets,
-                "source": source,
-                "feature_schema": self.feature_schema,
-                "learner": {"kind": self.learner.kind, **getattr(self.learner, "config", {})},
-                "code_version": millrace.__version__,
-            },
-            "metrics": {
-                "prequential": self.lineage.scores.as_dict(),
-                "batches": self.lineage.batches,
-                "rounds_per_batch": self.lineage.rounds,
-            },
-        }
-        version = int(self.client.publish(self.model_name, artifact, metadata)["version"])
-        PUBLISHED.inc()
-        log.info("published version", extra={"model": self.model_name, "version": version})
+        """Publish the current model once per stream position (a replay finds it again)."""
+        position = f"{self.run_key}/{self.batches_total}"
+        found = self.client.list_versions(self.model_name, limit=1, tag=("position", position))
+        if found["items"]:
+            version = int(found["items"][0]["version"])
+            log.info("version already published", extra={"version": version, "position": position})
+        else:
+            metadata = {
+                "tags": {"position": position},
+                "lineage": {
+                    "parent": self.lineage.parent,
+                    "input_offsets": self.lineage.offsets,
+                    "source": source,
+                    "feature_schema": self.feature_schema,
+                    "learner": {"kind": self.learner.kind, **getattr(self.learner, "config", {})},
+                    "code_version": millrace.__version__,
+                },
+                "metrics": self.lineage.metrics(),
+            }
+            version = int(
+                self.client.publish(self.model_name, dump_model(self.learner), metadata)["version"]
+            )
+            PUBLISHED.inc()
+            log.info("published version", extra={"model": self.model_name, "version": version})
         if self.promotion == "always":
             self._promote(version)
         self.version = version
@@ -131,6 +165,8 @@ class StreamTrainer:
 
     def _promote(self, version: int) -> None:
         current = self.client.get_alias(self.model_name, "production")
+        if current == version:
+            return
         try:
             self.client.move_alias(
                 self.model_name,
@@ -144,30 +180,74 @@ class StreamTrainer:
                 raise
             log.warning("production moved meanwhile; not promoted", extra={"version": version})
 
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner.state(),
+            "join": self.join.snapshot(),
+            "version": self.version,
+            "batches_total": self.batches_total,
+            "lineage": asdict(self.lineage),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.learner = learner_from_state(snapshot["learner"])
+        self.join.restore(snapshot["join"])
+        self.version = snapshot["version"]
+        self.batches_total = int(snapshot["batches_total"])
+        self.lineage = Lineage(**snapshot["lineage"])
+
     # -- start-up ------------------------------------------------------------------------
 
-    def resume_or_train_baseline(
-        self, baseline: Callable[[], Sequence[Sample]], source: dict[str, Any]
+    def start(
+        self,
+        checkpoint: dict[str, Any] | None,
+        baseline: Callable[[], Sequence[Sample]],
+        source: dict[str, Any],
     ) -> None:
-        """Continue from the newest published version, or train and publish the baseline."""
-        items = self.client.list_versions(self.model_name, limit=1)["items"]
-        if items:
-            newest = int(items[0]["version"])
-            self.learner = load_model(self.client.download(self.model_name, newest))
-            self.version = newest
-            self.lineage = Lineage(parent=newest)
-            log.info("resumed from published version", extra={"version": newest})
+        """Restore the checkpoint; else start again from this run's published baseline (the
+        consumer group has no offsets either: the stream is replayed, and versions already
+        published at a position are found again, not duplicated); else train the baseline."""
+        if checkpoint is not None:
+            self.restore(checkpoint)
+            log.info(
+                "restored checkpoint",
+                extra={"batches": self.batches_total, "version": self.version},
+            )
+            return
+        found = self.client.list_versions(
+            self.model_name, limit=1, tag=("position", f"{self.run_key}/0")
+        )
+        if found["items"]:
+            baseline_version = int(found["items"][0]["version"])
+            artifact = self.client.download(self.model_name, baseline_version)
+            self.learner = load_model(artifact, signed=True)
+            self.version = baseline_version
+            self.lineage = Lineage(parent=baseline_version)
+            log.info(
+                "no checkpoint: from the published baseline", extra={"version": baseline_version}
+            )
             return
         samples = baseline()
         log.info("training the baseline", extra={"samples": len(samples)})
         self.learn_batch(samples)
+        self.batches_total = 0  # stream positions count from the end of the baseline
         self.publish(source)
 
     # -- the stream ----------------------------------------------------------------------
 
-    def run(self, consumer: Consumer, features_topic: str, labels_topic: str) -> None:
-        consumer.subscribe([features_topic, labels_topic])
-        pending: list[Sample] = []
+    def run(
+        self,
+        consumer: Consumer,
+        checkpoints: KafkaCheckpoints,
+        features_topic: str,
+        labels_topic: str,
+    ) -> None:
+        def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            self.join.assign({f"{p.topic}/{p.partition}" for p in partitions})
+
+        consumer.subscribe([features_topic, labels_topic], on_assign=on_assign)
         next_offsets: dict[tuple[str, int], int] = {}
         try:
             while not self.stopping.is_set():
@@ -176,40 +256,33 @@ class StreamTrainer:
                         continue
                     topic, partition = str(message.topic()), int(message.partition() or 0)
                     offset = int(message.offset() or 0)
-                    self.lineage.consumed(topic, partition, offset)
                     next_offsets[(topic, partition)] = offset + 1
-                    sample = self._join(topic == features_topic, message.value())
-                    if sample is not None:
-                        pending.append(sample)
-                    if len(pending) >= self.batch_size:
-                        self.learn_batch(pending)
-                        pending = []
-                        if self.lineage.batches >= self.publish_every:
-                            self.publish({"stream": [features_topic, labels_topic]})
-                            consumer.commit(
-                                offsets=[
-                                    TopicPartition(t, p, o) for (t, p), o in next_offsets.items()
-                                ],
-                                asynchronous=False,
-                            )
+                    try:
+                        record = orjson.loads(message.value() or b"")
+                    except orjson.JSONDecodeError:
+                        log.warning("undecodable record skipped", extra={"topic": topic})
+                        continue
+                    self.lineage.consumed(f"{topic}/{partition}", offset)
+                    self.join.add(f"{topic}/{partition}", record)
+                batches = self.join.ready()
+                for batch in batches:
+                    self.learn_batch(batch.samples)
+                    if self.lineage.batches >= self.publish_every:
+                        self.publish({"stream": [features_topic, labels_topic]})
+                if batches:
+                    offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+                    checkpoints.commit(self.snapshot(), offsets, consumer)
+                LATE.set(self.join.late)
                 EXPIRED.set(self.join.expired)
         finally:
             consumer.close()
-
-    def _join(self, is_features: bool, value: bytes | None) -> Sample | None:
-        try:
-            record = orjson.loads(value or b"")
-        except orjson.JSONDecodeError:
-            log.warning("undecodable record skipped")
-            return None
-        return self.join.add_features(record) if is_features else self.join.add_label(record)
 
 
 def samples_from_backfill(
     features: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]
 ) -> list[Sample]:
-    """Join a backfill's records exactly as the stream join would, without expiry."""
+    """Join a backfill's records without expiry, in a fixed order (the baseline batch)."""
     join = LabelJoin(wait_ms=2**62)
     samples = [s for s in (join.add_features(r) for r in features) if s is not None]
     samples += [s for s in (join.add_label(r) for r in labels) if s is not None]
-    return samples
+    return sorted(samples, key=lambda s: (s.ts, s.id))

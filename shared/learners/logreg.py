@@ -18,8 +18,9 @@ class LogisticRegression:
 
     Feature names are hashed into ``2**dim_log2`` weights (a stable CRC-32, so the same name maps
     to the same weight in every process). Each call to :meth:`learn_many` runs full-batch
-    gradient rounds with per-coordinate AdaGrad steps until ``max_rounds`` or until the loss
-    improves by less than ``tol``; the optimizer state carries over from batch to batch. All
+    gradient rounds until ``max_rounds`` or until the loss improves by less than ``tol``, with
+    either per-coordinate AdaGrad steps or FTRL-Proximal (McMahan et al., 2013: ``alpha``,
+    ``beta``, ``l1``, ``l2``); the optimizer state carries over from batch to batch. All
     arithmetic is deterministic, so the same batches give the same bytes.
 
     Parameters
@@ -28,6 +29,10 @@ class LogisticRegression:
         AdaGrad base step size.
     l2
         L2 penalty on the weights (not the intercept).
+    optimizer
+        ``"adagrad"`` or ``"ftrl"``.
+    alpha, beta, l1
+        FTRL-Proximal's learning-rate parameters and L1 penalty (``l2`` is shared).
     max_rounds
         Rounds per mini-batch at most.
     tol
@@ -60,9 +65,19 @@ class LogisticRegression:
         max_rounds: int = 10,
         tol: float = 1e-4,
         dim_log2: int = 14,
+        optimizer: str = "adagrad",
+        alpha: float = 0.1,
+        beta: float = 1.0,
+        l1: float = 0.0,
     ) -> None:
         if not 4 <= dim_log2 <= 24:
             raise ValueError("dim_log2 must be between 4 and 24")
+        if optimizer not in ("adagrad", "ftrl"):
+            raise ValueError("optimizer must be 'adagrad' or 'ftrl'")
+        self.optimizer = optimizer
+        self.alpha = alpha
+        self.beta = beta
+        self.l1 = l1
         self.lr = lr
         self.l2 = l2
         self.max_rounds = max_rounds
@@ -71,8 +86,10 @@ class LogisticRegression:
         dim = 1 << dim_log2
         self.weights = np.zeros(dim)
         self.bias = 0.0
-        self._g2 = np.zeros(dim)
+        self._g2 = np.zeros(dim)  # AdaGrad: squared gradients; FTRL: n
         self._g2_bias = 0.0
+        self._z = np.zeros(dim)  # FTRL only
+        self._z_bias = 0.0
         self.n_seen = 0
         self._index_cache: dict[str, int] = {}
 
@@ -84,6 +101,10 @@ class LogisticRegression:
             "max_rounds": self.max_rounds,
             "tol": self.tol,
             "dim_log2": self.dim_log2,
+            "optimizer": self.optimizer,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "l1": self.l1,
         }
 
     def _index(self, name: str) -> int:
@@ -130,12 +151,31 @@ class LogisticRegression:
                 + self.l2 * self.weights
             )
             grad_bias = float(residual.sum())
-            self._g2 += grad * grad
-            self._g2_bias += grad_bias * grad_bias
-            self.weights -= self.lr * grad / (np.sqrt(self._g2) + 1e-8)
-            self.bias -= float(self.lr * grad_bias / (np.sqrt(self._g2_bias) + 1e-8))
+            if self.optimizer == "ftrl":
+                self._ftrl_step(grad - self.l2 * self.weights, grad_bias)
+            else:
+                self._g2 += grad * grad
+                self._g2_bias += grad_bias * grad_bias
+                self.weights -= self.lr * grad / (np.sqrt(self._g2) + 1e-8)
+                self.bias -= float(self.lr * grad_bias / (np.sqrt(self._g2_bias) + 1e-8))
         self.n_seen += n
         return stats
+
+    def _ftrl_step(self, grad: np.ndarray, grad_bias: float) -> None:
+        """FTRL-Proximal per coordinate, with the round's full-batch gradient."""
+        n_new = self._g2 + grad * grad
+        sigma = (np.sqrt(n_new) - np.sqrt(self._g2)) / self.alpha
+        self._z += grad - sigma * self.weights
+        self._g2 = n_new
+        shrunk = np.sign(self._z) * self.l1 - self._z
+        denom = (self.beta + np.sqrt(self._g2)) / self.alpha + self.l2
+        self.weights = np.where(np.abs(self._z) <= self.l1, 0.0, shrunk / denom)
+        n_bias = self._g2_bias + grad_bias * grad_bias
+        self._z_bias += (
+            grad_bias - (np.sqrt(n_bias) - np.sqrt(self._g2_bias)) / self.alpha * self.bias
+        )
+        self._g2_bias = n_bias
+        self.bias = float(-self._z_bias / ((self.beta + np.sqrt(self._g2_bias)) / self.alpha))
 
     def learn_one(self, x: Features, y: float) -> None:
         rounds, self.max_rounds = self.max_rounds, 1
@@ -165,6 +205,8 @@ class LogisticRegression:
             "n_seen": self.n_seen,
             "weights": _b64(self.weights),
             "g2": _b64(self._g2),
+            "z": _b64(self._z),
+            "z_bias": float(self._z_bias),
         }
 
     @classmethod
@@ -177,6 +219,8 @@ class LogisticRegression:
         model.bias = float(state["bias"])
         model._g2_bias = float(state["g2_bias"])
         model.n_seen = int(state["n_seen"])
+        model._z = _unb64(state["z"], model.weights.size)
+        model._z_bias = float(state["z_bias"])
         return model
 
 

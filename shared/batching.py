@@ -1,0 +1,115 @@
+"""Deterministic mini-batches from a stream: the label join and event-time windows.
+
+A sample (a feature record joined with its label by subject id) belongs to the tumbling window
+``[start, start + window_ms)`` that contains its *feature* time, provided its label's event time
+is at most ``window end + label_wait_ms``; otherwise it is late and counted, never learned. A
+window is ready once the watermark — the smallest, over every partition being read, of the newest
+event time seen there — is past ``end + label_wait_ms``: every record that can belong to it has
+then arrived, because each partition carries its records in event-time order. Ready windows are
+handed out oldest first with their samples sorted by (time, id), so however the consumer
+interleaves partitions and topics, the same records make the same batches, and the same model.
+
+The whole buffer is plain data (:meth:`WindowedJoin.snapshot` / :meth:`restore`), so a checkpoint
+can carry it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from millrace.join import Sample
+
+
+@dataclass(frozen=True)
+class Batch:
+    start: int
+    end: int
+    samples: list[Sample]
+
+
+class WindowedJoin:
+    def __init__(self, window_ms: int = 3_600_000, label_wait_ms: int = 24 * 3_600_000) -> None:
+        self.window_ms = window_ms
+        self.label_wait_ms = label_wait_ms
+        self.features: dict[str, dict[str, Any]] = {}
+        self.labels: dict[str, dict[str, Any]] = {}
+        self.windows: dict[int, list[Sample]] = {}
+        self.newest: dict[str, int] = {}  # "topic/partition" -> newest event time seen
+        self.partitions: set[str] = set()
+        self.late = 0
+        self.expired = 0
+
+    def assign(self, partitions: set[str]) -> None:
+        """The partitions whose progress the watermark waits for."""
+        self.partitions = set(partitions)
+
+    def watermark(self) -> int | None:
+        if not self.partitions or any(p not in self.newest for p in self.partitions):
+            return None
+        return min(self.newest[p] for p in self.partitions)
+
+    def add(self, partition: str, record: dict[str, Any]) -> None:
+        ts = int(record["ts"])
+        self.newest[partition] = max(self.newest.get(partition, ts), ts)
+        if "features" in record:
+            label = self.labels.pop(record["id"], None)
+            if label is None:
+                self.features[record["id"]] = record
+            else:
+                self._pair(record, label)
+        else:
+            features = self.features.pop(record["id"], None)
+            if features is None:
+                self.labels[record["id"]] = record
+            else:
+                self._pair(features, record)
+
+    def _pair(self, features: dict[str, Any], label: dict[str, Any]) -> None:
+        start = int(features["ts"]) // self.window_ms * self.window_ms
+        if int(label["ts"]) > start + self.window_ms + self.label_wait_ms:
+            self.late += 1
+            return
+        sample = Sample(features["id"], int(features["ts"]), features["features"], label["label"])
+        self.windows.setdefault(start, []).append(sample)
+
+    def ready(self) -> list[Batch]:
+        """Windows complete under the watermark, oldest first; they leave the buffer."""
+        watermark = self.watermark()
+        if watermark is None:
+            return []
+        horizon = watermark - self.label_wait_ms
+        batches = []
+        for start in sorted(s for s in self.windows if s + self.window_ms < horizon):
+            samples = sorted(self.windows.pop(start), key=lambda s: (s.ts, s.id))
+            batches.append(Batch(start, start + self.window_ms, samples))
+        # Records that can no longer meet a partner within the wait.
+        for buffer in (self.features, self.labels):
+            stale = [k for k, r in buffer.items() if int(r["ts"]) + self.window_ms < horizon]
+            for key in stale:
+                del buffer[key]
+            self.expired += len(stale)
+        return batches
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "features": self.features,
+            "labels": self.labels,
+            "windows": {
+                str(k): [[s.id, s.ts, s.features, s.label] for s in v]
+                for k, v in self.windows.items()
+            },
+            "newest": self.newest,
+            "late": self.late,
+            "expired": self.expired,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.features = snapshot["features"]
+        self.labels = snapshot["labels"]
+        self.windows = {
+            int(k): [Sample(i, t, f, y) for i, t, f, y in v] for k, v in snapshot["windows"].items()
+        }
+        self.newest = {k: int(v) for k, v in snapshot["newest"].items()}
+        self.late = int(snapshot["late"])
+        self.expired = int(snapshot["expired"])

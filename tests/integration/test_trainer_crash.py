@@ -1,0 +1,120 @@
+"""A trainer SIGKILLed at random points and restarted publishes exactly the versions, byte for
+byte, that an uninterrupted trainer publishes from the same baseline and the same offsets."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+from millrace.backfill import backfill, from_envelopes
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
+from millrace.flights import flight_events, load_flights, to_epoch_ms
+from millrace.infra.processes import ProcessTable, free_port
+from millrace.kafka import ensure_topics, pipeline_topics
+from millrace.records import encode
+from millrace.registry_client import RegistryClient
+from millrace.settings import CommonSettings
+from model_registry.app import create_app
+from model_registry.settings import RegistrySettings
+
+from tests.helpers import serve, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_killed_trainer_publishes_the_same_bytes(
+    kafka_bootstrap, redis_url, prefix, tmp_path: Path
+):
+    settings = CommonSettings(
+        kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix
+    )
+    ensure_topics(kafka_bootstrap, pipeline_topics(settings))
+    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-07"))
+    result = backfill(
+        Featurizer(load_feature_module("millrace.features.flights:FlightsFeatures")),
+        from_envelopes(events),
+    )
+    stream_from = to_epoch_ms("2013-01-03")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
+    for topic, records in (
+        (settings.features_topic, result.features),
+        (settings.labels_topic, result.labels),
+    ):
+        for record in records:
+            if record["ts"] >= stream_from:
+                producer.produce(topic, encode(record), record["key"].encode())
+    producer.flush(30)
+    del producer
+
+    port = free_port()
+    with serve(
+        create_app(RegistrySettings(data_dir=tmp_path / "registry", port=port, announce=False)),
+        port,
+    ) as url:
+        client = RegistryClient(url, settings.registry_token, settings.signing_key)
+        procs = ProcessTable(tmp_path)
+
+        def env(run: str) -> dict[str, str]:
+            return {
+                "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                "MILLRACE_TOPIC_PREFIX": prefix,
+                "MILLRACE_REGISTRY_URL": url,
+                "MILLRACE_MODEL_NAME": f"model-{run}",
+                "MILLRACE_GROUP": f"trainer-{run}",
+                "MILLRACE_PORT": str(free_port()),
+                "MILLRACE_BASELINE_END": "2013-01-03",
+                "MILLRACE_WINDOW_MS": str(2 * 3_600_000),
+                "MILLRACE_PUBLISH_EVERY": "1",
+                "MILLRACE_PROMOTION": "none",
+                "MILLRACE_SESSION_TIMEOUT_MS": "6000",
+            }
+
+        def versions(run: str) -> int:
+            return int(client.list_versions(f"model-{run}", limit=1)["total"])
+
+        def settle(run: str) -> int:
+            counts = [versions(run)]
+
+            def stable() -> bool:
+                counts.append(versions(run))
+                return len(counts) >= 10 and counts[-1] > 1 and counts[-1] == counts[-10]
+
+            wait_until(stable, 240, f"trainer {run} to finish", interval=0.5)
+            return counts[-1]
+
+        command = [sys.executable, "-m", "trainer"]
+        try:
+            procs.start("a", command, env("a"))
+            total = settle("a")
+            procs.stop("a")
+            assert total > 20, total
+
+            rng = random.Random(4)
+            for fraction in (0.15, 0.45, 0.75):
+                procs.start("b", command, env("b"))
+                reached: Callable[[], bool] = lambda f=fraction: versions("b") >= int(total * f)  # noqa: E731
+                wait_until(reached, 120, "trainer b to make progress", interval=0.05)
+                time.sleep(rng.uniform(0.0, 0.3))
+                procs.kill("b")
+            procs.start("b", command, env("b"))
+            wait_until(lambda: versions("b") >= total, 240, "trainer b to catch up", interval=0.5)
+            time.sleep(3)  # a duplicate publish would show up now
+            assert versions("b") == total
+        finally:
+            for name in ("a", "b"):
+                procs.stop(name)
+            for name in ("a", "b"):
+                if procs.log_path(name).exists():
+                    sys.stderr.write(procs.log_path(name).read_text()[-3000:])
+
+        for version in range(1, total + 1):
+            assert client.download("model-a", version) == client.download("model-b", version), (
+                version
+            )
+        client.close()

@@ -1,0 +1,145 @@
+import random
+
+import pytest
+from millrace.artifacts import ArtifactRejected, dump_model, load_model
+from millrace.backfill import backfill, from_envelopes
+from millrace.batching import WindowedJoin
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
+from millrace.flights import flight_events, load_flights, to_epoch_ms
+from millrace.learners import LogisticRegression, OnlineKMeans, RiverLearner
+
+HOUR = 3_600_000
+
+
+@pytest.fixture(scope="module")
+def records() -> list[tuple[str, dict]]:
+    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-06"))
+    result = backfill(
+        Featurizer(load_feature_module("millrace.features.flights:FlightsFeatures")),
+        from_envelopes(events),
+    )
+    # Three partitions per topic, each in event-time order, as the featurizer writes them.
+    out = [(f"features/{hash(r['key']) % 3}", r) for r in result.features]
+    out += [(f"labels/{hash(r['key']) % 3}", r) for r in result.labels]
+    return out
+
+
+def interleave(records: list[tuple[str, dict]], seed: int) -> list[tuple[str, dict]]:
+    """Any consumption order that keeps each partition's own order."""
+    queues: dict[str, list] = {}
+    for partition, record in records:
+        queues.setdefault(partition, []).append((partition, record))
+    rng = random.Random(seed)
+    out = []
+    while queues:
+        partition = rng.choice(sorted(queues))
+        out.append(queues[partition].pop(0))
+        if not queues[partition]:
+            del queues[partition]
+    return out
+
+
+def train(order: list[tuple[str, dict]], check_every: int) -> tuple[bytes, int]:
+    join = WindowedJoin(window_ms=6 * HOUR, label_wait_ms=24 * HOUR)
+    join.assign({p for p, _ in order})
+    model = LogisticRegression()
+    batches = 0
+
+    def learn_ready() -> None:
+        nonlocal batches
+        for batch in join.ready():
+            model.learn_many([s.features for s in batch.samples], [s.label for s in batch.samples])
+            batches += 1
+
+    for i, (partition, record) in enumerate(order):
+        join.add(partition, record)
+        if i % check_every == 0:
+            learn_ready()
+    learn_ready()
+    return dump_model(model), batches
+
+
+def test_same_records_in_any_order_train_the_same_bytes(records):
+    first, batches = train(interleave(records, 1), check_every=1)
+    second, again = train(interleave(records, 2), check_every=997)
+    assert batches == again and batches >= 10
+    assert first == second
+
+
+def test_join_buffer_snapshot_restores_exactly(records):
+    order = interleave(records, 3)
+    half = len(order) // 2
+    join = WindowedJoin(window_ms=6 * HOUR)
+    join.assign({p for p, _ in order})
+    for partition, record in order[:half]:
+        join.add(partition, record)
+    restored = WindowedJoin(window_ms=6 * HOUR)
+    restored.assign({p for p, _ in order})
+    restored.restore(__import__("orjson").loads(__import__("orjson").dumps(join.snapshot())))
+    for partition, record in order[half:]:
+        join.add(partition, record)
+        restored.add(partition, record)
+    assert [(b.start, b.samples) for b in join.ready()] == [
+        (b.start, b.samples) for b in restored.ready()
+    ]
+
+
+def test_labels_later_than_the_wait_are_not_learned():
+    join = WindowedJoin(window_ms=HOUR, label_wait_ms=HOUR)
+    join.assign({"f/0", "l/0"})
+    join.add("f/0", {"id": "a", "ts": 0, "features": {"x": 1.0}})
+    join.add("l/0", {"id": "a", "ts": 3 * HOUR, "label": 1.0})
+    assert join.late == 1
+    join.add("f/0", {"id": "b", "ts": 10, "features": {"x": 1.0}})
+    join.add("l/0", {"id": "b", "ts": 2 * HOUR, "label": 0.0})
+    join.add("f/0", {"id": "c", "ts": 5 * HOUR, "features": {}})
+    join.add("l/0", {"id": "d", "ts": 5 * HOUR, "label": 0.0})
+    (batch,) = join.ready()
+    assert [s.id for s in batch.samples] == ["b"]
+
+
+def test_ftrl_rounds_lower_the_loss():
+    rng = random.Random(5)
+    X = [{"a": float(rng.random() < 0.5), "b": rng.random()} for _ in range(2000)]
+    y = [1.0 if x["a"] and rng.random() < 0.8 else 0.0 for x in X]
+    one = LogisticRegression(optimizer="ftrl", alpha=0.3, max_rounds=1)
+    many = LogisticRegression(optimizer="ftrl", alpha=0.3, max_rounds=30, tol=0.0)
+    for _ in range(3):
+        one.learn_many(X, y)
+        many.learn_many(X, y)
+    assert many.learn_many(X, y)[0].loss < one.learn_many(X, y)[0].loss - 0.02
+    assert load_model(dump_model(many)).predict_proba_one({"a": 1.0}) == many.predict_proba_one(
+        {"a": 1.0}
+    )
+
+
+def test_kmeans_converges_and_follows_a_moved_cluster():
+    rng = random.Random(11)
+
+    def blob(cx: float, cy: float, n: int) -> list[dict[str, float]]:
+        return [{"x": rng.gauss(cx, 0.3), "y": rng.gauss(cy, 0.3)} for _ in range(n)]
+
+    model = OnlineKMeans(k=2, features=("x", "y"), decay=0.3)
+    stream = blob(0, 0, 100) + blob(10, 10, 100)
+    rng.shuffle(stream)
+    for start in range(0, 200, 50):
+        model.learn_many(stream[start : start + 50])
+    centres = sorted(tuple(round(v) for v in c) for c in model.centroids)
+    assert centres == [(0, 0), (10, 10)]
+    for y in (9, 8, 7, 6, 5, 4, 4, 4):  # the second cluster drifts to (10, 4)
+        model.learn_many(blob(0, 0, 25) + blob(10, y, 25))
+    centres = sorted(tuple(round(v) for v in c) for c in model.centroids)
+    assert centres == [(0, 0), (10, 4)]
+    assert OnlineKMeans.from_state(model.state()).predict_one(
+        {"x": 9.0, "y": -9.0}
+    ) == model.predict_one({"x": 9.0, "y": -9.0})
+
+
+def test_pickle_based_artifacts_load_only_when_signed():
+    from river import linear_model
+
+    artifact = dump_model(RiverLearner(linear_model.LogisticRegression()))
+    with pytest.raises(ArtifactRejected, match="pickle"):
+        load_model(artifact)
+    assert load_model(artifact, signed=True).kind == "river"
