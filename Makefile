@@ -40,6 +40,7 @@ bench: install
 	cd bench && ../$(PY) bench_featurizer.py
 	cd bench && ../$(PY) bench_registry.py
 	cd bench && ../$(PY) bench_predictor.py
+	cd bench && ../$(PY) bench_trainer.py
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -90,6 +90,7 @@ class StreamTrainer:
         publish_every: int = 2,
         promotion: Promotion = "always",
         run_key: str = "trainer",
+        checkpoint_every: int = 24,
     ) -> None:
         self.learner = learner
         self.client = client
@@ -99,6 +100,7 @@ class StreamTrainer:
         self.publish_every = publish_every
         self.promotion = promotion
         self.run_key = run_key
+        self.checkpoint_every = checkpoint_every
         self.version: int | None = None
         self.batches_total = 0
         self.lineage = Lineage(parent=None)
@@ -249,6 +251,7 @@ class StreamTrainer:
 
         consumer.subscribe([features_topic, labels_topic], on_assign=on_assign)
         next_offsets: dict[tuple[str, int], int] = {}
+        since_checkpoint = 0
         try:
             while not self.stopping.is_set():
                 for message in consumer.consume(1000, timeout=0.5):
@@ -269,9 +272,13 @@ class StreamTrainer:
                     self.learn_batch(batch.samples)
                     if self.lineage.batches >= self.publish_every:
                         self.publish({"stream": [features_topic, labels_topic]})
-                if batches:
+                since_checkpoint += len(batches)
+                # Model, buffer and offsets move together; between checkpoints a crash replays
+                # from the last one (publishing is idempotent), so spacing them is only a cost.
+                if since_checkpoint >= self.checkpoint_every:
                     offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
                     checkpoints.commit(self.snapshot(), offsets, consumer)
+                    since_checkpoint = 0
                 LATE.set(self.join.late)
                 EXPIRED.set(self.join.expired)
         finally:

@@ -56,6 +56,7 @@ def main() -> None:
         publish_every=settings.publish_every,
         promotion=settings.promotion,
         run_key=group,
+        checkpoint_every=settings.checkpoint_every,
     )
 
     def baseline() -> list[Sample]:

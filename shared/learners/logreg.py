@@ -31,6 +31,9 @@ class LogisticRegression:
         L2 penalty on the weights (not the intercept).
     optimizer
         ``"adagrad"`` or ``"ftrl"``.
+    decay
+        AdaGrad only: each round first multiplies the accumulated squared gradients by this
+        (1 = plain AdaGrad; below 1 keeps the step size from vanishing on a drifting stream).
     alpha, beta, l1
         FTRL-Proximal's learning-rate parameters and L1 penalty (``l2`` is shared).
     max_rounds
@@ -69,11 +72,15 @@ class LogisticRegression:
         alpha: float = 0.1,
         beta: float = 1.0,
         l1: float = 0.0,
+        decay: float = 1.0,
     ) -> None:
         if not 4 <= dim_log2 <= 24:
             raise ValueError("dim_log2 must be between 4 and 24")
         if optimizer not in ("adagrad", "ftrl"):
             raise ValueError("optimizer must be 'adagrad' or 'ftrl'")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError("decay must be in (0, 1]")
+        self.decay = decay
         self.optimizer = optimizer
         self.alpha = alpha
         self.beta = beta
@@ -105,6 +112,7 @@ class LogisticRegression:
             "alpha": self.alpha,
             "beta": self.beta,
             "l1": self.l1,
+            "decay": self.decay,
         }
 
     def _index(self, name: str) -> int:
@@ -135,41 +143,46 @@ class LogisticRegression:
         if len(y) != n:
             raise ValueError("X and y differ in length")
         rows, cols, vals = self._sparse(X)
+        # Rounds touch only the weights this batch uses (lazy L2, as FTRL-Proximal is usually
+        # run), so a round costs the batch's size, not the model's.
+        touched, local = np.unique(cols, return_inverse=True)
         target = np.asarray(y, dtype=float)
         stats: list[RoundStats] = []
         previous = np.inf
         for round_no in range(1, self.max_rounds + 1):
-            p = _sigmoid(self._logits(rows, cols, vals, n))
+            w = self.weights[touched]
+            logits = self.bias + np.bincount(rows, weights=w[local] * vals, minlength=n)
+            p = _sigmoid(logits)
             loss = _log_loss(target, p)
             stats.append(RoundStats(round_no, loss, n))
             if previous - loss < self.tol and round_no > 1:
                 break
             previous = loss
             residual = (p - target) / n
-            grad = (
-                np.bincount(cols, weights=residual[rows] * vals, minlength=self.weights.size)
-                + self.l2 * self.weights
-            )
+            grad = np.bincount(local, weights=residual[rows] * vals, minlength=len(touched))
             grad_bias = float(residual.sum())
             if self.optimizer == "ftrl":
-                self._ftrl_step(grad - self.l2 * self.weights, grad_bias)
+                self._ftrl_step(touched, grad, grad_bias)
             else:
-                self._g2 += grad * grad
-                self._g2_bias += grad_bias * grad_bias
-                self.weights -= self.lr * grad / (np.sqrt(self._g2) + 1e-8)
+                grad += self.l2 * w
+                g2 = self._g2[touched] * self.decay + grad * grad
+                self._g2[touched] = g2
+                self._g2_bias = self._g2_bias * self.decay + grad_bias * grad_bias
+                self.weights[touched] = w - self.lr * grad / (np.sqrt(g2) + 1e-8)
                 self.bias -= float(self.lr * grad_bias / (np.sqrt(self._g2_bias) + 1e-8))
         self.n_seen += n
         return stats
 
-    def _ftrl_step(self, grad: np.ndarray, grad_bias: float) -> None:
-        """FTRL-Proximal per coordinate, with the round's full-batch gradient."""
-        n_new = self._g2 + grad * grad
-        sigma = (np.sqrt(n_new) - np.sqrt(self._g2)) / self.alpha
-        self._z += grad - sigma * self.weights
-        self._g2 = n_new
-        shrunk = np.sign(self._z) * self.l1 - self._z
-        denom = (self.beta + np.sqrt(self._g2)) / self.alpha + self.l2
-        self.weights = np.where(np.abs(self._z) <= self.l1, 0.0, shrunk / denom)
+    def _ftrl_step(self, touched: np.ndarray, grad: np.ndarray, grad_bias: float) -> None:
+        """FTRL-Proximal per touched coordinate, with the round's full-batch gradient."""
+        w, n_old = self.weights[touched], self._g2[touched]
+        n_new = n_old + grad * grad
+        z = self._z[touched] + grad - (np.sqrt(n_new) - np.sqrt(n_old)) / self.alpha * w
+        self._z[touched], self._g2[touched] = z, n_new
+        denom = (self.beta + np.sqrt(n_new)) / self.alpha + self.l2
+        self.weights[touched] = np.where(
+            np.abs(z) <= self.l1, 0.0, (np.sign(z) * self.l1 - z) / denom
+        )
         n_bias = self._g2_bias + grad_bias * grad_bias
         self._z_bias += (
             grad_bias - (np.sqrt(n_bias) - np.sqrt(self._g2_bias)) / self.alpha * self.bias

