@@ -223,7 +223,7 @@ def main() -> None:
                 "trainer (Kafka, join, rounds, checkpoints)",
                 f"{ours:,.0f} samples/s",
                 f"River learn_one {theirs:,.0f} samples/s",
-                f"{ours / theirs:.1f}x (aim >= 10x)",
+                f"{ours / theirs:.2f}x (aim >= 10x)",
             )
         ],
     )

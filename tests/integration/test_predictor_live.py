@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -273,3 +274,17 @@ def test_bad_input_never_gets_a_server_error(setup: Setup):
         assert response.status_code < 500, (target, body[:200], response.text[:200])
 
     check()
+
+
+def test_a_version_that_fails_verification_keeps_the_current_one(setup: Setup, tmp_path: Path):
+    sha = setup.registry.get_version(MODEL, 4)["sha256"]
+    artifact = next((tmp_path / "artifacts").rglob(sha))
+    artifact.write_bytes(artifact.read_bytes().replace(b'"bias":', b'"bias": '))
+    setup.registry.move_alias(MODEL, "production", 4, 1, "a corrupted artifact")
+    time.sleep(2)
+    assert setup.predict.get("/ready").json()["version"] == 1
+    answer = setup.predict.post("/predict", content=orjson.dumps(setup.events[0]))
+    assert answer.status_code == 200 and answer.json()["version"] == 1
+    metrics = setup.predict.get("/metrics").text
+    failed = re.search(r"^millrace_predictor_failed_loads_total ([0-9.]+)$", metrics, re.M)
+    assert failed is not None and float(failed.group(1)) >= 1
