@@ -30,7 +30,6 @@ from millrace.kafka import TopicSpec, consumer_config, ensure_topics, has_data, 
 from millrace.live import LiveFeaturizer
 from millrace.replay import replay
 from millrace.settings import CommonSettings
-from millrace.state import RedisState
 
 MODULE = "millrace.features.flights:FlightsFeatures"
 
@@ -59,17 +58,8 @@ def passthrough(bootstrap: str, source: str, sink: str, total: int) -> float:
 
 
 def live(settings: CommonSettings, total: int, batch_size: int) -> float:
-    runner = LiveFeaturizer(
-        Featurizer(load_feature_module(MODULE)),
-        RedisState.from_url(settings.redis_url, settings.topic_prefix),
-        settings.kafka_bootstrap,
-        group=f"{settings.topic_prefix}featurizer",
-        events_topic=settings.events_topic,
-        features_topic=settings.features_topic,
-        labels_topic=settings.labels_topic,
-        dead_letter_topic=settings.dead_letter_topic,
-        batch_size=batch_size,
-        instance_id="bench",
+    runner = LiveFeaturizer.from_settings(
+        settings, "featurizer", batch_size=batch_size, instance_id="bench"
     )
     thread = threading.Thread(target=runner.run)
     thread.start()

@@ -19,10 +19,13 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from millrace.features import load_feature_module
 from millrace.featurize import BatchResult, Featurizer, SourceEvent
 from millrace.kafka import consumer_config, has_data
+from millrace.settings import CommonSettings
 from millrace.state import RedisState
 from prometheus_client import Counter, Gauge
 
@@ -84,6 +87,23 @@ class LiveFeaturizer:
                 "linger.ms": 5,
                 "compression.type": "lz4",
             }
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: CommonSettings, group: str = "millrace-featurizer", **options: Any
+    ) -> LiveFeaturizer:
+        """The runner for the settings' feature module, topics, Redis and broker."""
+        return cls(
+            Featurizer(load_feature_module(settings.feature_module)),
+            RedisState.from_url(settings.redis_url, settings.topic_prefix),
+            settings.kafka_bootstrap,
+            group=f"{settings.topic_prefix}{group}",
+            events_topic=settings.events_topic,
+            features_topic=settings.features_topic,
+            labels_topic=settings.labels_topic,
+            dead_letter_topic=settings.dead_letter_topic,
+            **options,
         )
 
     def install_signal_handlers(self) -> None:

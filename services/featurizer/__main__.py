@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
 from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
 from millrace.live import LiveFeaturizer
 from millrace.logs import configure_logging
 from millrace.observability import serve_health
-from millrace.state import RedisState
 
 from featurizer.settings import FeaturizerSettings
 
@@ -18,15 +15,9 @@ def main() -> None:
     configure_logging("featurizer", settings.log_level)
     wait_for_broker(settings.kafka_bootstrap)
     ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
-    runner = LiveFeaturizer(
-        Featurizer(load_feature_module(settings.feature_module)),
-        RedisState.from_url(settings.redis_url, settings.topic_prefix),
-        settings.kafka_bootstrap,
-        group=f"{settings.topic_prefix}{settings.group}",
-        events_topic=settings.events_topic,
-        features_topic=settings.features_topic,
-        labels_topic=settings.labels_topic,
-        dead_letter_topic=settings.dead_letter_topic,
+    runner = LiveFeaturizer.from_settings(
+        settings,
+        settings.group,
         batch_size=settings.batch_size,
         instance_id=settings.instance_id,
         session_timeout_ms=settings.session_timeout_ms,

@@ -48,17 +48,8 @@ def expected(start: str, end: str) -> tuple[list[dict], BackfillResult]:
 @contextmanager
 def running(settings: CommonSettings, replicas: int, batch_size: int = 500) -> Iterator[None]:
     runners = [
-        LiveFeaturizer(
-            Featurizer(load_feature_module(MODULE)),
-            RedisState.from_url(settings.redis_url, settings.topic_prefix),
-            settings.kafka_bootstrap,
-            group=f"{settings.topic_prefix}featurizer",
-            events_topic=settings.events_topic,
-            features_topic=settings.features_topic,
-            labels_topic=settings.labels_topic,
-            dead_letter_topic=settings.dead_letter_topic,
-            batch_size=batch_size,
-            instance_id=f"replica-{i}",
+        LiveFeaturizer.from_settings(
+            settings, "featurizer", batch_size=batch_size, instance_id=f"replica-{i}"
         )
         for i in range(replicas)
     ]
