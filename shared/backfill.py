@@ -16,6 +16,7 @@ Sources (all in the order a live consumer would see them):
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from confluent_kafka import Consumer, TopicPartition
 from millrace.featurize import Featurizer, SourceEvent, StateLoader
 from millrace.kafka import consumer_config, has_data
 from millrace.progress import Progress
-from millrace.records import encode
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ class BackfillResult:
     dead: list[tuple[bytes, str]] = field(default_factory=list)
     state: dict[str, dict[str, float]] = field(default_factory=dict)
     events: int = 0
+    #: The records' canonical bytes, parallel to ``features`` and ``labels``.
+    feature_bytes: list[bytes] = field(default_factory=list)
+    label_bytes: list[bytes] = field(default_factory=list)
 
 
 def backfill(
@@ -58,13 +61,16 @@ def backfill(
         return {e: result.state.setdefault(e, {}) for e in entities}
 
     batch: list[SourceEvent] = []
-    for source in sources:
-        batch.append(source)
-        if len(batch) >= batch_size:
+    # The result only grows and holds no cycles: pausing the cyclic collector, which would
+    # otherwise rescan it over and over, cuts a third of the run time.
+    with collector_paused():
+        for source in sources:
+            batch.append(source)
+            if len(batch) >= batch_size:
+                _run(featurizer, batch, load, result, on_progress)
+                batch = []
+        if batch:
             _run(featurizer, batch, load, result, on_progress)
-            batch = []
-    if batch:
-        _run(featurizer, batch, load, result, on_progress)
     log.info(
         "backfill done",
         extra={
@@ -85,12 +91,25 @@ def _run(
     on_progress: Progress | None,
 ) -> None:
     out = featurizer.run_batch(batch, load)
-    result.features.extend(orjson.loads(v) for _, v in out.features)
-    result.labels.extend(orjson.loads(v) for _, v in out.labels)
+    result.features += out.feature_records
+    result.labels += out.label_records
+    result.feature_bytes += [v for _, v in out.features]
+    result.label_bytes += [v for _, v in out.labels]
     result.dead.extend((d.source.value, d.reason) for d in out.dead)
     result.events += len(batch)
     if on_progress:
         on_progress(result.events)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # -- sources ---------------------------------------------------------------------------------
@@ -188,14 +207,14 @@ _SCHEMA = pa.schema(
 
 def write_parquet(result: BackfillResult, path: Path) -> None:
     """Feature and label records, each also as its canonical JSON bytes (lossless)."""
-    rows = [("features", r) for r in result.features] + [("label", r) for r in result.labels]
+    records = result.features + result.labels
     table = pa.Table.from_pydict(
         {
-            "kind": [k for k, _ in rows],
-            "id": [r["id"] for _, r in rows],
-            "key": [r["key"] for _, r in rows],
-            "ts": [r["ts"] for _, r in rows],
-            "record": [encode(r) for _, r in rows],
+            "kind": ["features"] * len(result.features) + ["label"] * len(result.labels),
+            "id": [r["id"] for r in records],
+            "key": [r["key"] for r in records],
+            "ts": [r["ts"] for r in records],
+            "record": result.feature_bytes + result.label_bytes,
         },
         schema=_SCHEMA,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from millrace.envelope import Event, InvalidEvent, parse_event
 from millrace.features.api import FeatureModule, feature_schema_hash, process_event
@@ -36,8 +37,11 @@ class DeadLetter:
 
 @dataclass
 class BatchResult:
+    #: (entity key, canonical bytes) to produce, and the same records as dicts, in order.
     features: list[tuple[str, bytes]] = field(default_factory=list)
     labels: list[tuple[str, bytes]] = field(default_factory=list)
+    feature_records: list[dict[str, Any]] = field(default_factory=list)
+    label_records: list[dict[str, Any]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     writes: list[StateWrite] = field(default_factory=list)
     newest_ts: int = 0
@@ -73,8 +77,11 @@ class Featurizer:
             if outcome.features is not None:
                 record = feature_record(event, outcome, self.schema_hash)
                 result.features.append((event.key, encode(record)))
+                result.feature_records.append(record)
             if outcome.label is not None:
-                result.labels.append((event.key, encode(label_record(event, outcome))))
+                record = label_record(event, outcome)
+                result.labels.append((event.key, encode(record)))
+                result.label_records.append(record)
             update = dict(outcome.state_update)
             if event.ts > state.get(MAX_TS, -1.0):
                 update[MAX_TS] = float(event.ts)

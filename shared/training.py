@@ -91,6 +91,7 @@ class StreamTrainer:
         promotion: Promotion = "always",
         run_key: str = "trainer",
         checkpoint_every: int = 24,
+        baseline_rounds: int | None = None,
     ) -> None:
         self.learner = learner
         self.client = client
@@ -101,6 +102,7 @@ class StreamTrainer:
         self.promotion = promotion
         self.run_key = run_key
         self.checkpoint_every = checkpoint_every
+        self.baseline_rounds = baseline_rounds
         self.version: int | None = None
         self.batches_total = 0
         self.lineage = Lineage(parent=None)
@@ -108,12 +110,24 @@ class StreamTrainer:
 
     # -- the one training path -----------------------------------------------------------
 
-    def learn_batch(self, samples: Sequence[Sample]) -> None:
-        X = [s.features for s in samples]
+    def learn_batch(self, samples: Sequence[Sample], max_rounds: int | None = None) -> None:
+        """Score the batch with the current model, then learn it in rounds (``max_rounds``
+        overrides the learner's own limit for this batch, e.g. for the baseline)."""
+        X: Any = [s.features for s in samples]
         y = [s.label for s in samples]
+        encode = getattr(self.learner, "encode_many", None)
+        if encode is not None:
+            X = encode(X)  # once, for scoring and every round
         before = Scores()
         before.add(self.learner.predict_proba_many(X), y)
-        rounds = self.learner.learn_many(X, y)
+        default_rounds = getattr(self.learner, "max_rounds", None)
+        if max_rounds is not None and default_rounds is not None:
+            self.learner.max_rounds = max_rounds  # type: ignore[attr-defined]
+        try:
+            rounds = self.learner.learn_many(X, y)
+        finally:
+            if default_rounds is not None:
+                self.learner.max_rounds = default_rounds  # type: ignore[attr-defined]
         self.lineage.scored(before)
         self.lineage.batches += 1
         self.lineage.rounds.append(len(rounds))
@@ -233,7 +247,7 @@ class StreamTrainer:
             return
         samples = baseline()
         log.info("training the baseline", extra={"samples": len(samples)})
-        self.learn_batch(samples)
+        self.learn_batch(samples, self.baseline_rounds)
         self.batches_total = 0  # stream positions count from the end of the baseline
         self.publish(source)
 

@@ -13,7 +13,6 @@ from millrace.featurize import Featurizer
 from millrace.flights import flight_events, load_flights, to_epoch_ms
 from millrace.join import Sample
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, wait_for_broker
-from millrace.learners import LogisticRegression
 from millrace.logs import configure_logging
 from millrace.observability import serve_health
 from millrace.registry_client import RegistryClient
@@ -37,18 +36,8 @@ def main() -> None:
         key=f"{group}/{settings.model_name}",
         transactional_id=f"{group}-{settings.instance_id}",
     )
-    learner = LogisticRegression(
-        lr=settings.lr,
-        l2=settings.l2,
-        max_rounds=settings.max_rounds,
-        tol=settings.tol,
-        optimizer=settings.optimizer,
-        alpha=settings.alpha,
-        beta=settings.beta,
-        l1=settings.l1,
-    )
     trainer = StreamTrainer(
-        learner,
+        settings.learner(),
         client,
         settings.model_name,
         feature_schema_hash(module),
@@ -57,6 +46,7 @@ def main() -> None:
         promotion=settings.promotion,
         run_key=group,
         checkpoint_every=settings.checkpoint_every,
+        baseline_rounds=settings.baseline_rounds,
     )
 
     def baseline() -> list[Sample]:

@@ -12,6 +12,7 @@ State layout: ``<name>.<slot>.start|count|sum`` for each of the window's buckets
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from millrace.features.api import State
 
@@ -57,30 +58,39 @@ class Window:
     def slots(self) -> int:
         return self.size_ms // self.step
 
-    def _fields(self, ts: int) -> tuple[int, str]:
-        bucket = ts // self.step
-        return bucket * self.step, f"{self.name}.{bucket % self.slots}"
+    @cached_property
+    def _slot_fields(self) -> tuple[tuple[str, str, str], ...]:
+        """(start, count, sum) field names of each slot, built once: this is the hot path."""
+        return tuple(
+            (f"{self.name}.{slot}.start", f"{self.name}.{slot}.count", f"{self.name}.{slot}.sum")
+            for slot in range(self.slots)
+        )
 
     def add(self, state: State, ts: int, value: float) -> dict[str, float]:
         """State fields to set after adding ``value`` at event time ``ts``."""
-        start, slot = self._fields(ts)
-        stored = state.get(f"{slot}.start")
+        step = self.step
+        bucket = ts // step
+        start = bucket * step
+        start_field, count_field, sum_field = self._slot_fields[bucket % self.slots]
+        stored = state.get(start_field)
         if stored is not None and stored > start:
             return {}  # a newer bucket took this slot: the value's window has closed
         same = stored == start
         return {
-            f"{slot}.start": float(start),
-            f"{slot}.count": (state[f"{slot}.count"] if same else 0.0) + 1.0,
-            f"{slot}.sum": (state[f"{slot}.sum"] if same else 0.0) + value,
+            start_field: float(start),
+            count_field: (state[count_field] if same else 0.0) + 1.0,
+            sum_field: (state[sum_field] if same else 0.0) + value,
         }
 
     def aggregate(self, state: State, ts: int) -> Aggregate:
-        current = ts // self.step * self.step
-        earliest = current - self.size_ms + self.step
+        step = self.step
+        current = ts // step * step
+        earliest = current - self.size_ms + step
         count = total = 0.0
-        for slot in range(self.slots):
-            start = state.get(f"{self.name}.{slot}.start")
+        get = state.get
+        for start_field, count_field, sum_field in self._slot_fields:
+            start = get(start_field)
             if start is not None and earliest <= start <= current:
-                count += state[f"{self.name}.{slot}.count"]
-                total += state[f"{self.name}.{slot}.sum"]
+                count += state[count_field]
+                total += state[sum_field]
         return Aggregate(count, total)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -13,24 +15,42 @@ from millrace.learners.base import Features, RoundStats
 _EPS = 1e-12
 
 
+@dataclass(frozen=True)
+class SparseRows:
+    """Feature dicts as coordinates: row ``rows[k]`` has ``values[k]`` at weight ``cols[k]``."""
+
+    n: int
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+
+
 class LogisticRegression:
     """Binary logistic regression over sparse, named features.
 
     Feature names are hashed into ``2**dim_log2`` weights (a stable CRC-32, so the same name maps
     to the same weight in every process). Each call to :meth:`learn_many` runs full-batch
-    gradient rounds until ``max_rounds`` or until the loss improves by less than ``tol``, with
-    either per-coordinate AdaGrad steps or FTRL-Proximal (McMahan et al., 2013: ``alpha``,
-    ``beta``, ``l1``, ``l2``); the optimizer state carries over from batch to batch. All
-    arithmetic is deterministic, so the same batches give the same bytes.
+    gradient rounds until ``max_rounds`` or until the loss improves by less than ``tol``; the
+    optimizer state carries over from batch to batch. Three optimizers:
+
+    - ``"sgd"``: a step on the batch's *summed* gradient, so ``lr`` means what it means for
+      per-sample SGD, damped by a bound on the loss's curvature (``0.25 |x_ij| |x_i|_1`` summed
+      over the batch): a few samples take plain SGD steps, a large batch (the baseline) takes
+      bounded steps whose rounds converge instead of diverging.
+    - ``"adagrad"``: per-coordinate AdaGrad steps on the mean gradient (``decay`` < 1 forgets old
+      squared gradients, RMSProp-style).
+    - ``"ftrl"``: FTRL-Proximal (McMahan et al., 2013: ``alpha``, ``beta``, ``l1``, ``l2``).
+
+    All arithmetic is deterministic, so the same batches give the same bytes.
 
     Parameters
     ----------
     lr
-        AdaGrad base step size.
+        Step size (SGD, AdaGrad).
     l2
         L2 penalty on the weights (not the intercept).
     optimizer
-        ``"adagrad"`` or ``"ftrl"``.
+        ``"sgd"``, ``"adagrad"`` or ``"ftrl"``.
     decay
         AdaGrad only: each round first multiplies the accumulated squared gradients by this
         (1 = plain AdaGrad; below 1 keeps the step size from vanishing on a drifting stream).
@@ -76,8 +96,8 @@ class LogisticRegression:
     ) -> None:
         if not 4 <= dim_log2 <= 24:
             raise ValueError("dim_log2 must be between 4 and 24")
-        if optimizer not in ("adagrad", "ftrl"):
-            raise ValueError("optimizer must be 'adagrad' or 'ftrl'")
+        if optimizer not in ("sgd", "adagrad", "ftrl"):
+            raise ValueError("optimizer must be 'sgd', 'adagrad' or 'ftrl'")
         if not 0.0 < decay <= 1.0:
             raise ValueError("decay must be in (0, 1]")
         self.decay = decay
@@ -122,33 +142,39 @@ class LogisticRegression:
             self._index_cache[name] = idx
         return idx
 
-    def _sparse(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[float] = []
-        for r, x in enumerate(X):
-            for name, value in x.items():
-                rows.append(r)
-                cols.append(self._index(name))
-                vals.append(value)
-        return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(vals)
+    def encode_many(self, X: Sequence[Features] | SparseRows) -> SparseRows:
+        """Encode feature dicts once; the result can be passed to both
+        :meth:`predict_proba_many` and :meth:`learn_many` (the trainer scores, then learns)."""
+        if isinstance(X, SparseRows):
+            return X
+        names = list(chain.from_iterable(X))
+        count = len(names)
+        try:
+            cols = np.fromiter(map(self._index_cache.__getitem__, names), np.int64, count)
+        except KeyError:
+            cols = np.fromiter(map(self._index, names), np.int64, count)
+        values = np.fromiter(chain.from_iterable(x.values() for x in X), float, count)
+        lengths = np.fromiter(map(len, X), np.int64, len(X))
+        rows = np.repeat(np.arange(len(X), dtype=np.int64), lengths)
+        return SparseRows(len(X), rows, cols, values)
 
-    def _logits(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int) -> np.ndarray:
-        return self.bias + np.bincount(rows, weights=self.weights[cols] * vals, minlength=n)
-
-    def learn_many(self, X: Sequence[Features], y: Sequence[float]) -> list[RoundStats]:
-        n = len(X)
+    def learn_many(
+        self, X: Sequence[Features] | SparseRows, y: Sequence[float]
+    ) -> list[RoundStats]:
+        encoded = self.encode_many(X)
+        n, rows, cols, vals = encoded.n, encoded.rows, encoded.cols, encoded.values
         if n == 0:
             return []
         if len(y) != n:
             raise ValueError("X and y differ in length")
-        rows, cols, vals = self._sparse(X)
         # Rounds touch only the weights this batch uses (lazy L2, as FTRL-Proximal is usually
         # run), so a round costs the batch's size, not the model's.
         touched, local = np.unique(cols, return_inverse=True)
         target = np.asarray(y, dtype=float)
         stats: list[RoundStats] = []
         previous = np.inf
+        if self.optimizer == "sgd":
+            curvature, curvature_bias = _curvature_bound(rows, local, vals, n, len(touched))
         for round_no in range(1, self.max_rounds + 1):
             w = self.weights[touched]
             logits = self.bias + np.bincount(rows, weights=w[local] * vals, minlength=n)
@@ -163,6 +189,10 @@ class LogisticRegression:
             grad_bias = float(residual.sum())
             if self.optimizer == "ftrl":
                 self._ftrl_step(touched, grad, grad_bias)
+            elif self.optimizer == "sgd":
+                grad_sum = grad * n + self.l2 * w
+                self.weights[touched] = w - grad_sum / (1.0 / self.lr + curvature)
+                self.bias -= grad_bias * n / (1.0 / self.lr + curvature_bias)
             else:
                 grad += self.l2 * w
                 g2 = self._g2[touched] * self.decay + grad * grad
@@ -197,11 +227,12 @@ class LogisticRegression:
         finally:
             self.max_rounds = rounds
 
-    def predict_proba_many(self, X: Sequence[Features]) -> np.ndarray:
-        if not X:
-            return np.zeros(0)
-        rows, cols, vals = self._sparse(X)
-        return _sigmoid(self._logits(rows, cols, vals, len(X)))
+    def predict_proba_many(self, X: Sequence[Features] | SparseRows) -> np.ndarray:
+        encoded = self.encode_many(X)
+        weighted = self.weights[encoded.cols] * encoded.values
+        return _sigmoid(
+            self.bias + np.bincount(encoded.rows, weights=weighted, minlength=encoded.n)
+        )
 
     def predict_proba_one(self, x: Features) -> dict[bool, float]:
         z = self.bias + sum(self.weights[self._index(k)] * v for k, v in x.items())
@@ -235,6 +266,17 @@ class LogisticRegression:
         model._z = _unb64(state["z"], model.weights.size)
         model._z_bias = float(state["z_bias"])
         return model
+
+
+def _curvature_bound(
+    rows: np.ndarray, local: np.ndarray, vals: np.ndarray, n: int, touched: int
+) -> tuple[np.ndarray, float]:
+    """A diagonal bound on the summed log-loss's Hessian: ``sum_i 0.25 |x_ij| |x_i|_1`` (the
+    intercept counts as a feature of value 1). A step damped by it never overshoots, however
+    large the batch, so the loss falls in every round."""
+    l1_norm = np.bincount(rows, weights=np.abs(vals), minlength=n) + 1.0
+    per_weight = 0.25 * np.bincount(local, weights=np.abs(vals) * l1_norm[rows], minlength=touched)
+    return per_weight, 0.25 * float(l1_norm.sum())
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
