@@ -15,6 +15,7 @@ can carry it.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,9 @@ class WindowedJoin:
         self.partitions: set[str] = set()
         self.late = 0
         self.expired = 0
+        # (event time, 0 = features | 1 = label, id) of every buffered record, oldest first, so
+        # expiry looks only at what expires (entries of records paired meanwhile are skipped).
+        self._expiry: list[tuple[int, int, str]] = []
 
     def assign(self, partitions: set[str]) -> None:
         """The partitions whose progress the watermark waits for."""
@@ -56,12 +60,14 @@ class WindowedJoin:
             label = self.labels.pop(record["id"], None)
             if label is None:
                 self.features[record["id"]] = record
+                heapq.heappush(self._expiry, (ts, 0, record["id"]))
             else:
                 self._pair(record, label)
         else:
             features = self.features.pop(record["id"], None)
             if features is None:
                 self.labels[record["id"]] = record
+                heapq.heappush(self._expiry, (ts, 1, record["id"]))
             else:
                 self._pair(features, record)
 
@@ -84,11 +90,13 @@ class WindowedJoin:
             samples = sorted(self.windows.pop(start), key=lambda s: (s.ts, s.id))
             batches.append(Batch(start, start + self.window_ms, samples))
         # Records that can no longer meet a partner within the wait.
-        for buffer in (self.features, self.labels):
-            stale = [k for k, r in buffer.items() if int(r["ts"]) + self.window_ms < horizon]
-            for key in stale:
+        while self._expiry and self._expiry[0][0] + self.window_ms < horizon:
+            ts, kind, key = heapq.heappop(self._expiry)
+            buffer = self.labels if kind else self.features
+            record = buffer.get(key)
+            if record is not None and int(record["ts"]) == ts:
                 del buffer[key]
-            self.expired += len(stale)
+                self.expired += 1
         return batches
 
     def snapshot(self) -> dict[str, Any]:
@@ -113,3 +121,6 @@ class WindowedJoin:
         self.newest = {k: int(v) for k, v in snapshot["newest"].items()}
         self.late = int(snapshot["late"])
         self.expired = int(snapshot["expired"])
+        self._expiry = [(int(r["ts"]), 0, k) for k, r in self.features.items()]
+        self._expiry += [(int(r["ts"]), 1, k) for k, r in self.labels.items()]
+        heapq.heapify(self._expiry)

