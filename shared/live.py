@@ -54,7 +54,7 @@ class LiveFeaturizer:
         features_topic: str,
         labels_topic: str,
         dead_letter_topic: str,
-        batch_size: int = 1000,
+        batch_size: int = 5000,
         instance_id: str | None = None,
         session_timeout_ms: int = 10_000,
     ) -> None:

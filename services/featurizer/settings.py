@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 from millrace.settings import HttpSettings
+from pydantic import Field
 
 
 class FeaturizerSettings(HttpSettings):
     port: int = 8702
     group: str = "millrace-featurizer"
-    batch_size: int = 1000
+    # Events per Kafka transaction at most (a batch also ends after 0.2 s): larger batches
+    # spread the commit's two round trips over more events (`make bench`: 5000 vs 1000 is
+    # about 1.3x the throughput).
+    batch_size: int = Field(default=5000, ge=1)
     partitions: int = 3
     # A stable, unique id per replica (e.g. its hostname in compose): a restarted replica then
     # fences the transaction its dead predecessor left open instead of waiting for it to expire.
