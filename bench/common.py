@@ -44,9 +44,13 @@ def record(values: dict[str, Any]) -> None:
     RESULTS.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
-def print_table(title: str, rows: list[tuple[str, str, str, str]]) -> None:
+def print_table(
+    title: str,
+    rows: list[tuple[str, str, str, str]],
+    columns: tuple[str, ...] = ("measure", "value", "limit it is compared with", "ratio (aim)"),
+) -> None:
     table = Table(title=title)
-    for column in ("measure", "value", "limit it is compared with", "ratio (aim)"):
+    for column in columns:
         table.add_column(column)
     for row in rows:
         table.add_row(*row)

@@ -122,12 +122,12 @@ class StreamTrainer:
         before.add(self.learner.predict_proba_many(X), y)
         default_rounds = getattr(self.learner, "max_rounds", None)
         if max_rounds is not None and default_rounds is not None:
-            self.learner.max_rounds = max_rounds  # type: ignore[attr-defined]
+            self.learner.max_rounds = max_rounds
         try:
             rounds = self.learner.learn_many(X, y)
         finally:
             if default_rounds is not None:
-                self.learner.max_rounds = default_rounds  # type: ignore[attr-defined]
+                self.learner.max_rounds = default_rounds
         self.lineage.scored(before)
         self.lineage.batches += 1
         self.lineage.rounds.append(len(rounds))

@@ -63,8 +63,7 @@ def stack(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
         "model-registry": {"MILLRACE_DATA_DIR": str(tmp_path / "registry")},
         "trainer": {
             "MILLRACE_BASELINE_END": "2013-01-03",
-            "MILLRACE_BATCH_SIZE": "300",
-            "MILLRACE_PUBLISH_EVERY": "1",
+            "MILLRACE_PUBLISH_EVERY": "12",  # an hour of five-minute batches
         },
         "predictor": {"MILLRACE_POLL_INTERVAL_S": "30"},
     }

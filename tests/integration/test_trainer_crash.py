@@ -71,6 +71,7 @@ def test_killed_trainer_publishes_the_same_bytes(
                 "MILLRACE_BASELINE_END": "2013-01-03",
                 "MILLRACE_WINDOW_MS": str(2 * 3_600_000),
                 "MILLRACE_PUBLISH_EVERY": "1",
+                "MILLRACE_CHECKPOINT_EVERY": "4",
                 "MILLRACE_PROMOTION": "none",
                 "MILLRACE_SESSION_TIMEOUT_MS": "6000",
             }

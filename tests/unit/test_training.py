@@ -1,3 +1,4 @@
+import itertools
 import random
 
 import pytest
@@ -112,6 +113,33 @@ def test_ftrl_rounds_lower_the_loss():
     assert load_model(dump_model(many)).predict_proba_one({"a": 1.0}) == many.predict_proba_one(
         {"a": 1.0}
     )
+
+
+def test_sgd_rounds_on_a_large_batch_converge_where_plain_sgd_would_diverge():
+    rng = random.Random(9)
+    X = [
+        {"a": float(rng.random() < 0.5), "b": 3 * rng.random(), f"c={rng.randrange(20)}": 1.0}
+        for _ in range(5000)
+    ]
+    y = [1.0 if x["a"] and rng.random() < 0.8 else float(rng.random() < 0.1) for x in X]
+    # lr x batch size = 5000: an undamped step on the summed gradient would overshoot wildly.
+    model = LogisticRegression(optimizer="sgd", lr=1.0, max_rounds=40, tol=0.0)
+    losses = [r.loss for r in model.learn_many(X, y)]
+    assert all(b <= a for a, b in itertools.pairwise(losses))
+    assert losses[-1] < losses[0] - 0.15
+    # A single sample takes (nearly) the per-sample SGD step: weight and intercept each move by
+    # lr x 0.5, so the logit by 0.01 and the probability by 0.0025.
+    one = LogisticRegression(optimizer="sgd", lr=0.01, max_rounds=1)
+    one.learn_one({"a": 1.0}, 1.0)
+    assert one.predict_proba_one({"a": 1.0})[True] - 0.5 == pytest.approx(0.0025, rel=0.02)
+
+
+def test_features_encoded_once_score_like_the_dicts(records):
+    model = LogisticRegression()
+    X = [r["features"] for p, r in records if p.startswith("features")][:500]
+    model.learn_many(X, [float(i % 2) for i in range(len(X))])
+    encoded = model.encode_many(X)
+    assert (model.predict_proba_many(encoded) == model.predict_proba_many(X)).all()
 
 
 def test_kmeans_converges_and_follows_a_moved_cluster():
