@@ -11,6 +11,7 @@ after the canonical encoding, the same Redis state. Exits non-zero on any differ
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import threading
 import time
@@ -109,6 +110,8 @@ def main() -> int:
                 r.stopping.set()
             for t in threads:
                 t.join(60)
+            replicas.clear()
+            gc.collect()  # their producers go now, not after the broker stopped
         rows.append(compare("live feature records", features, canonical(truth.features)))
         rows.append(compare("live label records", labels, canonical(truth.labels)))
         redis_state = RedisState.from_url(redis_url, settings.topic_prefix)
