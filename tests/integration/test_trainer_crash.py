@@ -72,6 +72,7 @@ def test_killed_trainer_publishes_the_same_bytes(
                 "MILLRACE_WINDOW_MS": str(2 * 3_600_000),
                 "MILLRACE_PUBLISH_EVERY": "1",
                 "MILLRACE_CHECKPOINT_EVERY": "4",
+                "MILLRACE_GATE_MARGIN": "0.02",  # the gate and its parent model in checkpoints
                 "MILLRACE_PROMOTION": "none",
                 "MILLRACE_SESSION_TIMEOUT_MS": "6000",
             }

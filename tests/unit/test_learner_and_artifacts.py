@@ -77,3 +77,35 @@ def test_prequential_scores():
     scores.add(np.array([0.9, 0.2]), [1.0, 0.0])
     assert scores.accuracy == 1.0
     assert scores.log_loss == pytest.approx(-(np.log(0.9) + np.log(0.8)) / 2)
+
+
+def test_auc_from_mergeable_histograms_matches_the_exact_one():
+    import numpy as np
+    from millrace.evaluation import RollingScores
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(5000) < 0.3).astype(float)
+    p = np.clip(0.3 + 0.25 * (y - 0.3) + rng.normal(0, 0.2, 5000), 0, 1)
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p))
+    ranks[order] = np.arange(1, len(p) + 1)
+    n_pos = y.sum()
+    exact = (ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos))
+
+    whole, merged, rolling = Scores(), Scores(), RollingScores(batches=4)
+    whole.add(p, y)
+    for chunk in range(10):
+        part = Scores()
+        part.add(p[chunk * 500 : (chunk + 1) * 500], y[chunk * 500 : (chunk + 1) * 500])
+        merged.merge(Scores.from_state(part.state()))
+        rolling.add(part)
+    assert whole.auc == pytest.approx(exact, abs=1e-3)
+    assert merged.auc == whole.auc and merged.samples == 5000
+    last_four = Scores()
+    last_four.add(p[3000:], y[3000:])
+    total = rolling.total()
+    assert total.samples == 2000 and total.auc == last_four.auc
+    assert total.log_loss == pytest.approx(last_four.log_loss, rel=1e-12)
+    restored = RollingScores(batches=4)
+    restored.restore(rolling.state())
+    assert restored.total().as_dict() == total.as_dict()

@@ -41,8 +41,10 @@ def interleave(records: list[tuple[str, dict]], seed: int) -> list[tuple[str, di
     return out
 
 
-def train(order: list[tuple[str, dict]], check_every: int) -> tuple[bytes, int]:
-    join = WindowedJoin(window_ms=6 * HOUR, label_wait_ms=24 * HOUR)
+def train(
+    order: list[tuple[str, dict]], check_every: int, batch_samples: int | None = None
+) -> tuple[bytes, int]:
+    join = WindowedJoin(window_ms=6 * HOUR, label_wait_ms=24 * HOUR, batch_samples=batch_samples)
     join.assign({p for p, _ in order})
     model = LogisticRegression()
     batches = 0
@@ -66,6 +68,30 @@ def test_same_records_in_any_order_train_the_same_bytes(records):
     second, again = train(interleave(records, 2), check_every=997)
     assert batches == again and batches >= 10
     assert first == second
+
+
+def test_batches_by_count_are_exact_and_independent_of_the_order(records):
+    first, batches = train(interleave(records, 4), check_every=1, batch_samples=64)
+    second, again = train(interleave(records, 5), check_every=501, batch_samples=64)
+    assert batches == again and batches >= 40
+    assert first == second
+    by_window, _ = train(interleave(records, 4), check_every=1)
+    assert first != by_window
+
+    order = interleave(records, 6)
+    join = WindowedJoin(window_ms=HOUR, batch_samples=64)
+    join.assign({p for p, _ in order})
+    sizes, restored_at = [], len(order) // 2
+    for i, (partition, record) in enumerate(order):
+        join.add(partition, record)
+        sizes += [len(b.samples) for b in join.ready()]
+        if i == restored_at:  # a checkpoint with samples waiting for a full batch
+            assert join.pending
+            snapshot = __import__("orjson").dumps(join.snapshot())
+            join = WindowedJoin(window_ms=HOUR, batch_samples=64)
+            join.assign({p for p, _ in order})
+            join.restore(__import__("orjson").loads(snapshot))
+    assert sizes and set(sizes) == {64}
 
 
 def test_join_buffer_snapshot_restores_exactly(records):
@@ -140,6 +166,45 @@ def test_features_encoded_once_score_like_the_dicts(records):
     model.learn_many(X, [float(i % 2) for i in range(len(X))])
     encoded = model.encode_many(X)
     assert (model.predict_proba_many(encoded) == model.predict_proba_many(X)).all()
+
+
+def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records):
+    from millrace.join import Sample
+    from millrace.learners.base import learner_from_state
+    from millrace.training import StreamTrainer
+
+    pairs = {r["id"]: r for _, r in records if "label" in r}
+    samples = [
+        Sample(r["id"], r["ts"], r["features"], pairs[r["id"]]["label"])
+        for _, r in records
+        if "features" in r and r["id"] in pairs
+    ]
+    samples.sort(key=lambda s: (s.ts, s.id))
+    base = LogisticRegression(optimizer="sgd", lr=0.01, max_rounds=50)
+    base.learn_many([s.features for s in samples[:1000]], [s.label for s in samples[:1000]])
+
+    # A model that went wrong since its parent: trained on the same flights with flipped labels.
+    broken = LogisticRegression(optimizer="sgd", lr=0.01, max_rounds=50)
+    broken.learn_many([s.features for s in samples[:1000]], [1 - s.label for s in samples[:1000]])
+
+    def trainer(learner: LogisticRegression) -> StreamTrainer:
+        t = StreamTrainer(
+            learner_from_state(learner.state()), None, "m", "-", gate_margin=0.01, rolling_batches=3
+        )
+        t.parent_learner = learner_from_state(base.state())
+        for start in range(1000, 3000, 100):
+            t.learn_batch(samples[start : start + 100])
+        return t
+
+    honest, sabotaged = trainer(base), trainer(broken)
+    assert honest.gate_passes()
+    assert not sabotaged.gate_passes()
+    assert sabotaged.lineage.parent_scores.samples == sabotaged.lineage.samples == 2000
+    assert len(sabotaged.rolling.window) == 3
+    restored = StreamTrainer(LogisticRegression(), None, "m", "-", gate_margin=0.0)
+    restored.restore(__import__("orjson").loads(__import__("orjson").dumps(sabotaged.snapshot())))
+    assert not restored.gate_passes()
+    assert restored.rolling.total().as_dict() == sabotaged.rolling.total().as_dict()
 
 
 def test_kmeans_converges_and_follows_a_moved_cluster():
