@@ -45,8 +45,8 @@ class Scores:
         self.correct += int(np.sum((p >= 0.5) == positive))
         self.samples += len(target)
         bins = np.minimum((np.asarray(p) * BINS).astype(np.int64), BINS - 1)
-        self.positives += np.bincount(bins[positive], minlength=BINS)
-        self.negatives += np.bincount(bins[~positive], minlength=BINS)
+        np.add.at(self.positives, bins[positive], 1)
+        np.add.at(self.negatives, bins[~positive], 1)
 
     def merge(self, other: Scores) -> None:
         self.samples += other.samples
@@ -107,6 +107,18 @@ class Scores:
             _dense(state["positives"]),
             _dense(state["negatives"]),
         )
+
+
+def exact_auc(p: np.ndarray, y: Sequence[float]) -> float | None:
+    """ROC AUC of one batch from its ranks (ties count one half), or None with one class."""
+    positive = np.asarray(y) >= 0.5
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    wins = (p[positive][:, None] > p[~positive][None, :]).sum()
+    ties = (p[positive][:, None] == p[~positive][None, :]).sum()
+    return float((wins + 0.5 * ties) / (n_pos * n_neg))
 
 
 class RollingScores:

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from millrace.artifacts import dump_model, load_model
 from millrace.batching import WindowedJoin
 from millrace.checkpoints import KafkaCheckpoints
-from millrace.evaluation import RollingScores, Scores
+from millrace.evaluation import RollingScores, Scores, exact_auc
 from millrace.join import LabelJoin, Sample
 from millrace.kafka import has_data
 from millrace.learners.base import Learner, learner_from_state
@@ -99,7 +99,8 @@ class StreamTrainer:
         if encode is not None:
             X = encode(X)  # once, for scoring and every round
         before = Scores()
-        before.add(self.learner.predict_proba_many(X), y)
+        predicted = self.learner.predict_proba_many(X)
+        before.add(predicted, y)
         if self.gate_margin is not None and self.parent_learner is not None:
             self.lineage.parent_scores.add(self.parent_learner.predict_proba_many(X), y)
         default_rounds = getattr(self.learner, "max_rounds", None)
@@ -120,7 +121,7 @@ class StreamTrainer:
         ROUNDS.inc(len(rounds))
         BATCH_LOSS.set(before.log_loss or 0.0)
         BATCH_ACCURACY.set(before.accuracy or 0.0)
-        batch_auc = before.auc
+        batch_auc = exact_auc(predicted, y) if len(y) <= 1000 else before.auc
         if batch_auc is not None:
             BATCH_AUC.set(batch_auc)
         if rounds:
