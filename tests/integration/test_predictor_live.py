@@ -6,7 +6,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,22 @@ class Setup:
     settings: CommonSettings
     events: list[dict]
     labels: dict[str, float]
+    replica: Callable[[], AbstractContextManager[httpx.Client]]
+
+
+@contextmanager
+def predictor_replica(registry_url: str, common: dict[str, str]) -> Iterator[httpx.Client]:
+    """One predictor replica over real HTTP, answering once it serves a version."""
+    predictor = PredictorSettings(
+        registry_url=registry_url, poll_interval_s=30, guardrail_min_labels=60, **common
+    )
+    port = free_port()
+    with (
+        serve(predictor_app(predictor), port) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        wait_until(lambda: http.get("/ready").status_code == 200, 30, "the predictor")
+        yield http
 
 
 def trained_models(count: int) -> list[bytes]:
@@ -76,15 +93,7 @@ def setup(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
         for artifact in trained_models(4):
             client.publish(MODEL, artifact, {})
         client.move_alias(MODEL, "production", 1, None, "start")
-        predictor = PredictorSettings(
-            registry_url=registry_url, poll_interval_s=30, guardrail_min_labels=60, **common
-        )
-        port = free_port()
-        with (
-            serve(predictor_app(predictor), port) as url,
-            httpx.Client(base_url=url, timeout=10) as http,
-        ):
-            wait_until(lambda: http.get("/ready").status_code == 200, 30, "the predictor")
+        with predictor_replica(registry_url, common) as http:
             events = flight_events(
                 load_flights(), to_epoch_ms("2013-02-01"), to_epoch_ms("2013-02-03")
             )
@@ -96,7 +105,14 @@ def setup(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
             scheduled = [
                 e for e in events if e["type"] == SCHEDULED and e["data"]["flight_id"] in labels
             ]
-            yield Setup(client, http, settings, scheduled, labels)
+            yield Setup(
+                client,
+                http,
+                settings,
+                scheduled,
+                labels,
+                lambda: predictor_replica(registry_url, common),
+            )
         client.close()
 
 
@@ -191,19 +207,9 @@ def test_no_request_fails_while_versions_swap_and_roll_back(setup: Setup):
     assert not wrong, wrong[:5]
 
 
-def test_guardrail_rolls_back_a_broken_version(setup: Setup):
-    broken = LogisticRegression()
-    broken.bias = 12.0  # says "late" for everything
-    setup.registry.publish(MODEL, dump_model(broken), {"tags": {"note": "broken on purpose"}})
-    setup.registry.move_alias(MODEL, "production", 5, 1, "ship the broken one")
-    wait_until(lambda: setup.predict.get("/ready").json()["version"] == 5, 10, "version 5 to serve")
-
-    answered = [
-        setup.predict.post("/predict", content=orjson.dumps(e)).json() for e in setup.events[:150]
-    ]
-    assert {a["version"] for a in answered} == {5}
+def publish_labels(setup: Setup, events: list[dict]) -> None:
     producer = Producer({"bootstrap.servers": setup.settings.kafka_bootstrap})
-    for event in setup.events[:150]:
+    for event in events:
         subject = event["data"]["flight_id"]
         label = {
             "schema": "millrace.label/v1",
@@ -215,6 +221,48 @@ def test_guardrail_rolls_back_a_broken_version(setup: Setup):
         }
         producer.produce(setup.settings.labels_topic, encode(label), event["key"].encode())
     producer.flush(10)
+
+
+def test_two_replicas_follow_the_alias_and_roll_back_once(setup: Setup):
+    broken = LogisticRegression()
+    broken.bias = 12.0
+    setup.registry.publish(MODEL, dump_model(broken), {})
+    with setup.replica() as other:
+        replicas = [setup.predict, other]
+        setup.registry.move_alias(MODEL, "production", 5, 1, "ship the broken one")
+
+        def serving(version: int) -> bool:
+            return all(r.get("/ready").json()["version"] == version for r in replicas)
+
+        wait_until(lambda: serving(5), 10, "both replicas to serve version 5")
+        events = setup.events[:200]
+        for i, event in enumerate(events):  # the requests alternate between the replicas
+            answer = replicas[i % 2].post("/predict", content=orjson.dumps(event))
+            assert answer.status_code == 200 and answer.json()["version"] == 5
+        publish_labels(setup, events)
+        wait_until(lambda: setup.registry.get_alias(MODEL) == 1, 30, "the guardrail's rollback")
+        wait_until(lambda: serving(1), 10, "both replicas to serve version 1 again")
+        time.sleep(3)  # both replicas' guardrails have had every label by now
+    history = setup.registry._request("GET", f"/models/{MODEL}/aliases/production/history").json()[
+        "items"
+    ]
+    rollbacks = [h for h in history if h["reason"].startswith("guardrail")]
+    assert [(h["from_version"], h["to_version"]) for h in rollbacks] == [(5, 1)]
+    assert setup.registry.get_alias(MODEL) == 1
+
+
+def test_guardrail_rolls_back_a_broken_version(setup: Setup):
+    broken = LogisticRegression()
+    broken.bias = 12.0  # says "late" for everything
+    setup.registry.publish(MODEL, dump_model(broken), {"tags": {"note": "broken on purpose"}})
+    setup.registry.move_alias(MODEL, "production", 5, 1, "ship the broken one")
+    wait_until(lambda: setup.predict.get("/ready").json()["version"] == 5, 10, "version 5 to serve")
+
+    answered = [
+        setup.predict.post("/predict", content=orjson.dumps(e)).json() for e in setup.events[:150]
+    ]
+    assert {a["version"] for a in answered} == {5}
+    publish_labels(setup, setup.events[:150])
 
     wait_until(lambda: setup.registry.get_alias(MODEL) == 1, 30, "the guardrail's rollback")
     history = setup.registry._request("GET", f"/models/{MODEL}/aliases/production/history").json()[
