@@ -69,20 +69,14 @@ class WindowedJoin:
     def add(self, partition: str, record: dict[str, Any]) -> None:
         ts = int(record["ts"])
         self.newest[partition] = max(self.newest.get(partition, ts), ts)
-        if "features" in record:
-            label = self.labels.pop(record["id"], None)
-            if label is None:
-                self.features[record["id"]] = record
-                heapq.heappush(self._expiry, (ts, 0, record["id"]))
-            else:
-                self._pair(record, label)
+        is_label = "features" not in record
+        mine, theirs = (self.labels, self.features) if is_label else (self.features, self.labels)
+        partner = theirs.pop(record["id"], None)
+        if partner is None:
+            mine[record["id"]] = record
+            heapq.heappush(self._expiry, (ts, int(is_label), record["id"]))
         else:
-            features = self.features.pop(record["id"], None)
-            if features is None:
-                self.labels[record["id"]] = record
-                heapq.heappush(self._expiry, (ts, 1, record["id"]))
-            else:
-                self._pair(features, record)
+            self._pair(*((partner, record) if is_label else (record, partner)))
 
     def _pair(self, features: dict[str, Any], label: dict[str, Any]) -> None:
         start = int(features["ts"]) // self.window_ms * self.window_ms
@@ -117,11 +111,10 @@ class WindowedJoin:
     def _by_count(self, windows: list[Batch], size: int) -> list[Batch]:
         for window in windows:
             self.pending += window.samples
-        batches = []
-        while len(self.pending) >= size:
-            samples, self.pending = self.pending[:size], self.pending[size:]
-            batches.append(Batch(samples[0].ts, samples[-1].ts + 1, samples))
-        return batches
+        full = len(self.pending) // size * size
+        cuts = [self.pending[i : i + size] for i in range(0, full, size)]
+        self.pending = self.pending[full:]
+        return [Batch(s[0].ts, s[-1].ts + 1, s) for s in cuts]
 
     def snapshot(self) -> dict[str, Any]:
         return {

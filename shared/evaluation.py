@@ -15,7 +15,6 @@ exact up to the bin width.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,13 +53,6 @@ class Scores:
         self.correct += other.correct
         self.positives += other.positives
         self.negatives += other.negatives
-
-    def subtract(self, other: Scores) -> None:
-        self.samples -= other.samples
-        self.log_loss_sum -= other.log_loss_sum
-        self.correct -= other.correct
-        self.positives -= other.positives
-        self.negatives -= other.negatives
 
     @property
     def log_loss(self) -> float | None:
@@ -109,45 +101,27 @@ class Scores:
         )
 
 
-def exact_auc(p: np.ndarray, y: Sequence[float]) -> float | None:
-    """ROC AUC of one batch from its ranks (ties count one half), or None with one class."""
-    positive = np.asarray(y) >= 0.5
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if not n_pos or not n_neg:
-        return None
-    wins = (p[positive][:, None] > p[~positive][None, :]).sum()
-    ties = (p[positive][:, None] == p[~positive][None, :]).sum()
-    return float((wins + 0.5 * ties) / (n_pos * n_neg))
-
-
 class RollingScores:
-    """Scores over the last ``batches`` batches. The log-loss is summed afresh from the window
-    (``math.fsum``), so a restored window gives the same bits as one that never stopped."""
+    """Scores over the last ``batches`` batches, summed from the window when asked (in window
+    order, so a restored window gives the same bits as one that never stopped)."""
 
     def __init__(self, batches: int = 288) -> None:
         self.window: deque[Scores] = deque(maxlen=batches)
-        self._counts = Scores()
 
     def add(self, batch: Scores) -> None:
-        if len(self.window) == self.window.maxlen:
-            self._counts.subtract(self.window[0])
         self.window.append(batch)
-        self._counts.merge(batch)
 
     def total(self) -> Scores:
-        counts = self._counts
-        log_loss_sum = math.fsum(s.log_loss_sum for s in self.window)
-        return Scores(
-            counts.samples, log_loss_sum, counts.correct, counts.positives, counts.negatives
-        )
+        total = Scores()
+        for batch in self.window:
+            total.merge(batch)
+        return total
 
     def state(self) -> list[dict[str, Any]]:
         return [s.state() for s in self.window]
 
     def restore(self, state: list[dict[str, Any]]) -> None:
         self.window.clear()
-        self._counts = Scores()
         for item in state:
             self.add(Scores.from_state(item))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from millrace.kafka import consumer_config
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,8 @@ class ModelEventFollower(threading.Thread):
         self.topic = topic
         self.on_move = on_move
         self._stop_event = threading.Event()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                # Each follower reads everything itself; the group id is never committed.
-                "group.id": f"model-events-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
-        )
+        # Each follower reads everything itself; the group id is never committed.
+        self._consumer = Consumer(consumer_config(bootstrap, f"model-events-{uuid.uuid4().hex}"))
 
     def run(self) -> None:
         self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer
-from millrace.kafka import has_data
+from millrace.kafka import consumer_config, has_data
 from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
@@ -119,13 +119,9 @@ class LiveQuality(threading.Thread):
         self._labels: OrderedDict[str, float] = OrderedDict()
         self._stop_event = threading.Event()
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"live-quality-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "latest",
-                "isolation.level": "read_committed",
-            }
+            consumer_config(
+                bootstrap, f"live-quality-{uuid.uuid4().hex}", **{"auto.offset.reset": "latest"}
+            )
         )
         self._consumer.subscribe([predictions_topic, labels_topic])
 

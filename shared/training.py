@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, TopicPartition
 from millrace.artifacts import dump_model, load_model
 from millrace.batching import WindowedJoin
 from millrace.checkpoints import KafkaCheckpoints
-from millrace.evaluation import RollingScores, Scores, exact_auc
+from millrace.evaluation import RollingScores, Scores
 from millrace.join import LabelJoin, Sample
 from millrace.kafka import has_data
 from millrace.learners.base import Learner, learner_from_state
@@ -99,18 +99,10 @@ class StreamTrainer:
         if encode is not None:
             X = encode(X)  # once, for scoring and every round
         before = Scores()
-        predicted = self.learner.predict_proba_many(X)
-        before.add(predicted, y)
+        before.add(self.learner.predict_proba_many(X), y)
         if self.gate_margin is not None and self.parent_learner is not None:
             self.lineage.parent_scores.add(self.parent_learner.predict_proba_many(X), y)
-        default_rounds = getattr(self.learner, "max_rounds", None)
-        if max_rounds is not None and default_rounds is not None:
-            self.learner.max_rounds = max_rounds
-        try:
-            rounds = self.learner.learn_many(X, y)
-        finally:
-            if default_rounds is not None:
-                self.learner.max_rounds = default_rounds
+        rounds = self.learner.learn_many(X, y, max_rounds=max_rounds)
         self.lineage.scores.merge(before)
         self.rolling.add(before)
         self.lineage.batches += 1
@@ -121,7 +113,7 @@ class StreamTrainer:
         ROUNDS.inc(len(rounds))
         BATCH_LOSS.set(before.log_loss or 0.0)
         BATCH_ACCURACY.set(before.accuracy or 0.0)
-        batch_auc = exact_auc(predicted, y) if len(y) <= 1000 else before.auc
+        batch_auc = before.auc
         if batch_auc is not None:
             BATCH_AUC.set(batch_auc)
         if rounds:
@@ -185,9 +177,13 @@ class StreamTrainer:
             self._promote(version)
         self.version = version
         self.lineage = Lineage(parent=version)
+        self._remember_parent()
+        return version
+
+    def _remember_parent(self) -> None:
+        """A frozen copy of the model just published, for the gate to score batches with."""
         if self.gate_margin is not None:
             self.parent_learner = learner_from_state(self.learner.state(), allow_pickle=True)
-        return version
 
     def _gate_report(self) -> dict[str, Any] | None:
         if self.gate_margin is None or self.parent_learner is None:
@@ -262,8 +258,7 @@ class StreamTrainer:
             baseline_version = int(found["items"][0]["version"])
             artifact = self.client.download(self.model_name, baseline_version)
             self.learner = load_model(artifact, signed=True)
-            if self.gate_margin is not None:
-                self.parent_learner = load_model(artifact, signed=True)
+            self._remember_parent()
             self.version = baseline_version
             self.lineage = Lineage(parent=baseline_version)
             log.info(

@@ -21,7 +21,12 @@ class Learner(Protocol):
 
     def learn_one(self, x: Features, y: float) -> None: ...
 
-    def learn_many(self, X: Sequence[Features], y: Sequence[float]) -> list[RoundStats]: ...
+    def learn_many(
+        self, X: Sequence[Features], y: Sequence[float], max_rounds: int | None = None
+    ) -> list[RoundStats]:
+        """Learn one mini-batch in rounds; ``max_rounds`` overrides the learner's own limit for
+        this batch (the trainer's baseline)."""
+        ...
 
     def predict_proba_one(self, x: Features) -> dict[bool, float]: ...
 

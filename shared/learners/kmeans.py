@@ -91,7 +91,10 @@ class OnlineKMeans:
         return nearest, float(distances[np.arange(len(points)), nearest].mean())
 
     def learn_many(
-        self, X: Sequence[Features], y: Sequence[float] | None = None
+        self,
+        X: Sequence[Features],
+        y: Sequence[float] | None = None,
+        max_rounds: int | None = None,
     ) -> list[RoundStats]:
         points = self._matrix(X)
         if len(points) == 0:
@@ -102,7 +105,7 @@ class OnlineKMeans:
         centroids = past_centroids.copy()
         stats: list[RoundStats] = []
         previous = np.inf
-        for round_no in range(1, self.max_rounds + 1):
+        for round_no in range(1, (self.max_rounds if max_rounds is None else max_rounds) + 1):
             nearest, loss = self._assign(points, centroids)
             stats.append(RoundStats(round_no, loss, len(points)))
             if previous - loss < self.tol and round_no > 1:

@@ -159,7 +159,10 @@ class LogisticRegression:
         return SparseRows(len(X), rows, cols, values)
 
     def learn_many(
-        self, X: Sequence[Features] | SparseRows, y: Sequence[float]
+        self,
+        X: Sequence[Features] | SparseRows,
+        y: Sequence[float],
+        max_rounds: int | None = None,
     ) -> list[RoundStats]:
         encoded = self.encode_many(X)
         n, rows, cols, vals = encoded.n, encoded.rows, encoded.cols, encoded.values
@@ -175,7 +178,7 @@ class LogisticRegression:
         previous = np.inf
         if self.optimizer == "sgd":
             curvature, curvature_bias = _curvature_bound(rows, local, vals, n, len(touched))
-        for round_no in range(1, self.max_rounds + 1):
+        for round_no in range(1, (self.max_rounds if max_rounds is None else max_rounds) + 1):
             w = self.weights[touched]
             logits = self.bias + np.bincount(rows, weights=w[local] * vals, minlength=n)
             p = _sigmoid(logits)
@@ -221,11 +224,7 @@ class LogisticRegression:
         self.bias = float(-self._z_bias / ((self.beta + np.sqrt(self._g2_bias)) / self.alpha))
 
     def learn_one(self, x: Features, y: float) -> None:
-        rounds, self.max_rounds = self.max_rounds, 1
-        try:
-            self.learn_many([x], [y])
-        finally:
-            self.max_rounds = rounds
+        self.learn_many([x], [y], max_rounds=1)
 
     def predict_proba_many(self, X: Sequence[Features] | SparseRows) -> np.ndarray:
         encoded = self.encode_many(X)

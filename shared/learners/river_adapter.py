@@ -40,7 +40,10 @@ class RiverLearner:
     def learn_one(self, x: Features, y: float) -> None:
         self.estimator.learn_one(x, bool(y))
 
-    def learn_many(self, X: Sequence[Features], y: Sequence[float]) -> list[RoundStats]:
+    def learn_many(
+        self, X: Sequence[Features], y: Sequence[float], max_rounds: int | None = None
+    ) -> list[RoundStats]:
+        """One pass of ``learn_one`` (River estimators have no rounds)."""
         for x, target in zip(X, y, strict=True):
             self.estimator.learn_one(x, bool(target))
         return [RoundStats(1, float("nan"), len(X))]
