@@ -8,8 +8,8 @@ class FeaturizerSettings(HttpSettings):
     port: int = 8702
     group: str = "millrace-featurizer"
     # Events per Kafka transaction at most (a batch also ends after 0.2 s): larger batches
-    # spread the commit's two round trips over more events (`make bench`: 5000 vs 1000 is
-    # about 1.3x the throughput).
+    # spread the commit's two round trips over more events (`bench/bench_featurizer.py
+    # --batch-size 1000` vs the default: 5000 gave about 1.3x the throughput).
     batch_size: int = Field(default=5000, ge=1)
     partitions: int = 3
     # A stable, unique id per replica (e.g. its hostname in compose): a restarted replica then
