@@ -19,18 +19,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 up: install
-	$(PY) -m millrace.cli up
+	$(PY) -m millrace_stack.cli up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m millrace.cli down; fi
+	@if [ -x $(PY) ]; then $(PY) -m millrace_stack.cli down; fi
 
 status: install
-	$(PY) -m millrace.cli status
+	$(PY) -m millrace_stack.cli status
 
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy shared
+	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider

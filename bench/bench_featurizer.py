@@ -21,17 +21,18 @@ from pathlib import Path
 import orjson
 from common import infrastructure, print_table, record
 from confluent_kafka import Consumer, Producer
-from featurizer.settings import FeaturizerSettings
-from millrace.backfill import backfill, from_envelopes, from_file, write_parquet
+
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
-from millrace.flights import flight_events, load_flights, to_epoch_ms
 from millrace.kafka import TopicSpec, consumer_config, ensure_topics, has_data, pipeline_topics
-from millrace.live import LiveFeaturizer
-from millrace.replay import replay
 from millrace.settings import CommonSettings
+from millrace_featurizer.backfill import backfill, from_envelopes, from_file, write_parquet
+from millrace_featurizer.live import LiveFeaturizer
+from millrace_featurizer.settings import FeaturizerSettings
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_stack.replay import replay
 
-MODULE = "millrace.features.flights:FlightsFeatures"
+MODULE = "millrace_flights.features:FlightsFeatures"
 
 
 def passthrough(bootstrap: str, source: str, sink: str, total: int) -> float:

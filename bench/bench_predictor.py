@@ -20,17 +20,18 @@ from pathlib import Path
 import httpx
 import orjson
 from common import infrastructure, print_table, record
+
 from millrace.artifacts import dump_model
-from millrace.backfill import backfill, from_envelopes
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
-from millrace.flights import SCHEDULED, flight_events, load_flights, to_epoch_ms
-from millrace.infra.processes import ProcessTable, free_port
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.learners import LogisticRegression
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from millrace.training import samples_from_backfill
+from millrace_featurizer.backfill import backfill, from_envelopes
+from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace_stack.processes import ProcessTable, free_port
+from millrace_trainer.training import samples_from_backfill
 
 CONCURRENCY = 16
 DURATION_S = 8.0
@@ -82,7 +83,7 @@ def wait_ready(url: str, timeout: float = 120.0) -> None:
 def main() -> None:
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
     result = backfill(
-        Featurizer(load_feature_module("millrace.features.flights:FlightsFeatures")),
+        Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),
     )
     samples = samples_from_backfill(result.features, result.labels)

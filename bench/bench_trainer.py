@@ -23,20 +23,21 @@ from datetime import UTC, datetime
 import numpy as np
 from common import infrastructure, print_table, record
 from confluent_kafka import Consumer, Producer
-from millrace.backfill import backfill, from_envelopes
-from millrace.batching import WindowedJoin
-from millrace.checkpoints import KafkaCheckpoints
+from river import linear_model
+
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
-from millrace.flights import flight_events, load_flights, to_epoch_ms
 from millrace.join import Sample
 from millrace.kafka import consumer_config, ensure_topics, has_data, pipeline_topics
 from millrace.learners import LogisticRegression
 from millrace.records import encode
 from millrace.settings import CommonSettings
-from millrace.training import StreamTrainer, samples_from_backfill
-from river import linear_model
-from trainer.settings import TrainerSettings
+from millrace_featurizer.backfill import backfill, from_envelopes
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_trainer.batching import WindowedJoin
+from millrace_trainer.checkpoints import KafkaCheckpoints
+from millrace_trainer.settings import TrainerSettings
+from millrace_trainer.training import StreamTrainer, samples_from_backfill
 
 SETTINGS = TrainerSettings()  # the trainer service's defaults
 
@@ -228,7 +229,7 @@ def main() -> None:
     )
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), end)
     result = backfill(
-        Featurizer(load_feature_module("millrace.features.flights:FlightsFeatures")),
+        Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),
     )
     samples = samples_from_backfill(result.features, result.labels)

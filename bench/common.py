@@ -10,10 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from millrace.infra.brokers import KafkaNode, RedisNode
-from millrace.infra.processes import ProcessTable, free_port
 from rich.console import Console
 from rich.table import Table
+
+from millrace_stack.brokers import KafkaNode, RedisNode
+from millrace_stack.processes import ProcessTable, free_port
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

@@ -21,18 +21,19 @@ from collections import Counter
 import orjson
 from common import infrastructure, print_table, record
 from confluent_kafka import Consumer
-from millrace.backfill import backfill, from_envelopes, from_topic
-from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
-from millrace.flights import flight_events, load_flights, to_epoch_ms
-from millrace.kafka import consumer_config, ensure_topics, has_data, pipeline_topics
-from millrace.live import LiveFeaturizer
-from millrace.replay import replay
-from millrace.settings import CommonSettings
-from millrace.state import RedisState
 from rich.progress import Progress
 
-MODULE = "millrace.features.flights:FlightsFeatures"
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
+from millrace.kafka import consumer_config, ensure_topics, has_data, pipeline_topics
+from millrace.settings import CommonSettings
+from millrace.state import RedisState
+from millrace_featurizer.backfill import backfill, from_envelopes, from_topic
+from millrace_featurizer.live import LiveFeaturizer
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_stack.replay import replay
+
+MODULE = "millrace_flights.features:FlightsFeatures"
 
 
 def canonical(records: list[dict]) -> Counter[bytes]:

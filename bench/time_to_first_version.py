@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import orjson
-from millrace.flights import SCHEDULED, flight_events, load_flights, to_epoch_ms
+
+from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
 
 PREDICT = "http://127.0.0.1:8701/predict"
 ALIAS = "http://127.0.0.1:8700/models/flights-delay/aliases/production"

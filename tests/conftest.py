@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from millrace.infra.brokers import KafkaNode, RedisNode
-from millrace.infra.processes import ProcessTable, free_port
+
+from millrace_stack.brokers import KafkaNode, RedisNode
+from millrace_stack.processes import ProcessTable, free_port
 
 
 def _docker_engine() -> bool:

@@ -10,12 +10,12 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Producer
-from millrace.flights import SCHEDULED, flight_events, load_flights, to_epoch_ms
-from millrace.infra.processes import ProcessTable, free_port
-from millrace.replay import replay
-from millrace.settings import DEV_TOKEN, CommonSettings
-from millrace.stack import MODULES
 
+from millrace.settings import DEV_TOKEN, CommonSettings
+from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace_stack.processes import ProcessTable, free_port
+from millrace_stack.replay import replay
+from millrace_stack.stack import MODULES
 from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -9,10 +9,10 @@ import threading
 import time
 
 import pytest
-from millrace.infra.processes import ProcessTable, free_port
-from millrace.replay import replay
-from millrace.state import RedisState
 
+from millrace.state import RedisState
+from millrace_stack.processes import ProcessTable, free_port
+from millrace_stack.replay import replay
 from tests.helpers import read_topic
 from tests.integration.test_featurizer_live import canonical, expected, setup_topics
 
@@ -34,7 +34,7 @@ def test_sigkilled_featurizer_commits_each_feature_exactly_once(
         "MILLRACE_INSTANCE_ID": "featurizer-under-test",
         "MILLRACE_SESSION_TIMEOUT_MS": "6000",
     }
-    command = [sys.executable, "-m", "featurizer"]
+    command = [sys.executable, "-m", "millrace_featurizer"]
     rng = random.Random(2013)
     # A live run: the week streams in over ~30 s while the featurizer is killed and restarted.
     stream = threading.Thread(

@@ -11,21 +11,21 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Producer
-from millrace.backfill import BackfillResult, backfill, from_envelopes, from_topic
+
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
-from millrace.flights import flight_events, load_flights, to_epoch_ms
 from millrace.kafka import ensure_topics, pipeline_topics
-from millrace.live import LiveFeaturizer
-from millrace.replay import replay
 from millrace.settings import CommonSettings
 from millrace.state import RedisState, StateWrite
-
+from millrace_featurizer.backfill import BackfillResult, backfill, from_envelopes, from_topic
+from millrace_featurizer.live import LiveFeaturizer
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_stack.replay import replay
 from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
-MODULE = "millrace.features.flights:FlightsFeatures"
+MODULE = "millrace_flights.features:FlightsFeatures"
 
 
 def canonical(records: list[dict]) -> list[bytes]:

@@ -17,29 +17,29 @@ import pytest
 from confluent_kafka import Producer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from millrace.artifacts import dump_model
-from millrace.backfill import backfill, from_envelopes
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
-from millrace.flights import SCHEDULED, flight_events, load_flights, to_epoch_ms
-from millrace.infra.processes import free_port
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.learners import LogisticRegression
 from millrace.records import encode
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from millrace.training import samples_from_backfill
-from model_registry.app import create_app as registry_app
-from model_registry.settings import RegistrySettings
-from predictor.app import create_app as predictor_app
-from predictor.settings import PredictorSettings
-
+from millrace_featurizer.backfill import backfill, from_envelopes
+from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace_predictor.app import create_app as predictor_app
+from millrace_predictor.settings import PredictorSettings
+from millrace_registry.app import create_app as registry_app
+from millrace_registry.settings import RegistrySettings
+from millrace_stack.processes import free_port
+from millrace_trainer.training import samples_from_backfill
 from tests.helpers import serve, wait_until
 
 pytestmark = pytest.mark.integration
 
 MODEL = "flights-delay"
-MODULE = "millrace.features.flights:FlightsFeatures"
+MODULE = "millrace_flights.features:FlightsFeatures"
 
 
 @dataclass

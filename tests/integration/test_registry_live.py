@@ -7,15 +7,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
 from millrace.artifacts import ArtifactRejected, dump_model, load_model
-from millrace.infra.processes import free_port
 from millrace.kafka import TopicSpec, ensure_topics
 from millrace.learners import LogisticRegression
 from millrace.model_events import ModelEventFollower
 from millrace.registry_client import RegistryClient
-from model_registry.app import create_app
-from model_registry.settings import RegistrySettings
-
+from millrace_registry.app import create_app
+from millrace_registry.settings import RegistrySettings
+from millrace_stack.processes import free_port
 from tests.helpers import serve, wait_until
 
 pytestmark = pytest.mark.integration

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from millrace.backfill import backfill, from_envelopes
+
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
-from millrace.flights import flight_events, load_flights, to_epoch_ms
-from millrace.infra.processes import ProcessTable, free_port
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.records import encode
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from model_registry.app import create_app
-from model_registry.settings import RegistrySettings
-
+from millrace_featurizer.backfill import backfill, from_envelopes
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_registry.app import create_app
+from millrace_registry.settings import RegistrySettings
+from millrace_stack.processes import ProcessTable, free_port
 from tests.helpers import serve, wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_killed_trainer_publishes_the_same_bytes(
     ensure_topics(kafka_bootstrap, pipeline_topics(settings))
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-07"))
     result = backfill(
-        Featurizer(load_feature_module("millrace.features.flights:FlightsFeatures")),
+        Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),
     )
     stream_from = to_epoch_ms("2013-01-03")
@@ -90,7 +90,7 @@ def test_killed_trainer_publishes_the_same_bytes(
             wait_until(stable, 240, f"trainer {run} to finish", interval=0.5)
             return counts[-1]
 
-        command = [sys.executable, "-m", "trainer"]
+        command = [sys.executable, "-m", "millrace_trainer"]
         try:
             procs.start("a", command, env("a"))
             total = settle("a")

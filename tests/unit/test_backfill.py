@@ -1,14 +1,21 @@
 import orjson
 import pandas as pd
 import pytest
-from millrace.backfill import backfill, from_envelopes, from_file, read_parquet, write_parquet
-from millrace.cli import app
-from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
-from millrace.flights import flight_events, load_flights, to_epoch_ms
 from typer.testing import CliRunner
 
-MODULE = "millrace.features.flights:FlightsFeatures"
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
+from millrace_featurizer.backfill import (
+    backfill,
+    from_envelopes,
+    from_file,
+    read_parquet,
+    write_parquet,
+)
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_stack.cli import app
+
+MODULE = "millrace_flights.features:FlightsFeatures"
 
 
 @pytest.fixture(scope="module")

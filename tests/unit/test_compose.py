@@ -10,12 +10,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from featurizer.settings import FeaturizerSettings
-from millrace.settings import CommonSettings
-from model_registry.settings import RegistrySettings
-from predictor.settings import PredictorSettings
 from pydantic_settings import BaseSettings
-from trainer.settings import TrainerSettings
+
+from millrace.settings import CommonSettings
+from millrace_featurizer.settings import FeaturizerSettings
+from millrace_predictor.settings import PredictorSettings
+from millrace_registry.settings import RegistrySettings
+from millrace_trainer.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.json"

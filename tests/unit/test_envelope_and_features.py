@@ -2,10 +2,11 @@ import math
 
 import orjson
 import pytest
+
 from millrace.envelope import InvalidEvent, parse_event
 from millrace.features import load_feature_module, process_event
 from millrace.featurize import Featurizer, SourceEvent
-from millrace.flights import (
+from millrace_flights.events import (
     DEPARTED,
     PREDICTION_LEAD_MS,
     SCHEDULED,
@@ -14,7 +15,7 @@ from millrace.flights import (
     to_epoch_ms,
 )
 
-MODULE = "millrace.features.flights:FlightsFeatures"
+MODULE = "millrace_flights.features:FlightsFeatures"
 
 
 @pytest.fixture(scope="module")

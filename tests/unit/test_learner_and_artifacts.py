@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from millrace.artifacts import ArtifactRejected, dump_model, load_model, sign, verify
 from millrace.evaluation import Scores
 from millrace.join import LabelJoin
@@ -81,6 +82,7 @@ def test_prequential_scores():
 
 def test_auc_from_mergeable_histograms_matches_the_exact_one():
     import numpy as np
+
     from millrace.evaluation import RollingScores
 
     rng = np.random.default_rng(3)

@@ -4,11 +4,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
+
 from millrace.artifacts import dump_model, sha256_hex, sign
 from millrace.learners import LogisticRegression
-from millrace.registry_store import Conflict, RegistryStore
-from model_registry.app import create_app
-from model_registry.settings import RegistrySettings
+from millrace_registry.app import create_app
+from millrace_registry.settings import RegistrySettings
+from millrace_registry.store import Conflict, RegistryStore
 
 TOKEN = "t0ken"
 KEY = "signing-key"

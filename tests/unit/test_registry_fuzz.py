@@ -8,11 +8,12 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, settings
+
 from millrace.artifacts import dump_model, sign
 from millrace.learners import LogisticRegression
-from millrace.registry_store import RegistryStore
-from model_registry.app import create_app
-from model_registry.settings import RegistrySettings
+from millrace_registry.app import create_app
+from millrace_registry.settings import RegistrySettings
+from millrace_registry.store import RegistryStore
 
 TOKEN = "fuzz-token"
 KEY = "fuzz-key"

@@ -2,13 +2,14 @@ import itertools
 import random
 
 import pytest
+
 from millrace.artifacts import ArtifactRejected, dump_model, load_model
-from millrace.backfill import backfill, from_envelopes
-from millrace.batching import WindowedJoin
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer
-from millrace.flights import flight_events, load_flights, to_epoch_ms
 from millrace.learners import LogisticRegression, OnlineKMeans, RiverLearner
+from millrace_featurizer.backfill import backfill, from_envelopes
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_trainer.batching import WindowedJoin
 
 HOUR = 3_600_000
 
@@ -17,7 +18,7 @@ HOUR = 3_600_000
 def records() -> list[tuple[str, dict]]:
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-06"))
     result = backfill(
-        Featurizer(load_feature_module("millrace.features.flights:FlightsFeatures")),
+        Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),
     )
     # Three partitions per topic, each in event-time order, as the featurizer writes them.
@@ -171,7 +172,7 @@ def test_features_encoded_once_score_like_the_dicts(records):
 def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records):
     from millrace.join import Sample
     from millrace.learners.base import learner_from_state
-    from millrace.training import StreamTrainer
+    from millrace_trainer.training import StreamTrainer
 
     pairs = {r["id"]: r for _, r in records if "label" in r}
     samples = [

@@ -1,9 +1,10 @@
 import orjson
 import pytest
+
 from millrace.features import load_feature_module
 from millrace.features.windows import Window
 from millrace.featurize import MAX_TS, Featurizer, SourceEvent
-from millrace.flights import DEPARTED, flight_events, load_flights, to_epoch_ms
+from millrace_flights.events import DEPARTED, flight_events, load_flights, to_epoch_ms
 
 HOUR = 3_600_000
 
@@ -43,7 +44,7 @@ def test_window_sizes_must_be_multiples_of_the_step(size, step):
 
 
 def test_late_events_are_dead_lettered_and_change_nothing():
-    featurizer = Featurizer(load_feature_module("millrace.features.flights:FlightsFeatures"))
+    featurizer = Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures"))
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
     key = next(e["key"] for e in events if e["type"] == DEPARTED)
     own = [e for e in events if e["key"] == key]

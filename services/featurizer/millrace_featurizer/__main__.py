@@ -1,0 +1,30 @@
+"""``python -m featurizer``: run the feature module live on the events topic."""
+
+from __future__ import annotations
+
+from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
+from millrace.logs import configure_logging
+from millrace.observability import serve_health
+from millrace_featurizer.live import LiveFeaturizer
+from millrace_featurizer.settings import FeaturizerSettings
+
+
+def main() -> None:
+    settings = FeaturizerSettings()
+    configure_logging("featurizer", settings.log_level)
+    wait_for_broker(settings.kafka_bootstrap)
+    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
+    runner = LiveFeaturizer.from_settings(
+        settings,
+        settings.group,
+        batch_size=settings.batch_size,
+        instance_id=settings.instance_id,
+        session_timeout_ms=settings.session_timeout_ms,
+    )
+    runner.install_signal_handlers()
+    serve_health(settings.host, settings.port, lambda: {"status": "ok", "batches": runner.batches})
+    runner.run()
+
+
+if __name__ == "__main__":
+    main()

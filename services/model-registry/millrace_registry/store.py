@@ -1,0 +1,351 @@
+"""The registry's embedded store: SQLite (WAL) for metadata, a content-addressed artifact folder.
+
+Version numbers come from a per-model counter inside one ``BEGIN IMMEDIATE`` transaction, so
+concurrent publishers get unique, gapless numbers, and a number is never handed out twice even
+after retention pruned old versions. Alias moves are compare-and-set and append to an alias
+history that is never rewritten. Retention never removes a version an alias points at or one the
+last N alias moves reference.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from millrace.artifacts import sha256_hex
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    model TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    signature TEXT NOT NULL, size INTEGER NOT NULL, metadata TEXT NOT NULL,
+    created_at REAL NOT NULL, archived INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS version_counters (
+    model TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS aliases (
+    model TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
+    updated_at REAL NOT NULL, PRIMARY KEY (model, alias));
+CREATE TABLE IF NOT EXISTS alias_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, alias TEXT NOT NULL,
+    from_version INTEGER, to_version INTEGER NOT NULL, kind TEXT NOT NULL,
+    actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS alias_history_by_alias ON alias_history (model, alias, id);
+CREATE INDEX IF NOT EXISTS versions_by_sha ON versions (sha256);
+"""
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    id: int
+    model: str
+    alias: str
+    from_version: int | None
+    to_version: int
+    kind: str
+    actor: str
+    reason: str
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class RegistryStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.artifacts = root / "artifacts"
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            root / "registry.db", check_same_thread=False, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- versions -------------------------------------------------------------------------
+
+    def publish(
+        self, model: str, artifact: bytes, signature: str, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
+        digest = sha256_hex(artifact)
+        self._write_artifact(digest, artifact)
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO version_counters VALUES (?, 1) ON CONFLICT (model) "
+                "DO UPDATE SET last_version = last_version + 1 RETURNING last_version",
+                (model,),
+            ).fetchone()
+            version = int(row[0])
+            db.execute(
+                "INSERT INTO versions (model, version, sha256, signature, size, metadata, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    model,
+                    version,
+                    digest,
+                    signature,
+                    len(artifact),
+                    orjson.dumps(metadata).decode(),
+                    time.time(),
+                ),
+            )
+        return self.get_version(model, version)
+
+    def _write_artifact(self, digest: str, data: bytes) -> None:
+        path = self.artifact_path(digest)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def artifact_path(self, digest: str) -> Path:
+        return self.artifacts / digest[:2] / digest
+
+    def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+        return row
+
+    def get_version(self, model: str, version: int) -> dict[str, Any]:
+        row = self._one("SELECT * FROM versions WHERE model = ? AND version = ?", model, version)
+        if row is None:
+            raise NotFound(f"model {model!r} has no version {version}")
+        return _version_dict(row)
+
+    def list_versions(
+        self,
+        model: str,
+        limit: int,
+        offset: int,
+        tag: tuple[str, str] | None = None,
+        include_archived: bool = False,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first; ``tag=(name, value)`` keeps versions whose ``metadata.tags`` match."""
+        where = "model = ?"
+        args: list[object] = [model]
+        if not include_archived:
+            where += " AND archived = 0"
+        if tag is not None:
+            where += " AND json_extract(metadata, '$.tags.' || json_quote(?)) = ?"
+            args += list(tag)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM versions WHERE {where} ORDER BY version DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            total = self._db.execute(
+                f"SELECT COUNT(*) FROM versions WHERE {where}", args
+            ).fetchone()[0]
+        return [_version_dict(r) for r in rows], total
+
+    def list_models(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT model FROM versions ORDER BY model").fetchall()
+        return [r[0] for r in rows]
+
+    def read_artifact(self, model: str, version: int) -> tuple[bytes, dict[str, Any]]:
+        info = self.get_version(model, version)
+        return self.artifact_path(info["sha256"]).read_bytes(), info
+
+    def archive(self, model: str, version: int) -> dict[str, Any]:
+        """Hide a version from listings (its artifact stays for history and rollback)."""
+        with self._tx() as db:
+            self._refuse_if_aliased(db, model, version)
+            cursor = db.execute(
+                "UPDATE versions SET archived = 1 WHERE model = ? AND version = ?", (model, version)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"model {model!r} has no version {version}")
+        return self.get_version(model, version)
+
+    def prune(self, model: str, keep_last: int, keep_history_moves: int = 20) -> list[int]:
+        """Delete versions beyond the newest ``keep_last``, except those an alias points at or
+        the last ``keep_history_moves`` alias moves reference; returns the deleted numbers."""
+        with self._tx() as db:
+            protected = {
+                r[0] for r in db.execute("SELECT version FROM aliases WHERE model = ?", (model,))
+            }
+            for old, new in db.execute(
+                "SELECT from_version, to_version FROM alias_history WHERE model = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (model, keep_history_moves),
+            ):
+                protected.update(v for v in (old, new) if v is not None)
+            candidates = [
+                (r[0], r[1])
+                for r in db.execute(
+                    "SELECT version, sha256 FROM versions WHERE model = ? "
+                    "ORDER BY version DESC LIMIT -1 OFFSET ?",
+                    (model, keep_last),
+                )
+                if r[0] not in protected
+            ]
+            for version, _ in candidates:
+                db.execute("DELETE FROM versions WHERE model = ? AND version = ?", (model, version))
+            orphans = [
+                sha
+                for _, sha in candidates
+                if db.execute("SELECT 1 FROM versions WHERE sha256 = ?", (sha,)).fetchone() is None
+            ]
+        for sha in set(orphans):
+            self.artifact_path(sha).unlink(missing_ok=True)
+        return [v for v, _ in candidates]
+
+    @staticmethod
+    def _refuse_if_aliased(db: sqlite3.Connection, model: str, version: int) -> None:
+        row = db.execute(
+            "SELECT alias FROM aliases WHERE model = ? AND version = ?", (model, version)
+        ).fetchone()
+        if row is not None:
+            raise Conflict(f"version {version} is what alias {row[0]!r} points at")
+
+    # -- aliases --------------------------------------------------------------------------
+
+    def get_alias(self, model: str, alias: str) -> dict[str, Any]:
+        row = self._one("SELECT * FROM aliases WHERE model = ? AND alias = ?", model, alias)
+        if row is None:
+            raise NotFound(f"model {model!r} has no alias {alias!r}")
+        return dict(row)
+
+    def move_alias(
+        self,
+        model: str,
+        alias: str,
+        version: int,
+        expected: int | None,
+        actor: str,
+        reason: str,
+        kind: str = "move",
+    ) -> AliasMove:
+        """Point ``alias`` at ``version`` if it currently points at ``expected`` (None = unset)."""
+        with self._tx() as db:
+            return self._move(db, model, alias, version, expected, actor, reason, kind)
+
+    def _move(
+        self,
+        db: sqlite3.Connection,
+        model: str,
+        alias: str,
+        version: int,
+        expected: int | None,
+        actor: str,
+        reason: str,
+        kind: str,
+    ) -> AliasMove:
+        if (
+            db.execute(
+                "SELECT 1 FROM versions WHERE model = ? AND version = ?", (model, version)
+            ).fetchone()
+            is None
+        ):
+            raise NotFound(f"model {model!r} has no version {version}")
+        row = db.execute(
+            "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+        ).fetchone()
+        current = row[0] if row else None
+        if current != expected:
+            raise Conflict(f"alias {alias!r} points at {current}, not {expected}")
+        now = time.time()
+        db.execute(
+            "INSERT INTO aliases VALUES (?, ?, ?, ?) ON CONFLICT (model, alias) "
+            "DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+            (model, alias, version, now),
+        )
+        cursor = db.execute(
+            "INSERT INTO alias_history (model, alias, from_version, to_version, kind, actor, "
+            "reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (model, alias, current, version, kind, actor, reason, now),
+        )
+        return AliasMove(
+            cursor.lastrowid or 0, model, alias, current, version, kind, actor, reason, now
+        )
+
+    def promote(self, model: str, alias: str, version: int, actor: str, reason: str) -> AliasMove:
+        """Point ``alias`` at ``version`` from whatever it points at now (one transaction)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            ).fetchone()
+            current = row[0] if row else None
+            return self._move(db, model, alias, version, current, actor, reason, "promote")
+
+    def rollback(
+        self, model: str, alias: str, to_version: int | None, actor: str, reason: str
+    ) -> AliasMove:
+        """Move ``alias`` back: to ``to_version``, or to the version it had before the current
+        one was put there by a forward move (so repeated rollbacks keep walking back)."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"model {model!r} has no alias {alias!r}")
+            current = row[0]
+            target = (
+                to_version if to_version is not None else self._previous(db, model, alias, current)
+            )
+            if target == current:
+                raise Conflict(f"alias {alias!r} already points at {current}")
+            return self._move(db, model, alias, target, current, actor, reason, "rollback")
+
+    @staticmethod
+    def _previous(db: sqlite3.Connection, model: str, alias: str, current: int) -> int:
+        row = db.execute(
+            "SELECT from_version FROM alias_history WHERE model = ? AND alias = ? "
+            "AND to_version = ? AND kind != 'rollback' AND from_version IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (model, alias, current),
+        ).fetchone()
+        if row is None:
+            raise Conflict(f"alias {alias!r} has no earlier version to roll back to")
+        return int(row[0])
+
+    def history(self, model: str, alias: str, limit: int) -> list[AliasMove]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM alias_history WHERE model = ? AND alias = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (model, alias, limit),
+            ).fetchall()
+        return [AliasMove(**dict(r)) for r in rows]
+
+
+def _version_dict(row: sqlite3.Row) -> dict[str, Any]:
+    info = dict(row)
+    info["metadata"] = orjson.loads(info["metadata"])
+    return info

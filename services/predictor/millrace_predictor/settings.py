@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from pydantic import Field
+
+from millrace.settings import HttpSettings
+
+
+class PredictorSettings(HttpSettings):
+    port: int = 8701
+    alias: str = "production"
+    poll_interval_s: float = 5.0
+    keep_versions: int = 3
+    follow_model_events: bool = True
+    max_batch: int = Field(default=1000, ge=1)
+    max_body_bytes: int = 8 * 1024 * 1024
+    # Log every prediction (with the predecessor's shadow score) to the predictions topic and
+    # score versions on live labels.
+    log_predictions: bool = True
+    # Roll back a new version that is worse than its predecessor on the same live labels.
+    guardrail: bool = True
+    guardrail_margin: float = 0.05
+    guardrail_min_labels: int = 200

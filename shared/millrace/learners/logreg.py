@@ -1,0 +1,300 @@
+"""Logistic regression on hashed features, trained in rounds over each mini-batch."""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+
+from millrace.learners.base import Features, RoundStats
+
+_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """Feature dicts as coordinates: row ``rows[k]`` has ``values[k]`` at weight ``cols[k]``."""
+
+    n: int
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+
+
+class LogisticRegression:
+    """Binary logistic regression over sparse, named features.
+
+    Feature names are hashed into ``2**dim_log2`` weights (a stable CRC-32, so the same name maps
+    to the same weight in every process). Each call to :meth:`learn_many` runs full-batch
+    gradient rounds until ``max_rounds`` or until the loss improves by less than ``tol``; the
+    optimizer state carries over from batch to batch. Three optimizers:
+
+    - ``"sgd"``: a step on the batch's *summed* gradient, so ``lr`` means what it means for
+      per-sample SGD, damped by a bound on the loss's curvature (``0.25 |x_ij| |x_i|_1`` summed
+      over the batch): a few samples take plain SGD steps, a large batch (the baseline) takes
+      bounded steps whose rounds converge instead of diverging.
+    - ``"adagrad"``: per-coordinate AdaGrad steps on the mean gradient (``decay`` < 1 forgets old
+      squared gradients, RMSProp-style).
+    - ``"ftrl"``: FTRL-Proximal (McMahan et al., 2013: ``alpha``, ``beta``, ``l1``, ``l2``).
+
+    All arithmetic is deterministic, so the same batches give the same bytes.
+
+    Parameters
+    ----------
+    lr
+        Step size (SGD, AdaGrad).
+    l2
+        L2 penalty on the weights (not the intercept).
+    optimizer
+        ``"sgd"``, ``"adagrad"`` or ``"ftrl"``.
+    decay
+        AdaGrad only: each round first multiplies the accumulated squared gradients by this
+        (1 = plain AdaGrad; below 1 keeps the step size from vanishing on a drifting stream).
+    alpha, beta, l1
+        FTRL-Proximal's learning-rate parameters and L1 penalty (``l2`` is shared).
+    max_rounds
+        Rounds per mini-batch at most.
+    tol
+        Stop iterating a batch once the loss improves by less than this.
+    dim_log2
+        Number of hashed weights, as a power of two.
+
+    Examples
+    --------
+
+    >>> from millrace.learners import LogisticRegression
+    >>> model = LogisticRegression(max_rounds=20)
+    >>> X = [{"late_before": 1.0}, {"late_before": 0.0}] * 50
+    >>> y = [1.0, 0.0] * 50
+    >>> stats = model.learn_many(X, y)
+    >>> stats[-1].loss < stats[0].loss
+    True
+    >>> model.predict_proba_one({"late_before": 1.0})[True] > 0.5
+    True
+
+    """
+
+    kind = "logistic_regression"
+    state_version = 1
+
+    def __init__(
+        self,
+        lr: float = 0.1,
+        l2: float = 1e-4,
+        max_rounds: int = 10,
+        tol: float = 1e-4,
+        dim_log2: int = 14,
+        optimizer: str = "adagrad",
+        alpha: float = 0.1,
+        beta: float = 1.0,
+        l1: float = 0.0,
+        decay: float = 1.0,
+    ) -> None:
+        if not 4 <= dim_log2 <= 24:
+            raise ValueError("dim_log2 must be between 4 and 24")
+        if optimizer not in ("sgd", "adagrad", "ftrl"):
+            raise ValueError("optimizer must be 'sgd', 'adagrad' or 'ftrl'")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError("decay must be in (0, 1]")
+        self.decay = decay
+        self.optimizer = optimizer
+        self.alpha = alpha
+        self.beta = beta
+        self.l1 = l1
+        self.lr = lr
+        self.l2 = l2
+        self.max_rounds = max_rounds
+        self.tol = tol
+        self.dim_log2 = dim_log2
+        dim = 1 << dim_log2
+        self.weights = np.zeros(dim)
+        self.bias = 0.0
+        self._g2 = np.zeros(dim)  # AdaGrad: squared gradients; FTRL: n
+        self._g2_bias = 0.0
+        self._z = np.zeros(dim)  # FTRL only
+        self._z_bias = 0.0
+        self.n_seen = 0
+        self._index_cache: dict[str, int] = {}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "l2": self.l2,
+            "max_rounds": self.max_rounds,
+            "tol": self.tol,
+            "dim_log2": self.dim_log2,
+            "optimizer": self.optimizer,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "l1": self.l1,
+            "decay": self.decay,
+        }
+
+    def _index(self, name: str) -> int:
+        idx = self._index_cache.get(name)
+        if idx is None:
+            idx = zlib.crc32(name.encode()) & ((1 << self.dim_log2) - 1)
+            self._index_cache[name] = idx
+        return idx
+
+    def encode_many(self, X: Sequence[Features] | SparseRows) -> SparseRows:
+        """Encode feature dicts once; the result can be passed to both
+        :meth:`predict_proba_many` and :meth:`learn_many` (the trainer scores, then learns)."""
+        if isinstance(X, SparseRows):
+            return X
+        names = list(chain.from_iterable(X))
+        count = len(names)
+        try:
+            cols = np.fromiter(map(self._index_cache.__getitem__, names), np.int64, count)
+        except KeyError:
+            cols = np.fromiter(map(self._index, names), np.int64, count)
+        values = np.fromiter(chain.from_iterable(x.values() for x in X), float, count)
+        lengths = np.fromiter(map(len, X), np.int64, len(X))
+        rows = np.repeat(np.arange(len(X), dtype=np.int64), lengths)
+        return SparseRows(len(X), rows, cols, values)
+
+    def learn_many(
+        self,
+        X: Sequence[Features] | SparseRows,
+        y: Sequence[float],
+        max_rounds: int | None = None,
+    ) -> list[RoundStats]:
+        encoded = self.encode_many(X)
+        n, rows, cols, vals = encoded.n, encoded.rows, encoded.cols, encoded.values
+        if n == 0:
+            return []
+        if len(y) != n:
+            raise ValueError("X and y differ in length")
+        # Rounds touch only the weights this batch uses (lazy L2, as FTRL-Proximal is usually
+        # run), so a round costs the batch's size, not the model's.
+        touched, local = np.unique(cols, return_inverse=True)
+        target = np.asarray(y, dtype=float)
+        stats: list[RoundStats] = []
+        previous = np.inf
+        if self.optimizer == "sgd":
+            curvature, curvature_bias = _curvature_bound(rows, local, vals, n, len(touched))
+        for round_no in range(1, (self.max_rounds if max_rounds is None else max_rounds) + 1):
+            w = self.weights[touched]
+            logits = self.bias + np.bincount(rows, weights=w[local] * vals, minlength=n)
+            p = _sigmoid(logits)
+            loss = _log_loss(target, p)
+            stats.append(RoundStats(round_no, loss, n))
+            if previous - loss < self.tol and round_no > 1:
+                break
+            previous = loss
+            residual = (p - target) / n
+            grad = np.bincount(local, weights=residual[rows] * vals, minlength=len(touched))
+            grad_bias = float(residual.sum())
+            if self.optimizer == "ftrl":
+                self._ftrl_step(touched, grad, grad_bias)
+            elif self.optimizer == "sgd":
+                grad_sum = grad * n + self.l2 * w
+                self.weights[touched] = w - grad_sum / (1.0 / self.lr + curvature)
+                self.bias -= grad_bias * n / (1.0 / self.lr + curvature_bias)
+            else:
+                grad += self.l2 * w
+                g2 = self._g2[touched] * self.decay + grad * grad
+                self._g2[touched] = g2
+                self._g2_bias = self._g2_bias * self.decay + grad_bias * grad_bias
+                self.weights[touched] = w - self.lr * grad / (np.sqrt(g2) + 1e-8)
+                self.bias -= float(self.lr * grad_bias / (np.sqrt(self._g2_bias) + 1e-8))
+        self.n_seen += n
+        return stats
+
+    def _ftrl_step(self, touched: np.ndarray, grad: np.ndarray, grad_bias: float) -> None:
+        """FTRL-Proximal per touched coordinate, with the round's full-batch gradient."""
+        w, n_old = self.weights[touched], self._g2[touched]
+        n_new = n_old + grad * grad
+        z = self._z[touched] + grad - (np.sqrt(n_new) - np.sqrt(n_old)) / self.alpha * w
+        self._z[touched], self._g2[touched] = z, n_new
+        denom = (self.beta + np.sqrt(n_new)) / self.alpha + self.l2
+        self.weights[touched] = np.where(
+            np.abs(z) <= self.l1, 0.0, (np.sign(z) * self.l1 - z) / denom
+        )
+        n_bias = self._g2_bias + grad_bias * grad_bias
+        self._z_bias += (
+            grad_bias - (np.sqrt(n_bias) - np.sqrt(self._g2_bias)) / self.alpha * self.bias
+        )
+        self._g2_bias = n_bias
+        self.bias = float(-self._z_bias / ((self.beta + np.sqrt(self._g2_bias)) / self.alpha))
+
+    def learn_one(self, x: Features, y: float) -> None:
+        self.learn_many([x], [y], max_rounds=1)
+
+    def predict_proba_many(self, X: Sequence[Features] | SparseRows) -> np.ndarray:
+        encoded = self.encode_many(X)
+        weighted = self.weights[encoded.cols] * encoded.values
+        return _sigmoid(
+            self.bias + np.bincount(encoded.rows, weights=weighted, minlength=encoded.n)
+        )
+
+    def predict_proba_one(self, x: Features) -> dict[bool, float]:
+        z = self.bias + sum(self.weights[self._index(k)] * v for k, v in x.items())
+        p = float(_sigmoid(np.asarray([z]))[0])
+        return {False: 1.0 - p, True: p}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "state_version": self.state_version,
+            "config": self.config,
+            "bias": float(self.bias),
+            "g2_bias": float(self._g2_bias),
+            "n_seen": self.n_seen,
+            "weights": _b64(self.weights),
+            "g2": _b64(self._g2),
+            "z": _b64(self._z),
+            "z_bias": float(self._z_bias),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LogisticRegression:
+        if state.get("kind") != cls.kind or state.get("state_version") != cls.state_version:
+            raise ValueError("not a logistic_regression v1 state")
+        model = cls(**state["config"])
+        model.weights = _unb64(state["weights"], model.weights.size)
+        model._g2 = _unb64(state["g2"], model.weights.size)
+        model.bias = float(state["bias"])
+        model._g2_bias = float(state["g2_bias"])
+        model.n_seen = int(state["n_seen"])
+        model._z = _unb64(state["z"], model.weights.size)
+        model._z_bias = float(state["z_bias"])
+        return model
+
+
+def _curvature_bound(
+    rows: np.ndarray, local: np.ndarray, vals: np.ndarray, n: int, touched: int
+) -> tuple[np.ndarray, float]:
+    """A diagonal bound on the summed log-loss's Hessian: ``sum_i 0.25 |x_ij| |x_i|_1`` (the
+    intercept counts as a feature of value 1). A step damped by it never overshoots, however
+    large the batch, so the loss falls in every round."""
+    l1_norm = np.bincount(rows, weights=np.abs(vals), minlength=n) + 1.0
+    per_weight = 0.25 * np.bincount(local, weights=np.abs(vals) * l1_norm[rows], minlength=touched)
+    return per_weight, 0.25 * float(l1_norm.sum())
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    sigmoid: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -35.0, 35.0)))
+    return sigmoid
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(array.astype("<f8").tobytes()).decode()
+
+
+def _unb64(text: str, size: int) -> np.ndarray:
+    array = np.frombuffer(base64.b64decode(text, validate=True), dtype="<f8").copy()
+    if array.size != size:
+        raise ValueError(f"expected {size} weights, found {array.size}")
+    return array

@@ -1,0 +1,82 @@
+"""The ``model-events`` topic: every alias move, keyed by model name, on a compacted topic.
+
+The registry announces; predictors follow. A follower reads the topic from the beginning, so on
+start it learns the current state of every alias, then keeps receiving moves as they happen.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from millrace.kafka import consumer_config
+
+log = logging.getLogger(__name__)
+
+
+class ModelEventPublisher:
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0}
+        )
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is pending and release the client (no logging after the broker goes)."""
+        self._producer.flush(timeout)
+        del self._producer
+
+    def announce(self, move: dict[str, Any], timeout: float = 10.0) -> bool:
+        """Publish one alias move and wait for the broker; False (logged) if it did not ack."""
+        try:
+            self._producer.produce(self.topic, key=move["model"], value=orjson.dumps(move))
+            left = self._producer.flush(timeout)
+        except (KafkaException, BufferError) as exc:
+            log.error("model event not published", extra={"error": str(exc)})
+            return False
+        if left:
+            log.error("model event not acknowledged in time", extra={"pending": left})
+        return left == 0
+
+
+class ModelEventFollower(threading.Thread):
+    """Calls ``on_move(event)`` for every alias move, from the beginning of the topic."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, on_move: Callable[[dict[str, Any]], None]
+    ) -> None:
+        super().__init__(name="model-events", daemon=True)
+        self.topic = topic
+        self.on_move = on_move
+        self._stop_event = threading.Event()
+        # Each follower reads everything itself; the group id is never committed.
+        self._consumer = Consumer(consumer_config(bootstrap, f"model-events-{uuid.uuid4().hex}"))
+
+    def run(self) -> None:
+        self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        while not self._stop_event.is_set():
+            msg = self._consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                log.warning("model-events error", extra={"error": str(msg.error())})
+                continue
+            try:
+                event = orjson.loads(msg.value() or b"")
+            except orjson.JSONDecodeError:
+                log.warning("undecodable model event skipped", extra={"offset": msg.offset()})
+                continue
+            try:
+                self.on_move(event)
+            except Exception:
+                log.exception("model event handler failed", extra={"event": event})
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()

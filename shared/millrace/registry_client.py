@@ -1,0 +1,142 @@
+"""A small client for the registry's HTTP API, used by the trainer and the predictor.
+
+Connection failures are retried (with a short back-off); every artifact it hands out has had
+its sha256 and HMAC signature checked.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from millrace.artifacts import ArtifactRejected, sign, verify
+
+
+class RegistryError(RuntimeError):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"registry answered {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        signing_key: str,
+        timeout: float = 10.0,
+        retries: int = 5,
+    ) -> None:
+        self.signing_key = signing_key
+        self.retries = retries
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        delay = 0.2
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if response.status_code >= 500 and attempt < self.retries:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if response.status_code >= 400:
+                try:
+                    detail = str(response.json().get("detail"))
+                except ValueError:
+                    detail = response.text[:200]
+                raise RegistryError(response.status_code, detail)
+            return response
+        raise AssertionError("unreachable")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._http.get("/health").raise_for_status()
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+    def publish(self, model: str, artifact: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
+        response = self._request(
+            "POST",
+            f"/models/{model}/versions",
+            files={"artifact": ("model.json", artifact, "application/octet-stream")},
+            data={
+                "signature": sign(artifact, self.signing_key),
+                "metadata": orjson.dumps(metadata).decode(),
+            },
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    def list_versions(
+        self, model: str, limit: int = 100, offset: int = 0, tag: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if tag is not None:
+            params["tag"] = f"{tag[0]}:{tag[1]}"
+        result: dict[str, Any] = self._request(
+            "GET", f"/models/{model}/versions", params=params
+        ).json()
+        return result
+
+    def get_version(self, model: str, version: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/models/{model}/versions/{version}").json()
+        return result
+
+    def download(self, model: str, version: int) -> bytes:
+        """The artifact's bytes, verified against the registry's sha256 and the signature."""
+        response = self._request("GET", f"/models/{model}/versions/{version}/artifact")
+        sha = response.headers.get("X-Millrace-Sha256", "")
+        signature = response.headers.get("X-Millrace-Signature", "")
+        if not sha or not signature:
+            raise ArtifactRejected("registry sent no digest or signature")
+        verify(response.content, sha, signature, self.signing_key)
+        return response.content
+
+    def get_alias(self, model: str, alias: str = "production") -> int | None:
+        try:
+            return int(self._request("GET", f"/models/{model}/aliases/{alias}").json()["version"])
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def move_alias(
+        self, model: str, alias: str, version: int, expected: int | None, reason: str = ""
+    ) -> dict[str, Any]:
+        body = {"version": version, "expected_version": expected, "reason": reason}
+        result: dict[str, Any] = self._request(
+            "PUT", f"/models/{model}/aliases/{alias}", json=body
+        ).json()
+        return result
+
+    def rollback(
+        self, model: str, alias: str = "production", to_version: int | None = None, reason: str = ""
+    ) -> dict[str, Any]:
+        body = {"alias": alias, "to_version": to_version, "reason": reason}
+        result: dict[str, Any] = self._request(
+            "POST", f"/models/{model}/rollback", json=body
+        ).json()
+        return result

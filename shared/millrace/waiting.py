@@ -1,0 +1,50 @@
+"""Waiting for something to become ready: one policy, on tenacity.
+
+>>> calls = iter([None, None, "up"])
+>>> wait_until(lambda: next(calls), timeout=5, what="the service", interval=0.01)
+'up'
+>>> wait_until(lambda: False, timeout=0.05, what="nothing", interval=0.01)
+Traceback (most recent call last):
+...
+TimeoutError: nothing not ready after 0.05 s
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
+
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    errors: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call ``probe`` every ``interval`` seconds until it returns something truthy, and return
+    that. An exception of a type in ``errors`` counts as "not yet"; any other propagates. After
+    ``timeout`` seconds raise :class:`TimeoutError` naming ``what`` and the last such error."""
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(interval),
+        retry=retry_if_exception_type(errors) | retry_if_result(lambda value: not value),
+    )
+    try:
+        return retrying(probe)
+    except RetryError as exc:
+        last = exc.last_attempt
+        cause = last.exception() if last.failed else None
+        detail = f": {cause}" if cause is not None else ""
+        raise TimeoutError(f"{what} not ready after {timeout:g} s{detail}") from cause
