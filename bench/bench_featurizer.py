@@ -23,10 +23,11 @@ from common import infrastructure, print_table, record
 from confluent_kafka import Consumer, Producer
 
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
+from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import TopicSpec, consumer_config, ensure_topics, has_data, pipeline_topics
+from millrace.record_files import write_parquet
 from millrace.settings import CommonSettings
-from millrace_featurizer.backfill import backfill, from_envelopes, from_file, write_parquet
+from millrace_featurizer.backfill import from_file
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_featurizer.settings import FeaturizerSettings
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms

@@ -23,15 +23,15 @@ from common import infrastructure, print_table, record
 
 from millrace.artifacts import dump_model
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.join import join_all
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.learners import LogisticRegression
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from millrace_featurizer.backfill import backfill, from_envelopes
 from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
 from millrace_stack.processes import ProcessTable, free_port
-from millrace_trainer.training import samples_from_backfill
+from millrace_stack.stack import wait_http
 
 CONCURRENCY = 16
 DURATION_S = 8.0
@@ -68,25 +68,13 @@ def measure(url: str, bodies: list[bytes]) -> dict[str, float]:
     }
 
 
-def wait_ready(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(url)
-
-
 def main() -> None:
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
     result = backfill(
         Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),
     )
-    samples = samples_from_backfill(result.features, result.labels)
+    samples = join_all(result.features, result.labels)
     model = LogisticRegression()
     model.learn_many([s.features for s in samples], [s.label for s in samples])
     scheduled = [e for e in events if e["type"] == SCHEDULED]
@@ -118,7 +106,7 @@ def main() -> None:
                     "MILLRACE_DATA_DIR": f"{tmp}/registry",
                 },
             )
-            wait_ready(f"http://127.0.0.1:{ports['registry']}/health")
+            wait_http(f"http://127.0.0.1:{ports['registry']}/health")
             client = RegistryClient(
                 env["MILLRACE_REGISTRY_URL"], settings.registry_token, settings.signing_key
             )
@@ -144,8 +132,8 @@ def main() -> None:
                 {**env, "PYTHONPATH": f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"},
                 cwd=here,
             )
-            wait_ready(f"http://127.0.0.1:{ports['predictor']}/ready")
-            wait_ready(f"http://127.0.0.1:{ports['bare']}/docs")
+            wait_http(f"http://127.0.0.1:{ports['predictor']}/ready")
+            wait_http(f"http://127.0.0.1:{ports['bare']}/docs")
             bare = measure(f"http://127.0.0.1:{ports['bare']}/predict", singles)
             single = measure(f"http://127.0.0.1:{ports['predictor']}/predict", singles)
             batch = measure(f"http://127.0.0.1:{ports['predictor']}/predict/batch", batches)

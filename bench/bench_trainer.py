@@ -25,26 +25,21 @@ from common import infrastructure, print_table, record
 from confluent_kafka import Consumer, Producer
 from river import linear_model
 
+from millrace.evaluation import log_loss
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
-from millrace.join import Sample
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.join import Sample, join_all
 from millrace.kafka import consumer_config, ensure_topics, has_data, pipeline_topics
 from millrace.learners import LogisticRegression
 from millrace.records import encode
 from millrace.settings import CommonSettings
-from millrace_featurizer.backfill import backfill, from_envelopes
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import KafkaCheckpoints
 from millrace_trainer.settings import TrainerSettings
-from millrace_trainer.training import StreamTrainer, samples_from_backfill
+from millrace_trainer.training import StreamTrainer
 
 SETTINGS = TrainerSettings()  # the trainer service's defaults
-
-
-def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def auc(p: np.ndarray, y: np.ndarray) -> float:
@@ -69,7 +64,7 @@ def windows(samples: list[Sample], window_ms: int) -> list[list[Sample]]:
 
 def baseline_model(base: list[Sample]) -> LogisticRegression:
     """The trainer's default learner after its baseline rounds over January."""
-    model = SETTINGS.learner()
+    model = SETTINGS.build_learner()
     X, y = [s.features for s in base], [s.label for s in base]
     model.learn_many(X, y, max_rounds=SETTINGS.baseline_rounds)
     return model
@@ -98,10 +93,10 @@ def quality(base: list[Sample], stream: list[Sample]) -> dict[str, dict[str, lis
     table: dict[str, dict[str, list]] = {}
     for name, p in predictions.items():
         rows = {
-            m: (log_loss(p[months == m], y[months == m]), auc(p[months == m], y[months == m]))
+            m: (log_loss(y[months == m], p[months == m]), auc(p[months == m], y[months == m]))
             for m in sorted(set(months))
         }
-        table[name] = {"months": rows, "all": (log_loss(p, y), auc(p, y))}  # type: ignore[dict-item]
+        table[name] = {"months": rows, "all": (log_loss(y, p), auc(p, y))}  # type: ignore[dict-item]
     return table
 
 
@@ -232,7 +227,7 @@ def main() -> None:
         Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),
     )
-    samples = samples_from_backfill(result.features, result.labels)
+    samples = join_all(result.features, result.labels)
     cut = to_epoch_ms("2013-02-01")
     base = [s for s in samples if s.ts < cut]
     stream = [s for s in samples if s.ts >= cut]

@@ -24,11 +24,11 @@ from confluent_kafka import Consumer
 from rich.progress import Progress
 
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
+from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import consumer_config, ensure_topics, has_data, pipeline_topics
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
-from millrace_featurizer.backfill import backfill, from_envelopes, from_topic
+from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_stack.replay import replay

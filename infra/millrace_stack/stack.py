@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
+from millrace.kafka import watermarks
 from millrace.settings import CommonSettings
+from millrace.waiting import wait_until
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable
 
@@ -47,27 +48,15 @@ def service_env(cfg: StackConfig) -> dict[str, str]:
 
 
 def wait_http(url: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
-        time.sleep(0.5)
+    wait_until(
+        lambda: httpx.get(url, timeout=2).status_code < 500, timeout, url, errors=(httpx.HTTPError,)
+    )
 
 
 def events_topic_empty(bootstrap: str, topic: str) -> bool:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "millrace-probe"})
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        highs = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        ]
-        return sum(highs) == 0
+        return all(high == 0 for _, high in watermarks(consumer, topic).values())
     finally:
         consumer.close()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from millrace.learners.base import Learner, learner_from_state
+from millrace.learners.base import Classifier, learner_from_state
 
 FORMAT_V1 = "millrace.model/v1"
 
@@ -22,13 +22,13 @@ class ArtifactRejected(ValueError):
     pass
 
 
-def dump_model(learner: Learner) -> bytes:
+def dump_model(learner: Classifier) -> bytes:
     return orjson.dumps(
         {"format": FORMAT_V1, "learner": learner.state()}, option=orjson.OPT_SORT_KEYS
     )
 
 
-def load_model(data: bytes, signed: bool = False) -> Learner:
+def load_model(data: bytes, signed: bool = False) -> Classifier:
     """Rebuild a model from artifact bytes. ``signed=True`` only for bytes whose sha256 and
     signature were verified (:meth:`RegistryClient.download` does); only then may a pickle-based
     learner load."""

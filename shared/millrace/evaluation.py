@@ -26,6 +26,22 @@ BINS = 1000
 _EPS = 1e-12
 
 
+def log_loss_sum(y: Sequence[float] | np.ndarray, p: np.ndarray) -> float:
+    """The summed log-loss of probabilities ``p`` for labels ``y`` (clipped away from 0 and 1).
+
+    >>> round(log_loss_sum([1.0, 0.0], np.array([0.5, 0.5])), 4)
+    1.3863
+    """
+    target = np.asarray(y, dtype=float)
+    clipped = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.sum(target * np.log(clipped) + (1 - target) * np.log(1 - clipped)))
+
+
+def log_loss(y: Sequence[float] | np.ndarray, p: np.ndarray) -> float:
+    """The mean log-loss (NaN for no samples)."""
+    return log_loss_sum(y, p) / len(p) if len(p) else float("nan")
+
+
 @dataclass
 class Scores:
     samples: int = 0
@@ -34,12 +50,9 @@ class Scores:
     positives: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
     negatives: np.ndarray = field(default_factory=lambda: np.zeros(BINS, dtype=np.int64))
 
-    def add(self, p: np.ndarray, y: Sequence[float]) -> None:
+    def add(self, p: np.ndarray, y: Sequence[float] | np.ndarray) -> None:
         target = np.asarray(y, dtype=float)
-        clipped = np.clip(p, _EPS, 1 - _EPS)
-        self.log_loss_sum += float(
-            -np.sum(target * np.log(clipped) + (1 - target) * np.log(1 - clipped))
-        )
+        self.log_loss_sum += log_loss_sum(target, p)
         positive = target >= 0.5
         self.correct += int(np.sum((p >= 0.5) == positive))
         self.samples += len(target)

@@ -30,14 +30,25 @@ def health_app(status: StatusFn) -> Starlette:
     return Starlette(routes=[Route("/health", health), Mount("/metrics", make_asgi_app())])
 
 
-def serve_in_thread(app: ASGIApp, host: str, port: int, timeout: float = 30.0) -> uvicorn.Server:
-    """Serve ``app`` on ``host:port`` from a daemon thread (its lifespan included); returns once
-    it listens. Set ``should_exit`` on the result to stop it."""
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None))
-    threading.Thread(target=server.run, name=f"http-{port}", daemon=True).start()
-    wait_until(lambda: server.started, timeout, f"the HTTP server on {host}:{port}", 0.05)
-    return server
+class BackgroundServer:
+    """An ASGI app served by uvicorn from a daemon thread (lifespan included)."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None))
+        self.thread = threading.Thread(target=self.server.run, name=f"http-{port}", daemon=True)
+        self.where = f"{host}:{port}"
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        """Start serving; returns once the socket listens."""
+        self.thread.start()
+        wait_until(lambda: self.server.started, timeout, f"the HTTP server on {self.where}", 0.05)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving and wait until the socket is released."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
 
 
-def serve_health(host: str, port: int, status: StatusFn) -> uvicorn.Server:
-    return serve_in_thread(health_app(status), host, port)
+def serve_health(host: str, port: int, status: StatusFn) -> BackgroundServer:
+    return BackgroundServer(health_app(status), host, port).start()

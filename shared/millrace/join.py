@@ -1,63 +1,85 @@
-"""The label join: feature records meet their labels by subject id, within a bounded wait.
+"""Pairing two streams by id: feature records with labels, predictions with labels.
 
-Records may arrive in either order. A record whose partner has not arrived after ``wait_ms`` of
-event time (measured by the newest event time seen, never the wall clock) expires and is
-counted, so the buffer stays bounded.
+:class:`Pairs` holds the records of each side that still wait for their partner; whichever side
+arrives second takes its partner out. It is the one pairing primitive: the trainer's windowed
+join, the baseline's join and the predictor's live-quality join all use it.
+
+>>> pairs: Pairs[str, float] = Pairs(limit=2)
+>>> pairs.add_left("a", "features of a") is None
+True
+>>> pairs.add_right("a", 1.0)
+'features of a'
+>>> for key in "xyz":
+...     _ = pairs.add_right(key, 0.0)
+>>> sorted(pairs.right), pairs.evicted
+(['y', 'z'], 1)
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+L = TypeVar("L")
+R = TypeVar("R")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
 class Sample:
+    """A feature record joined with its label."""
+
     id: str
     ts: int
     features: dict[str, float]
     label: float
 
 
-class LabelJoin:
-    def __init__(self, wait_ms: int = 6 * 3_600_000) -> None:
-        self.wait_ms = wait_ms
-        self._features: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._labels: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._watermark = 0
-        self.expired = 0
+class Pairs(Generic[L, R]):
+    """Records of two sides waiting for a partner with the same id. With ``limit``, each side
+    keeps at most that many, the oldest arrivals leaving first (counted in ``evicted``)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.left: dict[str, L] = {}
+        self.right: dict[str, R] = {}
+        self.evicted = 0
 
     def __len__(self) -> int:
-        return len(self._features) + len(self._labels)
+        return len(self.left) + len(self.right)
 
-    def add_features(self, record: dict[str, Any]) -> Sample | None:
-        return self._add(record, self._features, self._labels)
-
-    def add_label(self, record: dict[str, Any]) -> Sample | None:
-        return self._add(record, self._labels, self._features)
-
-    def _add(
-        self,
-        record: dict[str, Any],
-        mine: OrderedDict[str, dict[str, Any]],
-        theirs: OrderedDict[str, dict[str, Any]],
-    ) -> Sample | None:
-        self._watermark = max(self._watermark, int(record["ts"]))
-        partner = theirs.pop(record["id"], None)
+    def add_left(self, key: str, value: L) -> R | None:
+        """The waiting right-hand partner of ``key`` (taken out), or None and ``value`` waits."""
+        partner = self.right.pop(key, None)
         if partner is None:
-            mine[record["id"]] = record
-            self._expire()
-            return None
-        features, label = (record, partner) if "features" in record else (partner, record)
-        return Sample(features["id"], int(features["ts"]), features["features"], label["label"])
+            self._wait(self.left, key, value)
+        return partner
 
-    def _expire(self) -> None:
-        horizon = self._watermark - self.wait_ms
-        for buffer in (self._features, self._labels):
-            while buffer:
-                oldest = next(iter(buffer.values()))
-                if int(oldest["ts"]) >= horizon:
-                    break
-                buffer.popitem(last=False)
-                self.expired += 1
+    def add_right(self, key: str, value: R) -> L | None:
+        """The waiting left-hand partner of ``key`` (taken out), or None and ``value`` waits."""
+        partner = self.left.pop(key, None)
+        if partner is None:
+            self._wait(self.right, key, value)
+        return partner
+
+    def _wait(self, side: dict[str, V], key: str, value: V) -> None:
+        side[key] = value
+        if self.limit is not None and len(side) > self.limit:
+            del side[next(iter(side))]
+            self.evicted += 1
+
+
+def sample(features: dict[str, Any], label: dict[str, Any]) -> Sample:
+    """The sample a feature record and its label record make."""
+    return Sample(features["id"], int(features["ts"]), features["features"], label["label"])
+
+
+def join_all(features: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]) -> list[Sample]:
+    """Every feature record that has a label, in (time, id) order: a bounded data set (a
+    backfill) as one batch."""
+    pairs: Pairs[dict[str, Any], dict[str, Any]] = Pairs()
+    for record in features:
+        pairs.add_left(record["id"], record)
+    joined = [sample(f, r) for r in labels if (f := pairs.add_right(r["id"], r)) is not None]
+    return sorted(joined, key=lambda s: (s.ts, s.id))

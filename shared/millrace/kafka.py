@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from millrace.settings import CommonSettings
+from millrace.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +29,14 @@ def admin(bootstrap: str, **extra: str | int) -> AdminClient:
 
 def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
     """Block until an AdminClient gets metadata from the broker, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
     # Refused connections are expected while the broker starts; the timeout reports the last.
     client = admin(bootstrap, log_level=0)
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if client.list_topics(timeout=2).brokers:
-                return
-        except KafkaException as exc:
-            last = exc
-        time.sleep(0.5)
-    raise TimeoutError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last}")
+    wait_until(
+        lambda: client.list_topics(timeout=2).brokers,
+        timeout,
+        f"Kafka at {bootstrap}",
+        errors=(KafkaException,),
+    )
 
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
@@ -60,17 +57,13 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 3
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
-    _wait_for_metadata(client, [t.topic for t in wanted], timeout)
+    names = [t.topic for t in wanted]
 
-
-def _wait_for_metadata(client: AdminClient, names: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def described() -> bool:
         topics = client.list_topics(timeout=timeout).topics
-        if all(n in topics and not topics[n].error for n in names):
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"topics not ready: {names}")
+        return all(n in topics and not topics[n].error for n in names)
+
+    wait_until(described, timeout, f"the metadata of topics {names}", 0.2)
 
 
 def pipeline_topics(settings: CommonSettings, partitions: int = 3) -> list[TopicSpec]:
@@ -94,6 +87,45 @@ def consumer_config(bootstrap: str, group: str, **extra: object) -> dict[str, ob
         "isolation.level": "read_committed",
         **extra,
     }
+
+
+def watermarks(consumer: Consumer, topic: str, timeout: float = 30.0) -> dict[int, tuple[int, int]]:
+    """partition -> (low, high) offsets of ``topic``, read once."""
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        for p in sorted(partitions)
+    }
+
+
+def read_range(
+    consumer: Consumer,
+    topic: str,
+    partition: int,
+    start: int,
+    end: int,
+    batch_size: int = 5000,
+    timeout: float | None = None,
+) -> Iterator[list[Message]]:
+    """The records of one partition with ``start <= offset < end``, in batches, through
+    ``consumer`` (assigned to that partition here). With ``read_committed`` the consumer's
+    position passes aborted records and transaction markers, so reaching ``end`` is certain once
+    the records below it are committed; ``timeout`` (seconds) bounds the wait otherwise."""
+    if start >= end:
+        return
+    consumer.assign([TopicPartition(topic, partition, start)])
+    here = [TopicPartition(topic, partition)]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while consumer.position(here)[0].offset < end:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"reading {topic}/{partition} [{start}, {end}) timed out")
+        batch = [
+            m
+            for m in consumer.consume(batch_size, timeout=0.5)
+            if has_data(m) and (m.offset() or 0) < end
+        ]
+        if batch:
+            yield batch
 
 
 def has_data(message: Message) -> bool:

@@ -1,18 +1,25 @@
 """A small client for the registry's HTTP API, used by the trainer and the predictor.
 
-Connection failures are retried (with a short back-off); every artifact it hands out has had
-its sha256 and HMAC signature checked.
+Connection failures and server errors are retried (exponential back-off, tenacity); every
+artifact it hands out has had its sha256 and HMAC signature checked.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import orjson
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from millrace.artifacts import ArtifactRejected, sign, verify
+from millrace.waiting import wait_until
 
 
 class RegistryError(RuntimeError):
@@ -43,39 +50,33 @@ class RegistryClient:
         self._http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        delay = 0.2
-        for attempt in range(self.retries + 1):
+        """One call; connection failures and 5xx answers are retried with back-off, and the
+        last one stands."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            retry=retry_if_exception_type(httpx.TransportError)
+            | retry_if_result(lambda response: response.status_code >= 500),
+            # Out of tries: the last answer (or the last connection error) stands.
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        response: httpx.Response = retrying(self._http.request, method, path, **kwargs)
+        if response.status_code >= 400:
             try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if attempt == self.retries:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if response.status_code >= 500 and attempt < self.retries:
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if response.status_code >= 400:
-                try:
-                    detail = str(response.json().get("detail"))
-                except ValueError:
-                    detail = response.text[:200]
-                raise RegistryError(response.status_code, detail)
-            return response
-        raise AssertionError("unreachable")
+                detail = str(response.json().get("detail"))
+            except ValueError:
+                detail = response.text[:200]
+            raise RegistryError(response.status_code, detail)
+        return response
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self._http.get("/health").raise_for_status()
-                return
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+        wait_until(
+            lambda: self._http.get("/health").raise_for_status(),
+            timeout,
+            "the registry",
+            0.3,
+            errors=(httpx.HTTPError,),
+        )
 
     def publish(self, model: str, artifact: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
         response = self._request(

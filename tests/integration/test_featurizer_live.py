@@ -13,11 +13,11 @@ import redis
 from confluent_kafka import Producer
 
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
+from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.settings import CommonSettings
 from millrace.state import RedisState, StateWrite
-from millrace_featurizer.backfill import BackfillResult, backfill, from_envelopes, from_topic
+from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_stack.replay import replay

@@ -20,20 +20,19 @@ from hypothesis import strategies as st
 
 from millrace.artifacts import dump_model
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.join import join_all
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.learners import LogisticRegression
 from millrace.records import encode
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from millrace_featurizer.backfill import backfill, from_envelopes
 from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
 from millrace_predictor.app import create_app as predictor_app
 from millrace_predictor.settings import PredictorSettings
 from millrace_registry.app import create_app as registry_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
-from millrace_trainer.training import samples_from_backfill
 from tests.helpers import serve, wait_until
 
 pytestmark = pytest.mark.integration
@@ -70,7 +69,7 @@ def predictor_replica(registry_url: str, common: dict[str, str]) -> Iterator[htt
 def trained_models(count: int) -> list[bytes]:
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
     result = backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
-    samples = samples_from_backfill(result.features, result.labels)
+    samples = join_all(result.features, result.labels)
     model, artifacts = LogisticRegression(), []
     for i in range(count):
         chunk = samples[i * 300 : (i + 1) * 300]

@@ -13,12 +13,11 @@ import pytest
 from confluent_kafka import Producer
 
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
+from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.records import encode
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from millrace_featurizer.backfill import backfill, from_envelopes
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings

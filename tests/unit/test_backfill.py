@@ -4,14 +4,9 @@ import pytest
 from typer.testing import CliRunner
 
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
-from millrace_featurizer.backfill import (
-    backfill,
-    from_envelopes,
-    from_file,
-    read_parquet,
-    write_parquet,
-)
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.record_files import read_parquet, write_parquet
+from millrace_featurizer.backfill import from_file
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_stack.cli import app
 

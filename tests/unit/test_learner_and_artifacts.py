@@ -4,7 +4,7 @@ import pytest
 
 from millrace.artifacts import ArtifactRejected, dump_model, load_model, sign, verify
 from millrace.evaluation import Scores
-from millrace.join import LabelJoin
+from millrace.join import Pairs, join_all
 from millrace.learners import LogisticRegression
 
 
@@ -59,16 +59,29 @@ def test_tampered_or_unsigned_artifacts_are_refused():
         load_model(b"\x80\x04\x95 pickle bytes")
 
 
-def test_label_join_matches_in_either_order_and_expires_by_event_time():
-    join = LabelJoin(wait_ms=1000)
-    assert join.add_features({"id": "a", "ts": 0, "features": {"x": 1.0}}) is None
-    sample = join.add_label({"id": "a", "ts": 10, "label": 1.0})
-    assert sample is not None and sample.features == {"x": 1.0} and sample.label == 1.0
-    assert join.add_label({"id": "b", "ts": 20, "label": 0.0}) is None
-    assert join.add_features({"id": "b", "ts": 5, "features": {}}) is not None
-    join.add_features({"id": "c", "ts": 30, "features": {}})
-    join.add_label({"id": "d", "ts": 5000, "label": 0.0})
-    assert join.expired == 1 and len(join) == 1
+def test_pairs_match_in_either_order_and_evict_the_oldest_over_the_limit() -> None:
+    pairs: Pairs[str, float] = Pairs(limit=2)
+    assert pairs.add_left("a", "fa") is None
+    assert pairs.add_right("a", 1.0) == "fa"
+    assert pairs.add_right("b", 0.0) is None
+    assert pairs.add_left("b", "fb") == 0.0
+    for key in ("c", "d", "e"):
+        assert pairs.add_left(key, f"f{key}") is None
+    assert list(pairs.left) == ["d", "e"] and pairs.evicted == 1 and len(pairs) == 2
+
+
+def test_join_all_pairs_a_bounded_set_in_time_order() -> None:
+    features = [
+        {"id": "b", "ts": 20, "features": {"x": 2.0}},
+        {"id": "a", "ts": 10, "features": {"x": 1.0}},
+        {"id": "c", "ts": 5, "features": {}},
+    ]
+    labels = [{"id": "a", "ts": 11, "label": 1.0}, {"id": "b", "ts": 21, "label": 0.0}]
+    samples = join_all(features, labels)
+    assert [(s.id, s.ts, s.features, s.label) for s in samples] == [
+        ("a", 10, {"x": 1.0}, 1.0),
+        ("b", 20, {"x": 2.0}, 0.0),
+    ]
 
 
 def test_prequential_scores():

@@ -5,9 +5,8 @@ import pytest
 
 from millrace.artifacts import ArtifactRejected, dump_model, load_model
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer
-from millrace.learners import LogisticRegression, OnlineKMeans, RiverLearner
-from millrace_featurizer.backfill import backfill, from_envelopes
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.learners import LogisticRegression, RiverLearner
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.batching import WindowedJoin
 
@@ -206,28 +205,6 @@ def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records):
     restored.restore(__import__("orjson").loads(__import__("orjson").dumps(sabotaged.snapshot())))
     assert not restored.gate_passes()
     assert restored.rolling.total().as_dict() == sabotaged.rolling.total().as_dict()
-
-
-def test_kmeans_converges_and_follows_a_moved_cluster():
-    rng = random.Random(11)
-
-    def blob(cx: float, cy: float, n: int) -> list[dict[str, float]]:
-        return [{"x": rng.gauss(cx, 0.3), "y": rng.gauss(cy, 0.3)} for _ in range(n)]
-
-    model = OnlineKMeans(k=2, features=("x", "y"), decay=0.3)
-    stream = blob(0, 0, 100) + blob(10, 10, 100)
-    rng.shuffle(stream)
-    for start in range(0, 200, 50):
-        model.learn_many(stream[start : start + 50])
-    centres = sorted(tuple(round(v) for v in c) for c in model.centroids)
-    assert centres == [(0, 0), (10, 10)]
-    for y in (9, 8, 7, 6, 5, 4, 4, 4):  # the second cluster drifts to (10, 4)
-        model.learn_many(blob(0, 0, 25) + blob(10, y, 25))
-    centres = sorted(tuple(round(v) for v in c) for c in model.centroids)
-    assert centres == [(0, 0), (10, 4)]
-    assert OnlineKMeans.from_state(model.state()).predict_one(
-        {"x": 9.0, "y": -9.0}
-    ) == model.predict_one({"x": 9.0, "y": -9.0})
 
 
 def test_pickle_based_artifacts_load_only_when_signed():

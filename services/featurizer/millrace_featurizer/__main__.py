@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from millrace.health import serve_health
 from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
 from millrace.logs import configure_logging
-from millrace.observability import serve_health
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_featurizer.settings import FeaturizerSettings
 

@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge
 
 from millrace.features import load_feature_module
 from millrace.featurize import BatchResult, Featurizer, SourceEvent
-from millrace.kafka import consumer_config, has_data
+from millrace.kafka import consumer_config, has_data, read_range, watermarks
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
 
@@ -201,22 +201,17 @@ class LiveFeaturizer:
         reader = Consumer(
             consumer_config(self.bootstrap, f"{self.group}-recovery-{uuid.uuid4().hex}")
         )
-        tp = TopicPartition(self.events_topic, partition)
-        low, _ = reader.get_watermark_offsets(tp, timeout=30)
-        reader.assign([TopicPartition(self.events_topic, partition, max(start, low))])
-        deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                messages = reader.consume(self.batch_size, timeout=0.5)
-                batch = [s for s in map(_source, filter(has_data, messages)) if s.offset < end]
-                if batch:
-                    result = self.featurizer.run_batch(batch, self.state.read_many)
-                    self.state.apply(result.writes, {partition: batch[-1].offset})
-                    RECOVERED.inc(len(batch))
-                if reader.position([tp])[0].offset >= end:
-                    self.state.apply([], {partition: end - 1})
-                    return
-            raise TimeoutError(f"replaying partition {partition} [{start}, {end}) timed out")
+            low, _ = watermarks(reader, self.events_topic)[partition]
+            gap = read_range(
+                reader, self.events_topic, partition, max(start, low), end, self.batch_size, timeout
+            )
+            for messages in gap:
+                batch = [_source(m) for m in messages]
+                result = self.featurizer.run_batch(batch, self.state.read_many)
+                self.state.apply(result.writes, {partition: batch[-1].offset})
+                RECOVERED.inc(len(batch))
+            self.state.apply([], {partition: end - 1})
         finally:
             reader.close()
 

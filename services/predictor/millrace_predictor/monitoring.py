@@ -12,18 +12,19 @@ so however many replicas reach the verdict, one rollback happens.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 from prometheus_client import Counter, Gauge
 
+from millrace.evaluation import Scores
+from millrace.join import Pairs
 from millrace.kafka import consumer_config, has_data
 
 log = logging.getLogger(__name__)
@@ -34,33 +35,12 @@ LIVE_LABELS = Gauge("millrace_predictor_live_labels", "Live labels scored", ["ve
 GUARDRAIL_ROLLBACKS = Counter("millrace_predictor_guardrail_rollbacks_total", "Guardrail rollbacks")
 
 
-def log_loss(p: float, y: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
-
-
-@dataclass
-class Tally:
-    labels: int = 0
-    loss: float = 0.0
-    correct: int = 0
-
-    def add(self, p: float, y: float) -> None:
-        self.labels += 1
-        self.loss += log_loss(p, y)
-        self.correct += int((p >= 0.5) == (y >= 0.5))
-
-    @property
-    def mean_loss(self) -> float:
-        return self.loss / self.labels if self.labels else float("nan")
-
-
 @dataclass
 class Comparison:
     """A serving version against its predecessor on the same labelled events."""
 
-    new: Tally = field(default_factory=Tally)
-    old: Tally = field(default_factory=Tally)
+    new: Scores = field(default_factory=Scores)
+    old: Scores = field(default_factory=Scores)
 
 
 class Guardrail:
@@ -80,17 +60,17 @@ class Guardrail:
     def check(self, new: int, old: int, comparison: Comparison) -> None:
         if not self.enabled or (new, old) in self._decided:
             return
-        if comparison.new.labels < self.min_labels:
+        new_loss, old_loss = comparison.new.log_loss, comparison.old.log_loss
+        if comparison.new.samples < self.min_labels or new_loss is None or old_loss is None:
             return
         self._decided.add((new, old))
-        worse = comparison.new.mean_loss - comparison.old.mean_loss
+        worse = new_loss - old_loss
         if worse <= self.margin:
             log.info("guardrail: version passes", extra={"version": new, "vs": old, "delta": worse})
             return
         reason = (
-            f"guardrail: version {new} log-loss {comparison.new.mean_loss:.4f} vs "
-            f"{comparison.old.mean_loss:.4f} for version {old} over {comparison.new.labels} live "
-            f"labels (margin {self.margin})"
+            f"guardrail: version {new} log-loss {new_loss:.4f} vs {old_loss:.4f} for version "
+            f"{old} over {comparison.new.samples} live labels (margin {self.margin})"
         )
         if self.rollback(new, old, reason):
             GUARDRAIL_ROLLBACKS.inc()
@@ -99,8 +79,20 @@ class Guardrail:
             )
 
 
+@dataclass
+class Labelled:
+    """Predictions of one poll batch that met their labels, grouped for vectorized scoring."""
+
+    version: int
+    shadow_version: int | None
+    probabilities: list[float] = field(default_factory=list)
+    shadows: list[float] = field(default_factory=list)
+    labels: list[float] = field(default_factory=list)
+
+
 class LiveQuality(threading.Thread):
-    """Follows the predictions and labels topics (from now on) and scores versions."""
+    """Follows the predictions and labels topics (from now on) and scores versions, once per
+    poll batch."""
 
     def __init__(
         self,
@@ -113,11 +105,10 @@ class LiveQuality(threading.Thread):
         super().__init__(name="live-quality", daemon=True)
         self.predictions_topic = predictions_topic
         self.guardrail = guardrail
-        self.max_pending = max_pending
-        self.per_version: dict[int, Tally] = {}
+        self.per_version: dict[int, Scores] = {}
         self.comparisons: dict[tuple[int, int], Comparison] = {}
-        self._predictions: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._labels: OrderedDict[str, float] = OrderedDict()
+        #: Predictions (left, by subject) waiting for labels (right, by id), and vice versa.
+        self.pending: Pairs[dict[str, Any], float] = Pairs(limit=max_pending)
         self._stop_event = threading.Event()
         self._consumer = Consumer(
             consumer_config(
@@ -128,53 +119,61 @@ class LiveQuality(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            for message in self._consumer.consume(1000, timeout=0.5):
-                if not has_data(message):
-                    continue
-                try:
-                    record = orjson.loads(message.value() or b"")
-                    if message.topic() == self.predictions_topic:
-                        self.add_prediction(record)
-                    else:
-                        self.add_label(record)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    log.warning("unusable record skipped", extra={"topic": message.topic()})
+            self.score_batch(self._consumer.consume(1000, timeout=0.5))
         self._consumer.close()
 
     def stop(self) -> None:
         self._stop_event.set()
 
-    def add_prediction(self, record: dict[str, Any]) -> None:
-        label = self._labels.pop(record["subject"], None)
-        if label is None:
-            _bounded_put(self._predictions, record["subject"], record, self.max_pending)
-        else:
-            self._score(record, label)
+    def score_batch(self, messages: list[Message]) -> None:
+        groups: dict[tuple[int, int | None], Labelled] = {}
+        for message in filter(has_data, messages):
+            try:
+                pair = self._pair(message.topic() == self.predictions_topic, message.value())
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning("unusable record skipped", extra={"topic": message.topic()})
+                continue
+            if pair is not None:
+                self._group(groups, *pair)
+        for group in groups.values():
+            self._score(group)
 
-    def add_label(self, record: dict[str, Any]) -> None:
-        prediction = self._predictions.pop(record["id"], None)
-        if prediction is None:
-            _bounded_put(self._labels, record["id"], float(record["label"]), self.max_pending)
-        else:
-            self._score(prediction, float(record["label"]))
+    def _pair(
+        self, is_prediction: bool, value: bytes | None
+    ) -> tuple[dict[str, Any], float] | None:
+        record = orjson.loads(value or b"")
+        if is_prediction:
+            label = self.pending.add_left(record["subject"], record)
+            return None if label is None else (record, label)
+        label = float(record["label"])
+        prediction = self.pending.add_right(record["id"], label)
+        return None if prediction is None else (prediction, label)
 
-    def _score(self, prediction: dict[str, Any], label: float) -> None:
+    @staticmethod
+    def _group(
+        groups: dict[tuple[int, int | None], Labelled], prediction: dict[str, Any], label: float
+    ) -> None:
+        shadow = prediction.get("shadow") or None
         version = int(prediction["version"])
-        tally = self.per_version.setdefault(version, Tally())
-        tally.add(float(prediction["probability"]), label)
-        LIVE_LOG_LOSS.labels(str(version)).set(tally.mean_loss)
-        LIVE_ACCURACY.labels(str(version)).set(tally.correct / tally.labels)
-        LIVE_LABELS.labels(str(version)).set(tally.labels)
-        shadow = prediction.get("shadow")
+        shadow_version = int(shadow["version"]) if shadow else None
+        group = groups.setdefault((version, shadow_version), Labelled(version, shadow_version))
+        group.probabilities.append(float(prediction["probability"]))
+        group.labels.append(label)
         if shadow:
-            old = int(shadow["version"])
-            comparison = self.comparisons.setdefault((version, old), Comparison())
-            comparison.new.add(float(prediction["probability"]), label)
-            comparison.old.add(float(shadow["probability"]), label)
-            self.guardrail.check(version, old, comparison)
+            group.shadows.append(float(shadow["probability"]))
 
-
-def _bounded_put(buffer: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
-    buffer[key] = value
-    while len(buffer) > limit:
-        buffer.popitem(last=False)
+    def _score(self, group: Labelled) -> None:
+        p, y = np.asarray(group.probabilities), np.asarray(group.labels)
+        scores = self.per_version.setdefault(group.version, Scores())
+        scores.add(p, y)
+        version = str(group.version)
+        LIVE_LOG_LOSS.labels(version).set(scores.log_loss or 0.0)
+        LIVE_ACCURACY.labels(version).set(scores.accuracy or 0.0)
+        LIVE_LABELS.labels(version).set(scores.samples)
+        if group.shadow_version is not None:
+            comparison = self.comparisons.setdefault(
+                (group.version, group.shadow_version), Comparison()
+            )
+            comparison.new.add(p, y)
+            comparison.old.add(np.asarray(group.shadows), y)
+            self.guardrail.check(group.version, group.shadow_version, comparison)

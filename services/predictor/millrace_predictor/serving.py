@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge
 from millrace.artifacts import load_model
 from millrace.envelope import Event, InvalidEvent
 from millrace.features import FeatureModule, process_event
-from millrace.learners.base import Learner
+from millrace.learners.base import Classifier
 from millrace.registry_client import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ SERVING_VERSION = Gauge("millrace_predictor_serving_version", "Version being ser
 class LoadedModel:
     name: str
     version: int
-    learner: Learner
+    learner: Classifier
     published_at: float = 0.0
 
 

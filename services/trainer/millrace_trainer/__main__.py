@@ -7,18 +7,18 @@ import signal
 from confluent_kafka import Consumer
 
 from millrace.features import feature_schema_hash, load_feature_module
-from millrace.featurize import Featurizer
-from millrace.join import Sample
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.health import serve_health
+from millrace.join import Sample, join_all
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, wait_for_broker
 from millrace.logs import configure_logging
-from millrace.observability import serve_health
+from millrace.record_files import read_parquet
 from millrace.registry_client import RegistryClient
-from millrace_featurizer.backfill import backfill, from_envelopes, read_parquet
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import KafkaCheckpoints
 from millrace_trainer.settings import TrainerSettings
-from millrace_trainer.training import StreamTrainer, samples_from_backfill
+from millrace_trainer.training import StreamTrainer
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         transactional_id=f"{group}-{settings.instance_id}",
     )
     trainer = StreamTrainer(
-        settings.learner(),
+        settings.build_learner(),
         client,
         settings.model_name,
         feature_schema_hash(module),
@@ -53,12 +53,12 @@ def main() -> None:
 
     def baseline() -> list[Sample]:
         if settings.baseline_parquet is not None:
-            return samples_from_backfill(*read_parquet(settings.baseline_parquet))
+            return join_all(*read_parquet(settings.baseline_parquet))
         events = flight_events(
             load_flights(), to_epoch_ms(settings.baseline_start), to_epoch_ms(settings.baseline_end)
         )
         result = backfill(Featurizer(module), from_envelopes(events))
-        return samples_from_backfill(result.features, result.labels)
+        return join_all(result.features, result.labels)
 
     source = (
         {"backfill": str(settings.baseline_parquet)}

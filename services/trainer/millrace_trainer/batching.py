@@ -19,7 +19,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Any
 
-from millrace.join import Sample
+from millrace.join import Pairs, Sample, sample
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class WindowedJoin:
         self.label_wait_ms = label_wait_ms
         self.batch_samples = batch_samples
         self.pending: list[Sample] = []  # count batches: complete samples not yet batched
-        self.features: dict[str, dict[str, Any]] = {}
-        self.labels: dict[str, dict[str, Any]] = {}
+        #: Feature records (left) and labels (right) waiting for their partner.
+        self.pairs: Pairs[dict[str, Any], dict[str, Any]] = Pairs()
         self.windows: dict[int, list[Sample]] = {}
         self.newest: dict[str, int] = {}  # "topic/partition" -> newest event time seen
         self.partitions: set[str] = set()
@@ -70,21 +70,23 @@ class WindowedJoin:
         ts = int(record["ts"])
         self.newest[partition] = max(self.newest.get(partition, ts), ts)
         is_label = "features" not in record
-        mine, theirs = (self.labels, self.features) if is_label else (self.features, self.labels)
-        partner = theirs.pop(record["id"], None)
-        if partner is None:
-            mine[record["id"]] = record
+        features: dict[str, Any] | None
+        label: dict[str, Any] | None
+        if is_label:
+            features, label = self.pairs.add_right(record["id"], record), record
+        else:
+            features, label = record, self.pairs.add_left(record["id"], record)
+        if features is None or label is None:
             heapq.heappush(self._expiry, (ts, int(is_label), record["id"]))
         else:
-            self._pair(*((partner, record) if is_label else (record, partner)))
+            self._window(features, label)
 
-    def _pair(self, features: dict[str, Any], label: dict[str, Any]) -> None:
+    def _window(self, features: dict[str, Any], label: dict[str, Any]) -> None:
         start = int(features["ts"]) // self.window_ms * self.window_ms
         if int(label["ts"]) > start + self.window_ms + self.label_wait_ms:
             self.late += 1
             return
-        sample = Sample(features["id"], int(features["ts"]), features["features"], label["label"])
-        self.windows.setdefault(start, []).append(sample)
+        self.windows.setdefault(start, []).append(sample(features, label))
 
     def ready(self) -> list[Batch]:
         """Windows complete under the watermark, oldest first; they leave the buffer."""
@@ -101,7 +103,7 @@ class WindowedJoin:
         # Records that can no longer meet a partner within the wait.
         while self._expiry and self._expiry[0][0] + self.window_ms < horizon:
             ts, kind, key = heapq.heappop(self._expiry)
-            buffer = self.labels if kind else self.features
+            buffer = self.pairs.right if kind else self.pairs.left
             record = buffer.get(key)
             if record is not None and int(record["ts"]) == ts:
                 del buffer[key]
@@ -118,8 +120,8 @@ class WindowedJoin:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "features": self.features,
-            "labels": self.labels,
+            "features": self.pairs.left,
+            "labels": self.pairs.right,
             "windows": {
                 str(k): [[s.id, s.ts, s.features, s.label] for s in v]
                 for k, v in self.windows.items()
@@ -131,8 +133,8 @@ class WindowedJoin:
         }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        self.features = snapshot["features"]
-        self.labels = snapshot["labels"]
+        self.pairs.left = snapshot["features"]
+        self.pairs.right = snapshot["labels"]
         self.windows = {
             int(k): [Sample(i, t, f, y) for i, t, f, y in v] for k, v in snapshot["windows"].items()
         }
@@ -140,6 +142,6 @@ class WindowedJoin:
         self.newest = {k: int(v) for k, v in snapshot["newest"].items()}
         self.late = int(snapshot["late"])
         self.expired = int(snapshot["expired"])
-        self._expiry = [(int(r["ts"]), 0, k) for k, r in self.features.items()]
-        self._expiry += [(int(r["ts"]), 1, k) for k, r in self.labels.items()]
+        self._expiry = [(int(r["ts"]), 0, k) for k, r in self.pairs.left.items()]
+        self._expiry += [(int(r["ts"]), 1, k) for k, r in self.pairs.right.items()]
         heapq.heapify(self._expiry)

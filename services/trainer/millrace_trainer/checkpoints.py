@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from millrace.kafka import TopicSpec, consumer_config, ensure_topics, has_data
+from millrace.kafka import TopicSpec, consumer_config, ensure_topics, read_range, watermarks
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,13 @@ class KafkaCheckpoints:
                 },
             )
         )
-        tp = TopicPartition(self.topic, 0)
-        low, high = reader.get_watermark_offsets(tp, timeout=30)
         latest: bytes | None = None
         try:
-            if high > low:
-                reader.assign([TopicPartition(self.topic, 0, low)])
-                while reader.position([tp])[0].offset < high:
-                    for message in reader.consume(100, timeout=1.0):
-                        if has_data(message) and message.key() == self.key.encode():
-                            latest = message.value()
+            low, high = watermarks(reader, self.topic)[0]
+            for batch in read_range(reader, self.topic, 0, low, high, batch_size=100):
+                for message in batch:
+                    if message.key() == self.key.encode():
+                        latest = message.value()
         finally:
             reader.close()
         return orjson.loads(latest) if latest else None

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from pydantic import Field
 
-from millrace.learners import LogisticRegression
+from millrace.learners import Classifier, make_learner
 from millrace.settings import HttpSettings
 from millrace_trainer.training import Promotion
 
@@ -37,32 +37,21 @@ class TrainerSettings(HttpSettings):
     baseline_parquet: Path | None = None
     baseline_start: date = date(2013, 1, 1)
     baseline_end: date = date(2013, 1, 15)
-    optimizer: Literal["sgd", "adagrad", "ftrl"] = "sgd"
-    lr: float = 0.01
-    l2: float = 1e-4
-    alpha: float = 0.1
-    beta: float = 1.0
-    l1: float = 0.0
-    # Rounds per stream batch (one measured best for five-minute batches) and for the baseline,
-    # which is one large batch iterated until `tol`.
-    max_rounds: int = Field(default=1, ge=1)
+    # The learner: "logistic_regression" or the dotted path of a River classifier (e.g.
+    # "river.linear_model.LogisticRegression"), and its constructor's arguments as JSON, e.g.
+    # MILLRACE_LEARNER_PARAMS='{"optimizer": "ftrl", "alpha": 0.1}'. Unset ones keep the
+    # learner's defaults, which for logistic regression are the trainer's (SGD, lr 0.01, one
+    # round per stream batch).
+    learner: str = "logistic_regression"
+    learner_params: dict[str, Any] = Field(default_factory=dict)
+    # Rounds for the baseline, which is one large batch iterated until the learner's `tol`.
     baseline_rounds: int = Field(default=50, ge=1)
-    tol: float = 1e-4
     partitions: int = 3
     # Stable across restarts: the transactional id that commits checkpoints with offsets.
     instance_id: str = "trainer"
     # How soon the group notices a dead trainer.
     session_timeout_ms: int = 10_000
 
-    def learner(self) -> LogisticRegression:
+    def build_learner(self) -> Classifier:
         """A fresh learner as configured (the service and `make bench` both build it here)."""
-        return LogisticRegression(
-            lr=self.lr,
-            l2=self.l2,
-            max_rounds=self.max_rounds,
-            tol=self.tol,
-            optimizer=self.optimizer,
-            alpha=self.alpha,
-            beta=self.beta,
-            l1=self.l1,
-        )
+        return make_learner(self.learner, self.learner_params)

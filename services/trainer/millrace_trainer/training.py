@@ -23,9 +23,9 @@ from prometheus_client import Counter, Gauge
 import millrace
 from millrace.artifacts import dump_model, load_model
 from millrace.evaluation import RollingScores, Scores
-from millrace.join import LabelJoin, Sample
+from millrace.join import Sample
 from millrace.kafka import has_data
-from millrace.learners.base import Learner, learner_from_state
+from millrace.learners.base import Classifier, learner_from_state
 from millrace.registry_client import RegistryClient, RegistryError
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import KafkaCheckpoints
@@ -56,7 +56,7 @@ Promotion = Literal["always", "none"]
 class StreamTrainer:
     def __init__(
         self,
-        learner: Learner,
+        learner: Classifier,
         client: RegistryClient,
         model_name: str,
         feature_schema: str,
@@ -82,7 +82,7 @@ class StreamTrainer:
         # The validation gate: publish only if the learning model's prequential log-loss since
         # the parent is at most the parent's own on the same batches plus this margin.
         self.gate_margin = gate_margin
-        self.parent_learner: Learner | None = None
+        self.parent_learner: Classifier | None = None
         self.rolling = RollingScores(rolling_batches)
         self.version: int | None = None
         self.batches_total = 0
@@ -94,11 +94,8 @@ class StreamTrainer:
     def learn_batch(self, samples: Sequence[Sample], max_rounds: int | None = None) -> None:
         """Score the batch with the current model, then learn it in rounds (``max_rounds``
         overrides the learner's own limit for this batch, e.g. for the baseline)."""
-        X: Any = [s.features for s in samples]
+        X = self.learner.encode_many([s.features for s in samples])  # once: score, rounds
         y = [s.label for s in samples]
-        encode = getattr(self.learner, "encode_many", None)
-        if encode is not None:
-            X = encode(X)  # once, for scoring and every round
         before = Scores()
         before.add(self.learner.predict_proba_many(X), y)
         if self.gate_margin is not None and self.parent_learner is not None:
@@ -160,7 +157,7 @@ class StreamTrainer:
                     "input_offsets": self.lineage.offsets,
                     "source": source,
                     "feature_schema": self.feature_schema,
-                    "learner": {"kind": self.learner.kind, **getattr(self.learner, "config", {})},
+                    "learner": {"kind": self.learner.kind, **self.learner.config},
                     "code_version": millrace.__version__,
                 },
                 "metrics": {
@@ -327,13 +324,3 @@ class StreamTrainer:
                 EXPIRED.set(self.join.expired)
         finally:
             consumer.close()
-
-
-def samples_from_backfill(
-    features: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]
-) -> list[Sample]:
-    """Join a backfill's records without expiry, in a fixed order (the baseline batch)."""
-    join = LabelJoin(wait_ms=2**62)
-    samples = [s for s in (join.add_features(r) for r in features) if s is not None]
-    samples += [s for s in (join.add_label(r) for r in labels) if s is not None]
-    return sorted(samples, key=lambda s: (s.ts, s.id))

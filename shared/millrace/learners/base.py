@@ -1,10 +1,24 @@
-"""What every Millrace learner offers, and how a serialized state finds its class."""
+"""The learner base classes, in River's manner: a small chain, hyperparameters declared once.
+
+- :class:`Learner`: what every learner offers. Its hyperparameters are its constructor's
+  arguments, kept as attributes of the same names, so :attr:`Learner.config` and
+  :meth:`Learner.clone` derive from the signature and nothing lists them twice.
+- :class:`Classifier`: a learner that predicts probabilities (every learner the trainer and
+  the predictor run: prequential scores, the gate and live quality need probabilities).
+
+States are plain JSON-able data, versioned; :func:`learner_from_state` finds the class from the
+state's ``kind``. A pickle-based state (a River estimator) loads only from verified bytes.
+"""
 
 from __future__ import annotations
 
+import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Self
+
+import numpy as np
 
 Features = dict[str, float]
 
@@ -16,43 +30,87 @@ class RoundStats:
     samples: int
 
 
-class Learner(Protocol):
-    kind: str
-
-    def learn_one(self, x: Features, y: float) -> None: ...
-
-    def learn_many(
-        self, X: Sequence[Features], y: Sequence[float], max_rounds: int | None = None
-    ) -> list[RoundStats]:
-        """Learn one mini-batch in rounds; ``max_rounds`` overrides the learner's own limit for
-        this batch (the trainer's baseline)."""
-        ...
-
-    def predict_proba_one(self, x: Features) -> dict[bool, float]: ...
-
-    def predict_proba_many(self, X: Sequence[Features]) -> Any: ...
-
-    def state(self) -> dict[str, Any]: ...
-
-
 class PickleRefused(ValueError):
     pass
 
 
-def learner_from_state(state: dict[str, Any], allow_pickle: bool = False) -> Learner:
+class Learner(ABC):
+    """Learns from mini-batches in rounds; serializes to a versioned, JSON-able state."""
+
+    #: The name a state carries, to find its class again.
+    kind: ClassVar[str]
+    state_version: ClassVar[int] = 1
+    #: True when the state holds pickle bytes, which only verified artifacts may load.
+    uses_pickle: ClassVar[bool] = False
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The hyperparameters: the constructor's arguments, read back from the attributes of
+        the same names."""
+        parameters = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in parameters if name != "self"}
+
+    def clone(self) -> Self:
+        """A fresh, untrained learner with the same hyperparameters."""
+        return type(self)(**self.config)
+
+    def encode_many(self, X: Sequence[Features]) -> Any:
+        """Features in whatever form :meth:`learn_many` and the batch predictions read fastest;
+        the trainer encodes a batch once, then scores and learns it. By default, as they are."""
+        return X
+
+    @abstractmethod
+    def learn_many(
+        self, X: Any, y: Sequence[float], max_rounds: int | None = None
+    ) -> list[RoundStats]:
+        """Learn one mini-batch (feature dicts or :meth:`encode_many`'s result) in rounds;
+        ``max_rounds`` overrides the learner's own limit for this batch (the baseline). An
+        empty batch changes nothing and returns no rounds."""
+
+    def learn_one(self, x: Features, y: float) -> None:
+        """Learn one sample: a mini-batch of one."""
+        self.learn_many([x], [y])
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue learning, as JSON-able data with ``kind`` and
+        ``state_version``."""
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        """The learner :meth:`state` describes."""
+
+    @classmethod
+    def check_state(cls, state: dict[str, Any]) -> None:
+        if state.get("kind") != cls.kind or state.get("state_version") != cls.state_version:
+            raise ValueError(f"not a {cls.kind} v{cls.state_version} state")
+
+
+class Classifier(Learner):
+    """A binary classifier: probabilities of the positive class."""
+
+    @abstractmethod
+    def predict_proba_many(self, X: Any) -> np.ndarray:
+        """P(y = 1) for each row of a batch (feature dicts or :meth:`encode_many`'s result)."""
+
+    def predict_proba_one(self, x: Features) -> dict[bool, float]:
+        p = float(self.predict_proba_many([x])[0])
+        return {False: 1.0 - p, True: p}
+
+
+def learner_from_state(state: dict[str, Any], allow_pickle: bool = False) -> Classifier:
     """Rebuild a learner; pickle-based states (River) only with ``allow_pickle`` — that is, from
     bytes whose signature was verified."""
-    from millrace.learners.kmeans import OnlineKMeans
     from millrace.learners.logreg import LogisticRegression
     from millrace.learners.river_adapter import RiverLearner
 
-    kinds: dict[str, Any] = {
-        cls.kind: cls for cls in (LogisticRegression, OnlineKMeans, RiverLearner)
+    kinds: dict[str, type[Classifier]] = {
+        cls.kind: cls for cls in (LogisticRegression, RiverLearner)
     }
     kind = state.get("kind")
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
         raise ValueError(f"unknown learner kind {kind!r}")
-    if getattr(kinds[kind], "uses_pickle", False) and not allow_pickle:
+    if kinds[kind].uses_pickle and not allow_pickle:
         raise PickleRefused(f"a {kind} state is pickle: refused unless its artifact is signed")
-    learner: Learner = kinds[kind].from_state(state)
-    return learner
+    return kinds[kind].from_state(state)

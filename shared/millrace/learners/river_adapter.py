@@ -1,4 +1,4 @@
-"""Any River estimator behind Millrace's learner interface.
+"""Any River classifier behind Millrace's learner interface.
 
 River models serialize only with pickle, so this learner's state is pickle bytes: an artifact
 holding it is loaded only after its sha256 and HMAC signature have been verified
@@ -10,15 +10,23 @@ from __future__ import annotations
 import base64
 import pickle
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
-from millrace.learners.base import Features, RoundStats
+from millrace.learners.base import Classifier, Features, RoundStats
 
 
-class RiverLearner:
+class RiverLearner(Classifier):
     """Wraps a River classifier (``learn_one``/``predict_proba_one``); one pass per batch.
+
+    Parameters
+    ----------
+    estimator
+        A River classifier, e.g. ``river.linear_model.LogisticRegression()``.
+
+    Examples
+    --------
 
     >>> from river import linear_model
     >>> model = RiverLearner(linear_model.LogisticRegression())
@@ -28,7 +36,6 @@ class RiverLearner:
     """
 
     kind = "river"
-    state_version = 1
     uses_pickle = True
 
     def __init__(self, estimator: Any) -> None:
@@ -38,23 +45,23 @@ class RiverLearner:
     def config(self) -> dict[str, Any]:
         return {"estimator": repr(self.estimator)}
 
-    def learn_one(self, x: Features, y: float) -> None:
-        self.estimator.learn_one(x, bool(y))
+    def clone(self) -> Self:
+        return type(self)(self.estimator.clone())
 
     def learn_many(
         self, X: Sequence[Features], y: Sequence[float], max_rounds: int | None = None
     ) -> list[RoundStats]:
         """One pass of ``learn_one`` (River estimators have no rounds)."""
+        if not X:
+            return []
         for x, target in zip(X, y, strict=True):
             self.estimator.learn_one(x, bool(target))
         return [RoundStats(1, float("nan"), len(X))]
 
-    def predict_proba_one(self, x: Features) -> dict[bool, float]:
-        p = float(self.estimator.predict_proba_one(x).get(True, 0.0))
-        return {False: 1.0 - p, True: p}
-
     def predict_proba_many(self, X: Sequence[Features]) -> np.ndarray:
-        return np.array([self.predict_proba_one(x)[True] for x in X])
+        return np.array(
+            [float(self.estimator.predict_proba_one(x).get(True, 0.0)) for x in X], dtype=float
+        )
 
     def state(self) -> dict[str, Any]:
         return {
@@ -64,6 +71,7 @@ class RiverLearner:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> RiverLearner:
+    def from_state(cls, state: dict[str, Any]) -> Self:
         # Reached only through learner_from_state(..., allow_pickle=True): verified bytes.
+        cls.check_state(state)
         return cls(pickle.loads(base64.b64decode(state["pickle"], validate=True)))
