@@ -6,6 +6,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY infra ./infra
+COPY examples ./examples
 RUN pip install .
 # Listen on all interfaces inside the container.
 ENV MILLRACE_HOST=0.0.0.0

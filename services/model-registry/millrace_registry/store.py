@@ -136,15 +136,21 @@ class RegistryStore:
     def artifact_path(self, digest: str) -> Path:
         return self.artifacts / digest[:2] / digest
 
-    def _one(self, sql: str, *args: object) -> sqlite3.Row | None:
+    def _one(self, missing: str, sql: str, *args: object) -> sqlite3.Row:
+        """The one row ``sql`` selects, or :class:`NotFound` with ``missing`` as the reason."""
         with self._lock:
             row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+        if row is None:
+            raise NotFound(missing)
         return row
 
     def get_version(self, model: str, version: int) -> dict[str, Any]:
-        row = self._one("SELECT * FROM versions WHERE model = ? AND version = ?", model, version)
-        if row is None:
-            raise NotFound(f"model {model!r} has no version {version}")
+        row = self._one(
+            f"model {model!r} has no version {version}",
+            "SELECT * FROM versions WHERE model = ? AND version = ?",
+            model,
+            version,
+        )
         return _version_dict(row)
 
     def list_versions(
@@ -237,9 +243,12 @@ class RegistryStore:
     # -- aliases --------------------------------------------------------------------------
 
     def get_alias(self, model: str, alias: str) -> dict[str, Any]:
-        row = self._one("SELECT * FROM aliases WHERE model = ? AND alias = ?", model, alias)
-        if row is None:
-            raise NotFound(f"model {model!r} has no alias {alias!r}")
+        row = self._one(
+            f"model {model!r} has no alias {alias!r}",
+            "SELECT * FROM aliases WHERE model = ? AND alias = ?",
+            model,
+            alias,
+        )
         return dict(row)
 
     def move_alias(

@@ -1,0 +1,64 @@
+"""Aliases: read, move by compare-and-set, history, rollback. Every move is announced."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from millrace_registry.deps import (
+    NAME_PATTERN,
+    AliasName,
+    AnnounceDep,
+    Authorized,
+    ModelName,
+    StoreDep,
+)
+
+router = APIRouter(tags=["aliases"])
+
+
+class AliasUpdate(BaseModel):
+    version: int = Field(ge=1, le=2**53)
+    expected_version: int | None = Field(
+        description="the version the alias must point at now (null: unset)"
+    )
+    reason: str = Field(default="", max_length=1000)
+
+
+class Rollback(BaseModel):
+    alias: str = Field(default="production", pattern=NAME_PATTERN)
+    to_version: int | None = Field(default=None, ge=1, le=2**53)
+    reason: str = Field(default="", max_length=1000)
+
+
+@router.get("/models/{name}/aliases/{alias}")
+def get_alias(name: ModelName, alias: AliasName, store: StoreDep) -> dict[str, Any]:
+    return store.get_alias(name, alias)
+
+
+@router.put("/models/{name}/aliases/{alias}", dependencies=Authorized)
+def move_alias(
+    name: ModelName, alias: AliasName, body: AliasUpdate, store: StoreDep, announce: AnnounceDep
+) -> dict[str, Any]:
+    move = store.move_alias(name, alias, body.version, body.expected_version, "api", body.reason)
+    return announce(move).as_dict()
+
+
+@router.get("/models/{name}/aliases/{alias}/history")
+def alias_history(
+    name: ModelName,
+    alias: AliasName,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    return {"items": [m.as_dict() for m in store.history(name, alias, limit)]}
+
+
+@router.post("/models/{name}/rollback", dependencies=Authorized)
+def rollback(
+    name: ModelName, body: Rollback, store: StoreDep, announce: AnnounceDep
+) -> dict[str, Any]:
+    move = store.rollback(name, body.alias, body.to_version, "api", body.reason or "rollback")
+    return announce(move).as_dict()

@@ -1,0 +1,119 @@
+"""Models and their versions: publish, list, read, archive, promote, prune."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from pydantic import BaseModel, Field
+
+from millrace.artifacts import sign
+from millrace_registry.deps import (
+    NAME_PATTERN,
+    AnnounceDep,
+    Authorized,
+    ModelName,
+    SettingsDep,
+    StoreDep,
+    Version,
+)
+
+router = APIRouter(tags=["versions"])
+
+
+class Promote(BaseModel):
+    alias: str = Field(default="production", pattern=NAME_PATTERN)
+    reason: str = Field(default="", max_length=1000)
+
+
+class Prune(BaseModel):
+    keep_last: int = Field(ge=1, le=1_000_000)
+    keep_history_moves: int = Field(default=20, ge=0, le=1_000_000)
+
+
+def _metadata(text: str) -> dict[str, Any]:
+    try:
+        meta = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, f"metadata is not JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise HTTPException(422, "metadata must be a JSON object")
+    return meta
+
+
+@router.get("/models")
+def list_models(store: StoreDep) -> dict[str, list[str]]:
+    return {"models": store.list_models()}
+
+
+@router.post("/models/{name}/versions", status_code=201, dependencies=Authorized)
+async def publish(
+    name: ModelName,
+    store: StoreDep,
+    settings: SettingsDep,
+    artifact: Annotated[UploadFile, File(description="the model artifact")],
+    signature: Annotated[str, Form(pattern=r"^[0-9a-f]{64}$")],
+    metadata: Annotated[str, Form(description="JSON object: metrics, lineage, tags")] = "{}",
+) -> dict[str, Any]:
+    data = await artifact.read()
+    meta = _metadata(metadata)
+    if settings.verify_signatures and not hmac.compare_digest(
+        sign(data, settings.signing_key), signature
+    ):
+        raise HTTPException(422, "artifact signature does not verify")
+    published = store.publish(name, data, signature, meta)
+    if settings.retain_versions:
+        store.prune(name, settings.retain_versions, settings.retain_history_moves)
+    return published
+
+
+@router.get("/models/{name}/versions")
+def list_versions(
+    name: ModelName,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    tag: Annotated[
+        str | None, Query(pattern=r"^[^:]{1,64}:.{0,200}$", description="name:value")
+    ] = None,
+    include_archived: bool = False,
+) -> dict[str, Any]:
+    wanted = (tag.partition(":")[0], tag.partition(":")[2]) if tag else None
+    items, total = store.list_versions(name, limit, offset, wanted, include_archived)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/models/{name}/versions/{version}")
+def get_version(name: ModelName, version: Version, store: StoreDep) -> dict[str, Any]:
+    return store.get_version(name, version)
+
+
+@router.get("/models/{name}/versions/{version}/artifact")
+def get_artifact(name: ModelName, version: Version, store: StoreDep) -> Response:
+    data, info = store.read_artifact(name, version)
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"X-Millrace-Sha256": info["sha256"], "X-Millrace-Signature": info["signature"]},
+    )
+
+
+@router.delete("/models/{name}/versions/{version}", dependencies=Authorized)
+def archive_version(name: ModelName, version: Version, store: StoreDep) -> dict[str, Any]:
+    """Archive a version (hidden from listings; 409 while an alias points at it)."""
+    return store.archive(name, version)
+
+
+@router.post("/models/{name}/versions/{version}/promote", dependencies=Authorized)
+def promote(
+    name: ModelName, version: Version, body: Promote, store: StoreDep, announce: AnnounceDep
+) -> dict[str, Any]:
+    return announce(store.promote(name, body.alias, version, "api", body.reason)).as_dict()
+
+
+@router.post("/models/{name}/prune", dependencies=Authorized)
+def prune(name: ModelName, body: Prune, store: StoreDep) -> dict[str, list[int]]:
+    """Apply the retention policy now; returns the deleted version numbers."""
+    return {"deleted": store.prune(name, body.keep_last, body.keep_history_moves)}

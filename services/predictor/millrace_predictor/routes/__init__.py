@@ -1,0 +1,1 @@
+"""The predictor's HTTP routes: Millrace's own, the Open Inference Protocol, health."""

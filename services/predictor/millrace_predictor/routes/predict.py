@@ -1,0 +1,50 @@
+"""``POST /predict`` and ``POST /predict/batch``: envelopes in, probabilities and the version
+that computed them out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Request
+
+from millrace_predictor.deps import (
+    EVENT_SCHEMA,
+    PredictorDep,
+    parse_many,
+    parse_one,
+    predict_timed,
+)
+
+router = APIRouter(tags=["predict"])
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+@router.post("/predict", openapi_extra=_json_body(EVENT_SCHEMA))
+async def predict(request: Request, predictor: PredictorDep) -> dict[str, Any]:
+    """One event in the envelope the events topic carries (any content type)."""
+    result = await predict_timed(predictor, [parse_one(await request.body())])
+    return {**result.pop("predictions")[0], **result}
+
+
+BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["events"],
+    "properties": {"events": {"type": "array", "items": EVENT_SCHEMA}},
+}
+
+
+@router.post("/predict/batch", openapi_extra=_json_body(BATCH_SCHEMA))
+async def predict_batch(request: Request, predictor: PredictorDep) -> dict[str, Any]:
+    """``{"events": [...]}``: all answered by one model version, in order."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise HTTPException(422, 'expected {"events": [...]}')
+    events = parse_many(body.get("events"), predictor.settings.max_batch)
+    return await predict_timed(predictor, events)
