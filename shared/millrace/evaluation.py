@@ -52,13 +52,22 @@ class Scores:
 
     def add(self, p: np.ndarray, y: Sequence[float] | np.ndarray) -> None:
         target = np.asarray(y, dtype=float)
-        self.log_loss_sum += log_loss_sum(target, p)
-        positive = target >= 0.5
-        self.correct += int(np.sum((p >= 0.5) == positive))
-        self.samples += len(target)
-        bins = np.minimum((np.asarray(p) * BINS).astype(np.int64), BINS - 1)
-        np.add.at(self.positives, bins[positive], 1)
-        np.add.at(self.negatives, bins[~positive], 1)
+        self.add_windows(p, target, np.array([0, len(target)]), np.array([log_loss_sum(target, p)]))
+
+    def add_windows(
+        self, p: np.ndarray, y: np.ndarray, offsets: np.ndarray, loss_sums: np.ndarray
+    ) -> None:
+        """Add consecutive batches at once: probabilities ``p`` and labels ``y`` of all their
+        rows, and each batch's summed log-loss. The sums are added one batch at a time, so the
+        total has the same bits however batches are grouped into calls."""
+        for batch_sum in loss_sums.tolist():
+            self.log_loss_sum += batch_sum
+        positive = y >= 0.5
+        self.correct += int(np.count_nonzero((p >= 0.5) == positive))
+        self.samples += len(y)
+        bins = _bins(p)
+        self.positives += np.bincount(bins[positive], minlength=BINS)
+        self.negatives += np.bincount(bins[~positive], minlength=BINS)
 
     def merge(self, other: Scores) -> None:
         self.samples += other.samples
@@ -114,29 +123,88 @@ class Scores:
         )
 
 
+@dataclass(frozen=True)
+class BatchScore:
+    """One batch's scores, compact: its histograms as the bins of its rows."""
+
+    samples: int
+    log_loss_sum: float
+    correct: int
+    positive_bins: np.ndarray
+    negative_bins: np.ndarray
+
+
 class RollingScores:
     """Scores over the last ``batches`` batches, summed from the window when asked (in window
     order, so a restored window gives the same bits as one that never stopped)."""
 
     def __init__(self, batches: int = 288) -> None:
-        self.window: deque[Scores] = deque(maxlen=batches)
+        self.window: deque[BatchScore] = deque(maxlen=batches)
 
-    def add(self, batch: Scores) -> None:
-        self.window.append(batch)
+    def add_windows(
+        self, p: np.ndarray, y: np.ndarray, offsets: np.ndarray, loss_sums: np.ndarray
+    ) -> None:
+        """Add consecutive batches, as :meth:`Scores.add_windows` takes them."""
+        bins = _bins(p)
+        positive = y >= 0.5
+        hits = (p >= 0.5) == positive
+        bounds = offsets.tolist()
+        for w, batch_sum in enumerate(loss_sums.tolist()):
+            a, b = bounds[w], bounds[w + 1]
+            batch_bins, batch_positive = bins[a:b], positive[a:b]
+            self.window.append(
+                BatchScore(
+                    b - a,
+                    batch_sum,
+                    int(np.count_nonzero(hits[a:b])),
+                    batch_bins[batch_positive],
+                    batch_bins[~batch_positive],
+                )
+            )
 
     def total(self) -> Scores:
         total = Scores()
         for batch in self.window:
-            total.merge(batch)
+            total.samples += batch.samples
+            total.log_loss_sum += batch.log_loss_sum
+            total.correct += batch.correct
+        if self.window:
+            total.positives += np.bincount(
+                np.concatenate([b.positive_bins for b in self.window]), minlength=BINS
+            )
+            total.negatives += np.bincount(
+                np.concatenate([b.negative_bins for b in self.window]), minlength=BINS
+            )
         return total
 
-    def state(self) -> list[dict[str, Any]]:
-        return [s.state() for s in self.window]
+    def state(self) -> list[list[Any]]:
+        return [
+            [
+                b.samples,
+                b.log_loss_sum,
+                b.correct,
+                b.positive_bins.tolist(),
+                b.negative_bins.tolist(),
+            ]
+            for b in self.window
+        ]
 
-    def restore(self, state: list[dict[str, Any]]) -> None:
+    def restore(self, state: list[list[Any]]) -> None:
         self.window.clear()
-        for item in state:
-            self.add(Scores.from_state(item))
+        for samples, loss_sum, correct, positive_bins, negative_bins in state:
+            self.window.append(
+                BatchScore(
+                    int(samples),
+                    float(loss_sum),
+                    int(correct),
+                    np.asarray(positive_bins, dtype=np.int64),
+                    np.asarray(negative_bins, dtype=np.int64),
+                )
+            )
+
+
+def _bins(p: np.ndarray) -> np.ndarray:
+    return np.minimum((np.asarray(p) * BINS).astype(np.int64), BINS - 1)
 
 
 def _sparse(histogram: np.ndarray) -> list[list[int]]:

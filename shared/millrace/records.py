@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from millrace.envelope import Event
@@ -46,3 +47,27 @@ def label_record(event: Event, outcome: Outcome) -> dict[str, Any]:
         "event_id": event.id,
         "label": outcome.label,
     }
+
+
+class FeatureRecord(msgspec.Struct, frozen=True):
+    """A feature record as a consumer reads it (unknown fields ignored)."""
+
+    id: str
+    key: str
+    ts: int
+    features: dict[str, float]
+
+
+class LabelRecord(msgspec.Struct, frozen=True):
+    """A label record as a consumer reads it (unknown fields ignored)."""
+
+    id: str
+    key: str
+    ts: int
+    label: float
+
+
+#: Typed decoders for the two topics: one C call per record, validation included (a record of
+#: the wrong shape raises ``msgspec.ValidationError``, a broken one ``msgspec.DecodeError``).
+decode_features = msgspec.json.Decoder(FeatureRecord).decode
+decode_label = msgspec.json.Decoder(LabelRecord).decode

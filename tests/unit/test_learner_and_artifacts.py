@@ -113,7 +113,8 @@ def test_auc_from_mergeable_histograms_matches_the_exact_one():
         part = Scores()
         part.add(p[chunk * 500 : (chunk + 1) * 500], y[chunk * 500 : (chunk + 1) * 500])
         merged.merge(Scores.from_state(part.state()))
-        rolling.add(part)
+        chunk_p, chunk_y = p[chunk * 500 : (chunk + 1) * 500], y[chunk * 500 : (chunk + 1) * 500]
+        rolling.add_windows(chunk_p, chunk_y, np.array([0, 500]), np.array([part.log_loss_sum]))
     assert whole.auc == pytest.approx(exact, abs=1e-3)
     assert merged.auc == whole.auc and merged.samples == 5000
     last_four = Scores()

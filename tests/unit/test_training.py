@@ -1,36 +1,51 @@
 import itertools
 import random
 
+import orjson
 import pytest
 
 from millrace.artifacts import ArtifactRejected, dump_model, load_model
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.learners import LogisticRegression, RiverLearner
+from millrace.records import FeatureRecord, LabelRecord, decode_features, decode_label
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.batching import WindowedJoin
 
 HOUR = 3_600_000
 
 
+Held = tuple[str, int, FeatureRecord | LabelRecord]
+
+
 @pytest.fixture(scope="module")
-def records() -> list[tuple[str, dict]]:
+def records() -> list[Held]:
+    """(partition, offset, record): three partitions per topic, each in event-time order, as the
+    featurizer writes them."""
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-06"))
     result = backfill(
         Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),
     )
-    # Three partitions per topic, each in event-time order, as the featurizer writes them.
-    out = [(f"features/{hash(r['key']) % 3}", r) for r in result.features]
-    out += [(f"labels/{hash(r['key']) % 3}", r) for r in result.labels]
+    out: list[Held] = []
+    offsets: dict[str, int] = {}
+    for kind, decode, rows in (
+        ("features", decode_features, result.feature_bytes),
+        ("labels", decode_label, result.label_bytes),
+    ):
+        for raw in rows:
+            record = decode(raw)
+            partition = f"{kind}/{hash(record.key) % 3}"
+            offsets[partition] = offsets.get(partition, -1) + 1
+            out.append((partition, offsets[partition], record))
     return out
 
 
-def interleave(records: list[tuple[str, dict]], seed: int) -> list[tuple[str, dict]]:
+def interleave(records: list[Held], seed: int) -> list[Held]:
     """Any consumption order that keeps each partition's own order."""
-    queues: dict[str, list] = {}
-    for partition, record in records:
-        queues.setdefault(partition, []).append((partition, record))
+    queues: dict[str, list[Held]] = {}
+    for held in records:
+        queues.setdefault(held[0], []).append(held)
     rng = random.Random(seed)
     out = []
     while queues:
@@ -41,11 +56,19 @@ def interleave(records: list[tuple[str, dict]], seed: int) -> list[tuple[str, di
     return out
 
 
+def feed(join: WindowedJoin, held: Held) -> None:
+    partition, offset, record = held
+    if isinstance(record, FeatureRecord):
+        join.add_features(partition, record, offset)
+    else:
+        join.add_label(partition, record, offset)
+
+
 def train(
-    order: list[tuple[str, dict]], check_every: int, batch_samples: int | None = None
+    order: list[Held], check_every: int, batch_samples: int | None = None
 ) -> tuple[bytes, int]:
     join = WindowedJoin(window_ms=6 * HOUR, label_wait_ms=24 * HOUR, batch_samples=batch_samples)
-    join.assign({p for p, _ in order})
+    join.assign({p for p, _, _ in order})
     model = LogisticRegression()
     batches = 0
 
@@ -55,22 +78,22 @@ def train(
             model.learn_many([s.features for s in batch.samples], [s.label for s in batch.samples])
             batches += 1
 
-    for i, (partition, record) in enumerate(order):
-        join.add(partition, record)
+    for i, held in enumerate(order):
+        feed(join, held)
         if i % check_every == 0:
             learn_ready()
     learn_ready()
     return dump_model(model), batches
 
 
-def test_same_records_in_any_order_train_the_same_bytes(records):
+def test_same_records_in_any_order_train_the_same_bytes(records: list[Held]) -> None:
     first, batches = train(interleave(records, 1), check_every=1)
     second, again = train(interleave(records, 2), check_every=997)
     assert batches == again and batches >= 10
     assert first == second
 
 
-def test_batches_by_count_are_exact_and_independent_of_the_order(records):
+def test_batches_by_count_are_exact_and_independent_of_the_order(records: list[Held]) -> None:
     first, batches = train(interleave(records, 4), check_every=1, batch_samples=64)
     second, again = train(interleave(records, 5), check_every=501, batch_samples=64)
     assert batches == again and batches >= 40
@@ -78,52 +101,115 @@ def test_batches_by_count_are_exact_and_independent_of_the_order(records):
     by_window, _ = train(interleave(records, 4), check_every=1)
     assert first != by_window
 
-    order = interleave(records, 6)
-    join = WindowedJoin(window_ms=HOUR, batch_samples=64)
-    join.assign({p for p, _ in order})
-    sizes, restored_at = [], len(order) // 2
-    for i, (partition, record) in enumerate(order):
-        join.add(partition, record)
-        sizes += [len(b.samples) for b in join.ready()]
-        if i == restored_at:  # a checkpoint with samples waiting for a full batch
-            assert join.pending
-            snapshot = __import__("orjson").dumps(join.snapshot())
-            join = WindowedJoin(window_ms=HOUR, batch_samples=64)
-            join.assign({p for p, _ in order})
-            join.restore(__import__("orjson").loads(snapshot))
-    assert sizes and set(sizes) == {64}
+
+def run_with_restarts(
+    records: list[Held], cuts: list[float], seed: int, batch_samples: int | None
+) -> tuple[list[tuple[int, list[str]]], list[int]]:
+    """Batches learned by a join that checkpoints (cursor + needed offsets, no buffer) at each
+    fraction in ``cuts`` and is replaced by a restored one that reads every partition again
+    from its needed offset, as a restarted consumer group would; and the checkpoint sizes."""
+    by_partition: dict[str, list[Held]] = {}
+    for held in records:
+        by_partition.setdefault(held[0], []).append(held)
+    rng = random.Random(seed)
+
+    def fresh() -> WindowedJoin:
+        join = WindowedJoin(window_ms=HOUR, batch_samples=batch_samples)
+        join.assign(set(by_partition))
+        return join
+
+    join, position = fresh(), dict.fromkeys(by_partition, 0)
+    learned: list[tuple[int, list[str]]] = []
+    sizes: list[int] = []
+    fed, previous = 0, 0.0
+
+    def left() -> list[str]:
+        return [p for p in sorted(position) if position[p] < len(by_partition[p])]
+
+    for stop in [*cuts, 1.0]:
+        budget = int(len(records) * (stop - previous)) if stop < 1.0 else len(records) * 2
+        previous = stop
+        while budget > 0 and left():
+            partition = rng.choice(left())
+            feed(join, by_partition[partition][position[partition]])
+            position[partition] += 1
+            budget -= 1
+            fed += 1
+            if fed % 50 == 0:
+                learned += [(b.start, [s.id for s in b.samples]) for b in join.ready()]
+        if stop < 1.0:  # checkpoint, crash, restore, and read again from the needed offsets
+            checkpoint = orjson.loads(
+                orjson.dumps({"join": join.cursor(), "needed": join.needed_offsets()})
+            )
+            sizes.append(len(orjson.dumps(checkpoint)))
+            join = fresh()
+            join.restore(checkpoint["join"], checkpoint["needed"])
+            for partition in position:
+                position[partition] = checkpoint["needed"].get(partition, position[partition])
+    learned += [(b.start, [s.id for s in b.samples]) for b in join.ready()]
+    return learned, sizes
 
 
-def test_join_buffer_snapshot_restores_exactly(records):
-    order = interleave(records, 3)
-    half = len(order) // 2
-    join = WindowedJoin(window_ms=6 * HOUR)
-    join.assign({p for p, _ in order})
-    for partition, record in order[:half]:
-        join.add(partition, record)
-    restored = WindowedJoin(window_ms=6 * HOUR)
-    restored.assign({p for p, _ in order})
-    restored.restore(__import__("orjson").loads(__import__("orjson").dumps(join.snapshot())))
-    for partition, record in order[half:]:
-        join.add(partition, record)
-        restored.add(partition, record)
-    assert [(b.start, b.samples) for b in join.ready()] == [
-        (b.start, b.samples) for b in restored.ready()
-    ]
+@pytest.mark.parametrize("batch_samples", [None, 64])
+def test_a_restart_from_a_small_checkpoint_learns_exactly_the_same_batches(
+    records: list[Held], batch_samples: int | None
+) -> None:
+    uninterrupted, _ = run_with_restarts(records, [], seed=7, batch_samples=batch_samples)
+    restarted, sizes = run_with_restarts(
+        records, [0.2, 0.5, 0.51, 0.8], seed=8, batch_samples=batch_samples
+    )
+    assert len(uninterrupted) >= 40
+    assert restarted == uninterrupted
+    assert max(sizes) < 2000  # the cursor, not the thousands of buffered records
 
 
-def test_labels_later_than_the_wait_are_not_learned():
+def features(id: str, ts: int, **values: float) -> FeatureRecord:
+    return FeatureRecord(id, "k", ts, dict(values))
+
+
+def label(id: str, ts: int, value: float) -> LabelRecord:
+    return LabelRecord(id, "k", ts, value)
+
+
+def test_labels_later_than_the_wait_are_not_learned() -> None:
     join = WindowedJoin(window_ms=HOUR, label_wait_ms=HOUR)
     join.assign({"f/0", "l/0"})
-    join.add("f/0", {"id": "a", "ts": 0, "features": {"x": 1.0}})
-    join.add("l/0", {"id": "a", "ts": 3 * HOUR, "label": 1.0})
+    join.add_features("f/0", features("a", 0, x=1.0), 0)
+    join.add_label("l/0", label("a", 3 * HOUR, 1.0), 0)
     assert join.late == 1
-    join.add("f/0", {"id": "b", "ts": 10, "features": {"x": 1.0}})
-    join.add("l/0", {"id": "b", "ts": 2 * HOUR, "label": 0.0})
-    join.add("f/0", {"id": "c", "ts": 5 * HOUR, "features": {}})
-    join.add("l/0", {"id": "d", "ts": 5 * HOUR, "label": 0.0})
+    join.add_features("f/0", features("b", 10, x=1.0), 1)
+    join.add_label("l/0", label("b", 2 * HOUR, 0.0), 1)
+    join.add_features("f/0", features("c", 5 * HOUR), 2)
+    join.add_label("l/0", label("d", 5 * HOUR, 0.0), 2)
     (batch,) = join.ready()
     assert [s.id for s in batch.samples] == ["b"]
+
+
+def test_an_idle_partition_leaves_the_watermark_until_it_has_data() -> None:
+    join = WindowedJoin(window_ms=HOUR, label_wait_ms=0, idle_ms=30_000)
+    join.assign({"f/0", "f/1", "l/0", "l/1"})  # one entity: partitions 1 never see data
+    for i in range(5):
+        join.add_features("f/0", features(f"s{i}", i * HOUR, x=1.0), i)
+        join.add_label("l/0", label(f"s{i}", i * HOUR + 1, 1.0), i)
+    assert join.ready(now=0.0) == []  # partitions 1 have no event time: no watermark
+    for partition in ("f/1", "l/1"):
+        join.reached_end(partition, now=100.0)
+    assert join.ready(now=129.0) == []  # not idle for long enough yet
+    ready = join.ready(now=130.0)
+    assert [b.start for b in ready] == [0, HOUR, 2 * HOUR]  # the watermark is at 4 h
+    assert {e.partition for e in join.idle_events} == {"f/1", "l/1"}
+    join.add_features("f/1", features("late", 0, x=1.0), 0)  # data again: back in the watermark
+    assert "f/1" not in join.idle and join.watermark(now=500.0) == 0  # l/1 still idle
+    assert join.late == 1  # its window was learned already
+
+
+def test_the_buffer_is_bounded_and_counts_what_it_evicts() -> None:
+    join = WindowedJoin(window_ms=HOUR, max_waiting=3)
+    join.assign({"f/0"})
+    for i in range(5):
+        join.add_features("f/0", features(f"s{i}", i, x=1.0), i)
+    assert len(join.pairs.left) == 3 and join.evicted == 2
+    assert join.needed_offsets() == {"f/0": 2}
 
 
 def test_ftrl_rounds_lower_the_loss():
@@ -160,24 +246,24 @@ def test_sgd_rounds_on_a_large_batch_converge_where_plain_sgd_would_diverge():
     assert one.predict_proba_one({"a": 1.0})[True] - 0.5 == pytest.approx(0.0025, rel=0.02)
 
 
-def test_features_encoded_once_score_like_the_dicts(records):
+def test_features_encoded_once_score_like_the_dicts(records: list[Held]) -> None:
     model = LogisticRegression()
-    X = [r["features"] for p, r in records if p.startswith("features")][:500]
+    X = [r.features for _, _, r in records if isinstance(r, FeatureRecord)][:500]
     model.learn_many(X, [float(i % 2) for i in range(len(X))])
     encoded = model.encode_many(X)
     assert (model.predict_proba_many(encoded) == model.predict_proba_many(X)).all()
 
 
-def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records):
+def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records: list[Held]) -> None:
     from millrace.join import Sample
     from millrace.learners.base import learner_from_state
     from millrace_trainer.training import StreamTrainer
 
-    pairs = {r["id"]: r for _, r in records if "label" in r}
+    labels = {r.id: r.label for _, _, r in records if isinstance(r, LabelRecord)}
     samples = [
-        Sample(r["id"], r["ts"], r["features"], pairs[r["id"]]["label"])
-        for _, r in records
-        if "features" in r and r["id"] in pairs
+        Sample(r.id, r.ts, r.features, labels[r.id])
+        for _, _, r in records
+        if isinstance(r, FeatureRecord) and r.id in labels
     ]
     samples.sort(key=lambda s: (s.ts, s.id))
     base = LogisticRegression(optimizer="sgd", lr=0.01, max_rounds=50)

@@ -9,17 +9,35 @@ then arrived, because each partition carries its records in event-time order. Re
 handed out oldest first with their samples sorted by (time, id), so however the consumer
 interleaves partitions and topics, the same records make the same batches, and the same model.
 
-The whole buffer is plain data (:meth:`WindowedJoin.snapshot` / :meth:`restore`), so a checkpoint
-can carry it.
+A partition that has reached its end offset and stayed there for ``idle_ms`` (wall-clock time,
+the one rule that needs it) leaves the watermark until it has data again, so a stream that uses
+only some partitions still trains; each such event is reported (:attr:`WindowedJoin.idle_events`)
+for the lineage. Records waiting for a partner are bounded (``max_waiting`` per side; the oldest
+leave first, counted in ``evicted``).
+
+Checkpoints do not carry the buffer. :meth:`WindowedJoin.cursor` is small: how far learning got
+(every window starting before ``learned_until`` is done, and with batches by count the samples
+of that window before ``resume_from`` in (time, id) order too), the newest event time and the
+consumed position of each partition, and the counters. :meth:`WindowedJoin.needed_offsets`
+gives, per partition, the oldest offset still needed: the earliest buffered record, or the
+consumed position. A restarted trainer resumes there and :meth:`WindowedJoin.restore` drops what
+belongs to learned windows, so it learns exactly what an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from millrace.join import Pairs, Sample, sample
+from millrace.join import Pairs, Sample
+from millrace.records import FeatureRecord, LabelRecord
+
+#: A buffered record: the record, its partition ("topic/partition"), offset and whether it is
+#: read again after a restart (it was consumed before the checkpoint).
+Held = tuple[Any, str, int, bool]
+#: A joined sample with the partitions and offsets of its two records.
+Joined = tuple[Sample, str, int, str, int]
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,23 @@ class Batch:
     start: int
     end: int
     samples: list[Sample]
+
+
+@dataclass
+class IdleEvent:
+    partition: str
+    #: The watermark when the partition left it.
+    watermark: int | None
+
+
+@dataclass
+class Replay:
+    """What a restored join knows about the records it reads again."""
+
+    #: partition -> the consumed position at the checkpoint: offsets below are read again.
+    until: dict[str, int] = field(default_factory=dict)
+    #: partition -> its newest event time at the checkpoint, taken back once it is read again.
+    newest: dict[str, int] = field(default_factory=dict)
 
 
 class WindowedJoin:
@@ -39,109 +74,220 @@ class WindowedJoin:
         window_ms: int = 3_600_000,
         label_wait_ms: int = 24 * 3_600_000,
         batch_samples: int | None = None,
+        idle_ms: int | None = None,
+        max_waiting: int | None = None,
     ) -> None:
         if batch_samples is not None and batch_samples < 1:
             raise ValueError("batch_samples must be positive")
         self.window_ms = window_ms
         self.label_wait_ms = label_wait_ms
         self.batch_samples = batch_samples
-        self.pending: list[Sample] = []  # count batches: complete samples not yet batched
+        self.idle_ms = idle_ms
         #: Feature records (left) and labels (right) waiting for their partner.
-        self.pairs: Pairs[dict[str, Any], dict[str, Any]] = Pairs()
-        self.windows: dict[int, list[Sample]] = {}
-        self.newest: dict[str, int] = {}  # "topic/partition" -> newest event time seen
+        self.pairs: Pairs[Held, Held] = Pairs(max_waiting)
+        self.windows: dict[int, list[Joined]] = {}
+        #: Count batches: (sample, its window) handed out, not yet batched.
+        self.pending: list[tuple[Joined, int]] = []
+        self.newest: dict[str, int] = {}
+        self.consumed: dict[str, int] = {}  # partition -> next offset after the last record
         self.partitions: set[str] = set()
+        self.at_end_since: dict[str, float] = {}  # partition -> when it reached its end offset
+        self.idle: set[str] = set()
+        self.idle_events: list[IdleEvent] = []
+        self.learned_until: int | None = None
+        #: After a restore with batches by count: the (time, id) of the first sample of window
+        #: ``learned_until`` that was not learned yet.
+        self.resume_from: tuple[int, str] | None = None
+        self.replay = Replay()
         self.late = 0
         self.expired = 0
-        # (event time, 0 = features | 1 = label, id) of every buffered record, oldest first, so
+        # (event time, 0 = features | 1 = label, id) of every waiting record, oldest first, so
         # expiry looks only at what expires (entries of records paired meanwhile are skipped).
         self._expiry: list[tuple[int, int, str]] = []
+
+    @property
+    def evicted(self) -> int:
+        return self.pairs.evicted
 
     def assign(self, partitions: set[str]) -> None:
         """The partitions whose progress the watermark waits for."""
         self.partitions = set(partitions)
 
-    def watermark(self) -> int | None:
-        if not self.partitions or any(p not in self.newest for p in self.partitions):
-            return None
-        return min(self.newest[p] for p in self.partitions)
+    # -- input -------------------------------------------------------------------------------
 
-    def add(self, partition: str, record: dict[str, Any]) -> None:
-        ts = int(record["ts"])
-        self.newest[partition] = max(self.newest.get(partition, ts), ts)
-        is_label = "features" not in record
-        features: dict[str, Any] | None
-        label: dict[str, Any] | None
-        if is_label:
-            features, label = self.pairs.add_right(record["id"], record), record
-        else:
-            features, label = record, self.pairs.add_left(record["id"], record)
-        if features is None or label is None:
-            heapq.heappush(self._expiry, (ts, int(is_label), record["id"]))
-        else:
-            self._window(features, label)
-
-    def _window(self, features: dict[str, Any], label: dict[str, Any]) -> None:
-        start = int(features["ts"]) // self.window_ms * self.window_ms
-        if int(label["ts"]) > start + self.window_ms + self.label_wait_ms:
-            self.late += 1
+    def add_features(self, partition: str, record: FeatureRecord, offset: int) -> None:
+        replayed = self._seen(partition, record.ts, offset)
+        start = record.ts - record.ts % self.window_ms
+        if self.learned_until is not None and start < self.learned_until:
+            self.late += not replayed  # its window is learned already
             return
-        self.windows.setdefault(start, []).append(sample(features, label))
+        held: Held = (record, partition, offset, replayed)
+        partner = self.pairs.add_left(record.id, held)
+        if partner is None:
+            heapq.heappush(self._expiry, (record.ts, 0, record.id))
+        else:
+            self._window(held, partner)
 
-    def ready(self) -> list[Batch]:
+    def add_label(self, partition: str, record: LabelRecord, offset: int) -> None:
+        held: Held = (record, partition, offset, self._seen(partition, record.ts, offset))
+        partner = self.pairs.add_right(record.id, held)
+        if partner is None:
+            heapq.heappush(self._expiry, (record.ts, 1, record.id))
+        else:
+            self._window(partner, held)
+
+    def reached_end(self, partition: str, now: float) -> None:
+        """``partition`` is at its end offset (the consumer said so) at wall-clock ``now``."""
+        self.at_end_since.setdefault(partition, now)
+
+    def _seen(self, partition: str, ts: int, offset: int) -> bool:
+        """Track the partition's progress; True if the record is read again after a restart."""
+        if ts > self.newest.get(partition, -(2**62)):
+            self.newest[partition] = ts
+        self.consumed[partition] = offset + 1
+        self.at_end_since.pop(partition, None)
+        self.idle.discard(partition)
+        until = self.replay.until.get(partition)
+        if until is None:
+            return False
+        if offset + 1 >= until:  # read up to where it was: its newest time counts again
+            del self.replay.until[partition]
+            newest = self.replay.newest.pop(partition, ts)
+            self.newest[partition] = max(self.newest[partition], newest)
+        return offset + 1 <= until
+
+    def _window(self, features: Held, label: Held) -> None:
+        record, label_record = features[0], label[0]
+        start = record.ts - record.ts % self.window_ms
+        if label_record.ts > start + self.window_ms + self.label_wait_ms:
+            self.late += not (features[3] and label[3])  # decided before the checkpoint
+            return
+        sample = Sample(record.id, record.ts, record.features, label_record.label)
+        joined: Joined = (sample, features[1], features[2], label[1], label[2])
+        self.windows.setdefault(start, []).append(joined)
+
+    # -- output ------------------------------------------------------------------------------
+
+    def watermark(self, now: float = 0.0) -> int | None:
+        if self.idle_ms is not None:
+            self._update_idle(now)
+        active = self.partitions - self.idle
+        if not active or any(p not in self.newest for p in active):
+            return None
+        return min(self.newest[p] for p in active)
+
+    def _update_idle(self, now: float) -> None:
+        for partition, since in self.at_end_since.items():
+            waited_ms = (now - since) * 1000
+            if partition in self.partitions - self.idle and waited_ms >= (self.idle_ms or 0):
+                self.idle.add(partition)
+                self.idle_events.append(IdleEvent(partition, self.watermark_without_idle()))
+
+    def watermark_without_idle(self) -> int | None:
+        seen = [self.newest[p] for p in self.partitions if p in self.newest]
+        return min(seen) if seen else None
+
+    def ready(self, now: float = 0.0) -> list[Batch]:
         """Windows complete under the watermark, oldest first; they leave the buffer."""
-        watermark = self.watermark()
+        watermark = self.watermark(now)
         if watermark is None:
             return []
         horizon = watermark - self.label_wait_ms
-        batches = []
-        for start in sorted(s for s in self.windows if s + self.window_ms < horizon):
-            samples = sorted(self.windows.pop(start), key=lambda s: (s.ts, s.id))
-            batches.append(Batch(start, start + self.window_ms, samples))
+        closed = (horizon - self.window_ms - 1) // self.window_ms * self.window_ms
+        batches: list[tuple[int, list[Joined]]] = []
+        for start in sorted(s for s in self.windows if s <= closed):
+            joined = sorted(self.windows.pop(start), key=lambda j: (j[0].ts, j[0].id))
+            if start == self.learned_until and self.resume_from is not None:
+                first = self.resume_from  # the samples before it were learned before a restart
+                joined = [j for j in joined if (j[0].ts, j[0].id) >= first]
+                self.resume_from = None
+            batches.append((start, joined))
+        if self.learned_until is None or closed + self.window_ms > self.learned_until:
+            self.learned_until = closed + self.window_ms
+        self._expire(horizon)
         if self.batch_samples is not None:
-            batches = self._by_count(batches, self.batch_samples)
-        # Records that can no longer meet a partner within the wait.
+            return self._by_count(batches, self.batch_samples)
+        return [Batch(s, s + self.window_ms, [j[0] for j in joined]) for s, joined in batches]
+
+    def _expire(self, horizon: int) -> None:
+        """Records that can no longer meet a partner within the wait leave the buffer."""
         while self._expiry and self._expiry[0][0] + self.window_ms < horizon:
             ts, kind, key = heapq.heappop(self._expiry)
-            buffer = self.pairs.right if kind else self.pairs.left
-            record = buffer.get(key)
-            if record is not None and int(record["ts"]) == ts:
-                del buffer[key]
-                self.expired += 1
-        return batches
+            side = self.pairs.right if kind else self.pairs.left
+            held = side.get(key)
+            if held is not None and held[0].ts == ts:
+                del side[key]
+                self.expired += not held[3]
 
-    def _by_count(self, windows: list[Batch], size: int) -> list[Batch]:
-        for window in windows:
-            self.pending += window.samples
+    def _by_count(self, windows: list[tuple[int, list[Joined]]], size: int) -> list[Batch]:
+        for start, joined in windows:
+            self.pending += [(j, start) for j in joined]
         full = len(self.pending) // size * size
         cuts = [self.pending[i : i + size] for i in range(0, full, size)]
         self.pending = self.pending[full:]
-        return [Batch(s[0].ts, s[-1].ts + 1, s) for s in cuts]
+        return [
+            Batch(cut[0][0][0].ts, cut[-1][0][0].ts + 1, [j[0] for j, _ in cut]) for cut in cuts
+        ]
 
-    def snapshot(self) -> dict[str, Any]:
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def cursor(self) -> dict[str, Any]:
+        """How far learning got, per-partition progress and the counters: a checkpoint's part
+        of the join, whatever the size of the buffer."""
+        learned_until, resume_from = self.learned_until, None
+        if self.pending:
+            (sample, *_), learned_until = self.pending[0]
+            resume_from = [sample.ts, sample.id]
+        newest, consumed = dict(self.newest), dict(self.consumed)
+        for partition, ts in self.replay.newest.items():
+            newest[partition] = max(ts, newest.get(partition, ts))
+        for partition, offset in self.replay.until.items():
+            consumed[partition] = max(offset, consumed.get(partition, offset))
         return {
-            "features": self.pairs.left,
-            "labels": self.pairs.right,
-            "windows": {
-                str(k): [[s.id, s.ts, s.features, s.label] for s in v]
-                for k, v in self.windows.items()
-            },
-            "pending": [[s.id, s.ts, s.features, s.label] for s in self.pending],
-            "newest": self.newest,
+            "learned_until": learned_until,
+            "resume_from": resume_from,
+            "newest": newest,
+            "consumed": consumed,
             "late": self.late,
             "expired": self.expired,
+            "evicted": self.evicted,
         }
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        self.pairs.left = snapshot["features"]
-        self.pairs.right = snapshot["labels"]
-        self.windows = {
-            int(k): [Sample(i, t, f, y) for i, t, f, y in v] for k, v in snapshot["windows"].items()
-        }
-        self.pending = [Sample(i, t, f, y) for i, t, f, y in snapshot.get("pending", [])]
-        self.newest = {k: int(v) for k, v in snapshot["newest"].items()}
-        self.late = int(snapshot["late"])
-        self.expired = int(snapshot["expired"])
-        self._expiry = [(int(r["ts"]), 0, k) for k, r in self.pairs.left.items()]
-        self._expiry += [(int(r["ts"]), 1, k) for k, r in self.pairs.right.items()]
-        heapq.heapify(self._expiry)
+    def needed_offsets(self) -> dict[str, int]:
+        """partition -> the oldest offset still needed: the earliest record held in the buffer
+        (waiting, in a window, or pending), or the next offset to read when none is."""
+        needed = dict(self.consumed)
+
+        def hold(partition: str, offset: int) -> None:
+            if offset < needed.get(partition, offset + 1):
+                needed[partition] = offset
+
+        for side in (self.pairs.left, self.pairs.right):
+            for _, partition, offset, _ in side.values():
+                hold(partition, offset)
+        joined = [j for js in self.windows.values() for j in js]
+        joined += [j for j, _ in self.pending]
+        for _, fp, fo, lp, lo in joined:
+            hold(fp, fo)
+            hold(lp, lo)
+        return needed
+
+    def restore(self, cursor: dict[str, Any], needed: dict[str, int]) -> None:
+        """Continue after the checkpoint ``cursor`` and ``needed`` (the offsets the consumer
+        resumes at) came from. Records read again are told apart by their offsets: those of
+        learned windows are dropped, counted nowhere a second time."""
+        self.learned_until = cursor["learned_until"]
+        first = cursor["resume_from"]
+        self.resume_from = (int(first[0]), str(first[1])) if first is not None else None
+        self.late = int(cursor["late"])
+        self.expired = int(cursor["expired"])
+        self.pairs.evicted = int(cursor["evicted"])
+        self.replay = Replay()
+        for partition, until in cursor["consumed"].items():
+            start = int(needed.get(partition, until))
+            self.consumed[partition] = start
+            if start < int(until):
+                self.replay.until[partition] = int(until)
+                self.replay.newest[partition] = int(cursor["newest"][partition])
+            elif partition in cursor["newest"]:
+                self.newest[partition] = int(cursor["newest"][partition])

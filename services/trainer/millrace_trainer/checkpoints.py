@@ -68,9 +68,12 @@ class KafkaCheckpoints:
 
     def commit(
         self, state: dict[str, Any], offsets: list[TopicPartition], consumer: Consumer
-    ) -> None:
-        """Write ``state`` and commit ``offsets`` for ``consumer``'s group, atomically."""
+    ) -> int:
+        """Write ``state`` and commit ``offsets`` for ``consumer``'s group, atomically; returns
+        the checkpoint's size in bytes."""
+        data = orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY)
         self.producer.begin_transaction()
-        self.producer.produce(self.topic, orjson.dumps(state), self.key.encode())
+        self.producer.produce(self.topic, data, self.key.encode())
         self.producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
         self.producer.commit_transaction(60)
+        return len(data)

@@ -19,11 +19,13 @@ class Lineage:
     parent_scores: Scores = field(default_factory=Scores)
     batches: int = 0
     rounds: list[int] = field(default_factory=list)
+    #: Partitions that left the watermark while idle (wall-clock time decided it).
+    idle: list[dict[str, Any]] = field(default_factory=list)
 
-    def consumed(self, partition: str, offset: int) -> None:
-        span = self.offsets.setdefault(partition, [offset, offset])
-        span[0] = min(span[0], offset)
-        span[1] = max(span[1], offset)
+    def consumed(self, partition: str, first: int, last: int) -> None:
+        span = self.offsets.setdefault(partition, [first, last])
+        span[0] = min(span[0], first)
+        span[1] = max(span[1], last)
 
     @property
     def samples(self) -> int:
@@ -34,6 +36,7 @@ class Lineage:
             "prequential": self.scores.as_dict(),
             "batches": self.batches,
             "rounds_per_batch": self.rounds,
+            "idle_partitions": self.idle,
         }
 
     def state(self) -> dict[str, Any]:
@@ -44,6 +47,7 @@ class Lineage:
             "parent_scores": self.parent_scores.state(),
             "batches": self.batches,
             "rounds": self.rounds,
+            "idle": self.idle,
         }
 
     @classmethod
@@ -55,4 +59,5 @@ class Lineage:
             parent_scores=Scores.from_state(state["parent_scores"]),
             batches=int(state["batches"]),
             rounds=[int(r) for r in state["rounds"]],
+            idle=list(state.get("idle", [])),
         )

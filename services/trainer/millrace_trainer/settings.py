@@ -22,9 +22,20 @@ class TrainerSettings(HttpSettings):
     batch_samples: int | None = Field(default=None, ge=1)
     label_wait_ms: int = Field(default=24 * 3_600_000, ge=0)
     publish_every: int = Field(default=288, ge=1, description="publish a version every N batches")
-    # A checkpoint carries the join buffer (a label wait's worth of records), so it is not free;
-    # a crash replays at most this many batches (publishing is idempotent).
-    checkpoint_every: int = Field(default=96, ge=1, description="checkpoint every N batches")
+    # Checkpoints hold no buffered records, so they are small; they come every interval and/or
+    # every N batches, whichever is first (unset: not by that rule). A crash replays from the
+    # last one; publishing is idempotent.
+    checkpoint_interval_s: float | None = Field(default=10.0, gt=0)
+    checkpoint_every: int | None = Field(
+        default=None, ge=1, description="checkpoint every N batches"
+    )
+    # A partition at its end offset for this long (wall clock) leaves the watermark until it has
+    # data again, so a stream that uses only some partitions trains (unset: never).
+    idle_partition_ms: int | None = Field(default=60_000, ge=0)
+    # Records waiting for their partner, per side, at most (the oldest leave first, counted).
+    max_waiting: int = Field(default=1_000_000, ge=1)
+    # Records per poll at most: every window a poll makes ready is learned in one call.
+    poll_size: int = Field(default=10_000, ge=1)
     promotion: Promotion = "always"
     # The validation gate (off when unset): a version is published only if the learning model's
     # prequential log-loss since its parent is at most the parent's own on the same batches plus

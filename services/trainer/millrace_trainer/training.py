@@ -1,12 +1,13 @@
 """The trainer: a baseline from a bounded backfill, then event-time mini-batches from the stream.
 
-Both go through :meth:`StreamTrainer.learn_batch` — a bounded data set is one mini-batch, each
+Both go through :meth:`StreamTrainer.learn_batches` — a bounded data set is one mini-batch, each
 batch is iterated in rounds until ``max_rounds`` or ``tol``, and the model state carries from
-batch to batch. Batches come from :class:`~millrace_trainer.batching.WindowedJoin`, so the same
-records make the same batches whatever the consumption order. After each step the model, the join
-buffer and the lineage are checkpointed in the same Kafka transaction as the consumed offsets;
-every ``publish_every`` batches a version is published (idempotently: tagged with its position
-in the stream) and, under the ``always`` policy, ``production`` moves to it by compare-and-set.
+batch to batch; all the batches a poll makes ready are learned in one call to the learner.
+Batches come from :class:`~millrace_trainer.batching.WindowedJoin`, so the same records make the
+same batches whatever the consumption order. Every ``publish_every`` batches a version is
+published (idempotently: tagged with its position in the stream) and, under the ``always``
+policy, ``production`` moves to it by compare-and-set. The poll loop and the checkpoints are in
+:mod:`millrace_trainer.stream`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,17 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-import orjson
-from confluent_kafka import Consumer, TopicPartition
+import numpy as np
 from prometheus_client import Counter, Gauge
 
 import millrace
 from millrace.artifacts import dump_model, load_model
 from millrace.evaluation import RollingScores, Scores
 from millrace.join import Sample
-from millrace.kafka import has_data
-from millrace.learners.base import Classifier, learner_from_state
+from millrace.learners import kernels
+from millrace.learners.base import Classifier, WindowStats, learner_from_state
 from millrace.registry_client import RegistryClient, RegistryError
-from millrace_trainer.batching import WindowedJoin
-from millrace_trainer.checkpoints import KafkaCheckpoints
+from millrace_trainer.batching import Batch, WindowedJoin
 from millrace_trainer.lineage import Lineage
 
 log = logging.getLogger(__name__)
@@ -42,13 +41,10 @@ GATE_REFUSED = Counter(
 )
 BATCH_LOSS = Gauge("millrace_trainer_batch_log_loss", "Prequential log-loss of the last batch")
 BATCH_ACCURACY = Gauge("millrace_trainer_batch_accuracy", "Prequential accuracy of the last batch")
-BATCH_AUC = Gauge("millrace_trainer_batch_auc", "Prequential ROC AUC of the last batch")
 ROLLING = Gauge(
     "millrace_trainer_rolling_score", "Prequential score over the last batches", ["metric"]
 )
 LAST_ROUND_LOSS = Gauge("millrace_trainer_last_round_loss", "Training loss after the last round")
-LATE = Gauge("millrace_trainer_late_labels", "Labels later than the label wait")
-EXPIRED = Gauge("millrace_trainer_join_expired", "Records that expired without a partner")
 
 Promotion = Literal["always", "none"]
 
@@ -64,7 +60,6 @@ class StreamTrainer:
         publish_every: int = 2,
         promotion: Promotion = "always",
         run_key: str = "trainer",
-        checkpoint_every: int = 24,
         baseline_rounds: int | None = None,
         gate_margin: float | None = None,
         rolling_batches: int = 288,
@@ -77,13 +72,14 @@ class StreamTrainer:
         self.publish_every = publish_every
         self.promotion = promotion
         self.run_key = run_key
-        self.checkpoint_every = checkpoint_every
         self.baseline_rounds = baseline_rounds
         # The validation gate: publish only if the learning model's prequential log-loss since
         # the parent is at most the parent's own on the same batches plus this margin.
         self.gate_margin = gate_margin
         self.parent_learner: Classifier | None = None
         self.rolling = RollingScores(rolling_batches)
+        #: Prequential scores of every stream batch since this process started.
+        self.stream_scores = Scores()
         self.version: int | None = None
         self.batches_total = 0
         self.lineage = Lineage(parent=None)
@@ -92,40 +88,83 @@ class StreamTrainer:
     # -- the one training path -----------------------------------------------------------
 
     def learn_batch(self, samples: Sequence[Sample], max_rounds: int | None = None) -> None:
-        """Score the batch with the current model, then learn it in rounds (``max_rounds``
+        """Score one batch with the current model, then learn it in rounds (``max_rounds``
         overrides the learner's own limit for this batch, e.g. for the baseline)."""
-        X = self.learner.encode_many([s.features for s in samples])  # once: score, rounds
-        y = [s.label for s in samples]
-        before = Scores()
-        before.add(self.learner.predict_proba_many(X), y)
+        self.learn_batches([samples], max_rounds)
+
+    def learn_batches(
+        self, batches: Sequence[Sequence[Sample]], max_rounds: int | None = None
+    ) -> None:
+        """Learn consecutive batches in one call to the learner, each scored before it is
+        learned; scores, lineage and metrics are updated once for the lot."""
+        samples = [s for batch in batches for s in batch]
+        if not samples:
+            return
+        offsets = np.zeros(len(batches) + 1, dtype=np.int64)
+        np.cumsum([len(batch) for batch in batches], out=offsets[1:])
+        X = self.learner.encode_many([s.features for s in samples])
+        y = np.fromiter((s.label for s in samples), float, len(samples))
+        stats = self.learner.learn_windows(X, y, offsets, max_rounds)
+        p = stats.probabilities
         if self.gate_margin is not None and self.parent_learner is not None:
-            self.lineage.parent_scores.add(self.parent_learner.predict_proba_many(X), y)
-        rounds = self.learner.learn_many(X, y, max_rounds=max_rounds)
-        self.lineage.scores.merge(before)
-        self.rolling.add(before)
-        self.lineage.batches += 1
-        self.lineage.rounds.append(len(rounds))
-        self.batches_total += 1
-        SAMPLES.inc(len(samples))
-        BATCHES.inc()
-        ROUNDS.inc(len(rounds))
-        BATCH_LOSS.set(before.log_loss or 0.0)
-        BATCH_ACCURACY.set(before.accuracy or 0.0)
-        batch_auc = before.auc
-        if batch_auc is not None:
-            BATCH_AUC.set(batch_auc)
+            parent_p = self.parent_learner.predict_proba_many(X)
+            parent_sums = kernels.segment_log_loss_sums(parent_p, y, offsets)
+            self.lineage.parent_scores.add_windows(parent_p, y, offsets, parent_sums)
+        self.lineage.scores.add_windows(p, y, offsets, stats.loss_sums)
+        self.rolling.add_windows(p, y, offsets, stats.loss_sums)
+        self.stream_scores.add_windows(p, y, offsets, stats.loss_sums)
+        self.lineage.batches += len(batches)
+        self.lineage.rounds += stats.rounds.tolist()
+        self.batches_total += len(batches)
+        self._report(batches, offsets, p, y, stats)
+
+    def _report(
+        self,
+        batches: Sequence[Sequence[Sample]],
+        offsets: np.ndarray,
+        p: np.ndarray,
+        y: np.ndarray,
+        stats: WindowStats,
+    ) -> None:
+        """Metrics once per call; a debug line per batch when asked for."""
+        SAMPLES.inc(len(p))
+        BATCHES.inc(len(batches))
+        ROUNDS.inc(int(stats.rounds.sum()))
+        last = slice(int(offsets[-2]), int(offsets[-1]))
+        BATCH_LOSS.set(float(stats.loss_sums[-1]) / max(last.stop - last.start, 1))
+        BATCH_ACCURACY.set(float(np.mean((p[last] >= 0.5) == (y[last] >= 0.5))))
+        rounds = int(stats.rounds[-1])
         if rounds:
-            LAST_ROUND_LOSS.set(rounds[-1].loss)
-        log.info(
-            "batch learned",
-            extra={
-                "batch": self.batches_total,
-                "samples": len(samples),
-                "prequential_log_loss": before.log_loss,
-                "prequential_auc": batch_auc,
-                "rounds": [round(r.loss, 6) for r in rounds],
-            },
-        )
+            LAST_ROUND_LOSS.set(float(stats.round_losses[-1, rounds - 1]))
+        if log.isEnabledFor(logging.DEBUG):
+            first = self.batches_total - len(batches)
+            for w, batch in enumerate(batches):
+                log.debug(
+                    "batch learned",
+                    extra={
+                        "batch": first + w + 1,
+                        "samples": len(batch),
+                        "prequential_log_loss": float(stats.loss_sums[w]) / len(batch),
+                        "rounds": int(stats.rounds[w]),
+                    },
+                )
+
+    def learn_stream(self, batches: Sequence[Batch], source: dict[str, Any]) -> None:
+        """Learn ready batches from the stream, publishing every ``publish_every`` batches
+        since the parent (a candidate the gate refuses waits for the next multiple)."""
+        done = 0
+        while done < len(batches):
+            until_publish = self.publish_every - self.lineage.batches % self.publish_every
+            run = batches[done : done + until_publish]
+            self.learn_batches([b.samples for b in run])
+            done += len(run)
+            if self.lineage.batches % self.publish_every == 0 and self.gate_passes():
+                self.publish(source)
+        rolling = self.rolling.total()
+        for metric in ("log_loss", "accuracy", "auc"):
+            value = getattr(rolling, metric)
+            if value is not None:
+                ROLLING.labels(metric).set(value)
 
     def gate_passes(self) -> bool:
         """True without a gate or a parent to compare with; else whether the learning model
@@ -211,9 +250,12 @@ class StreamTrainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
+        """The model, the learner and lineage state, and the join's cursor with the oldest
+        offset still needed per partition (where a restart resumes): no buffered records."""
         return {
             "learner": self.learner.state(),
-            "join": self.join.snapshot(),
+            "join": self.join.cursor(),
+            "needed": self.join.needed_offsets(),
             "version": self.version,
             "batches_total": self.batches_total,
             "lineage": self.lineage.state(),
@@ -223,7 +265,7 @@ class StreamTrainer:
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.learner = learner_from_state(snapshot["learner"])
-        self.join.restore(snapshot["join"])
+        self.join.restore(snapshot["join"], snapshot["needed"])
         self.version = snapshot["version"]
         self.batches_total = int(snapshot["batches_total"])
         self.lineage = Lineage.from_state(snapshot["lineage"])
@@ -268,59 +310,5 @@ class StreamTrainer:
         self.learn_batch(samples, self.baseline_rounds)
         self.batches_total = 0  # stream positions count from the end of the baseline
         self.rolling.restore([])  # rolling scores are the stream's
+        self.stream_scores = Scores()
         self.publish(source)
-
-    # -- the stream ----------------------------------------------------------------------
-
-    def run(
-        self,
-        consumer: Consumer,
-        checkpoints: KafkaCheckpoints,
-        features_topic: str,
-        labels_topic: str,
-    ) -> None:
-        def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            self.join.assign({f"{p.topic}/{p.partition}" for p in partitions})
-
-        consumer.subscribe([features_topic, labels_topic], on_assign=on_assign)
-        next_offsets: dict[tuple[str, int], int] = {}
-        since_checkpoint = 0
-        try:
-            while not self.stopping.is_set():
-                for message in consumer.consume(1000, timeout=0.5):
-                    if not has_data(message):
-                        continue
-                    topic, partition = str(message.topic()), int(message.partition() or 0)
-                    offset = int(message.offset() or 0)
-                    next_offsets[(topic, partition)] = offset + 1
-                    try:
-                        record = orjson.loads(message.value() or b"")
-                    except orjson.JSONDecodeError:
-                        log.warning("undecodable record skipped", extra={"topic": topic})
-                        continue
-                    self.lineage.consumed(f"{topic}/{partition}", offset)
-                    self.join.add(f"{topic}/{partition}", record)
-                batches = self.join.ready()
-                for batch in batches:
-                    self.learn_batch(batch.samples)
-                    # Every publish_every batches since the parent; a refused candidate waits
-                    # for the next multiple, and keeps learning meanwhile.
-                    if self.lineage.batches % self.publish_every == 0 and self.gate_passes():
-                        self.publish({"stream": [features_topic, labels_topic]})
-                since_checkpoint += len(batches)
-                if batches:
-                    rolling = self.rolling.total()
-                    for metric in ("log_loss", "accuracy", "auc"):
-                        value = getattr(rolling, metric)
-                        if value is not None:
-                            ROLLING.labels(metric).set(value)
-                # Model, buffer and offsets move together; between checkpoints a crash replays
-                # from the last one (publishing is idempotent), so spacing them is only a cost.
-                if since_checkpoint >= self.checkpoint_every:
-                    offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
-                    checkpoints.commit(self.snapshot(), offsets, consumer)
-                    since_checkpoint = 0
-                LATE.set(self.join.late)
-                EXPIRED.set(self.join.expired)
-        finally:
-            consumer.close()

@@ -20,6 +20,8 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from millrace.evaluation import log_loss_sum
+
 Features = dict[str, float]
 
 
@@ -28,6 +30,20 @@ class RoundStats:
     round: int
     loss: float
     samples: int
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """What learning consecutive mini-batches (windows) reports, per row and per window."""
+
+    #: Each row's probability before its window was learned (prequential).
+    probabilities: np.ndarray
+    #: Each window's summed prequential log-loss, summed in row order.
+    loss_sums: np.ndarray
+    #: ``round_losses[w, r]``: window w's mean training loss at the start of round r.
+    round_losses: np.ndarray
+    #: Rounds run per window.
+    rounds: np.ndarray
 
 
 class PickleRefused(ValueError):
@@ -97,6 +113,37 @@ class Classifier(Learner):
     def predict_proba_one(self, x: Features) -> dict[bool, float]:
         p = float(self.predict_proba_many([x])[0])
         return {False: 1.0 - p, True: p}
+
+    def learn_windows(
+        self,
+        X: Sequence[Features],
+        y: Sequence[float] | np.ndarray,
+        offsets: np.ndarray,
+        max_rounds: int | None = None,
+    ) -> WindowStats:
+        """Learn consecutive mini-batches, rows ``offsets[w]:offsets[w + 1]``, in order, each
+        scored before it is learned. Learners with a compiled path override this."""
+        windows = len(offsets) - 1
+        limit = 1 if max_rounds is None else max_rounds
+        stats = WindowStats(
+            np.empty(len(X)),
+            np.zeros(windows),
+            np.full((windows, limit), np.nan),
+            np.zeros(windows, dtype=np.int64),
+        )
+        target = np.asarray(y, dtype=float)
+        for w in range(windows):
+            a, b = int(offsets[w]), int(offsets[w + 1])
+            if a == b:
+                continue
+            p = self.predict_proba_many(X[a:b])
+            stats.probabilities[a:b] = p
+            stats.loss_sums[w] = log_loss_sum(target[a:b], p)
+            rounds = self.learn_many(X[a:b], target[a:b].tolist(), max_rounds)
+            stats.rounds[w] = len(rounds)
+            for r, round_stats in enumerate(rounds[:limit]):
+                stats.round_losses[w, r] = round_stats.loss
+        return stats
 
 
 def learner_from_state(state: dict[str, Any], allow_pickle: bool = False) -> Classifier:

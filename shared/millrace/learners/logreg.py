@@ -11,18 +11,23 @@ from typing import Any, Self
 
 import numpy as np
 
-from millrace.evaluation import log_loss
-from millrace.learners.base import Classifier, Features, RoundStats
+from millrace.learners import kernels
+from millrace.learners.base import Classifier, Features, RoundStats, WindowStats
 
 
 @dataclass(frozen=True)
 class SparseRows:
-    """Feature dicts as coordinates: row ``rows[k]`` has ``values[k]`` at weight ``cols[k]``."""
+    """Feature dicts as coordinates: row ``rows[k]`` has ``values[k]`` at weight ``cols[k]``;
+    row ``i``'s entries are ``indptr[i]:indptr[i + 1]`` (CSR, for the compiled step)."""
 
     n: int
     rows: np.ndarray
     cols: np.ndarray
     values: np.ndarray
+    indptr: np.ndarray
+
+
+_OPTIMIZERS = {"sgd": kernels.SGD, "adagrad": kernels.ADAGRAD, "ftrl": kernels.FTRL}
 
 
 class LogisticRegression(Classifier):
@@ -142,7 +147,9 @@ class LogisticRegression(Classifier):
         values = np.fromiter(chain.from_iterable(x.values() for x in X), float, count)
         lengths = np.fromiter(map(len, X), np.int64, len(X))
         rows = np.repeat(np.arange(len(X), dtype=np.int64), lengths)
-        return SparseRows(len(X), rows, cols, values)
+        indptr = np.zeros(len(X) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        return SparseRows(len(X), rows, cols, values, indptr)
 
     def learn_many(
         self,
@@ -151,63 +158,46 @@ class LogisticRegression(Classifier):
         max_rounds: int | None = None,
     ) -> list[RoundStats]:
         encoded = self.encode_many(X)
-        n, rows, cols, vals = encoded.n, encoded.rows, encoded.cols, encoded.values
-        if n == 0:
+        if encoded.n == 0:
             return []
-        if len(y) != n:
-            raise ValueError("X and y differ in length")
-        # Rounds touch only the weights this batch uses (lazy L2, as FTRL-Proximal is usually
-        # run), so a round costs the batch's size, not the model's.
-        touched, local = np.unique(cols, return_inverse=True)
-        target = np.asarray(y, dtype=float)
-        stats: list[RoundStats] = []
-        previous = np.inf
-        if self.optimizer == "sgd":
-            curvature, curvature_bias = _curvature_bound(rows, local, vals, n, len(touched))
-        for round_no in range(1, (self.max_rounds if max_rounds is None else max_rounds) + 1):
-            w = self.weights[touched]
-            logits = self.bias + np.bincount(rows, weights=w[local] * vals, minlength=n)
-            p = _sigmoid(logits)
-            loss = log_loss(target, p)
-            stats.append(RoundStats(round_no, loss, n))
-            if previous - loss < self.tol and round_no > 1:
-                break
-            previous = loss
-            residual = (p - target) / n
-            grad = np.bincount(local, weights=residual[rows] * vals, minlength=len(touched))
-            grad_bias = float(residual.sum())
-            if self.optimizer == "ftrl":
-                self._ftrl_step(touched, grad, grad_bias)
-            elif self.optimizer == "sgd":
-                grad_sum = grad * n + self.l2 * w
-                self.weights[touched] = w - grad_sum / (1.0 / self.lr + curvature)
-                self.bias -= grad_bias * n / (1.0 / self.lr + curvature_bias)
-            else:
-                grad += self.l2 * w
-                g2 = self._g2[touched] * self.decay + grad * grad
-                self._g2[touched] = g2
-                self._g2_bias = self._g2_bias * self.decay + grad_bias * grad_bias
-                self.weights[touched] = w - self.lr * grad / (np.sqrt(g2) + 1e-8)
-                self.bias -= float(self.lr * grad_bias / (np.sqrt(self._g2_bias) + 1e-8))
-        self.n_seen += n
-        return stats
+        stats = self.learn_windows(encoded, y, np.array([0, encoded.n]), max_rounds)
+        n = encoded.n
+        return [
+            RoundStats(r + 1, float(stats.round_losses[0, r]), n) for r in range(stats.rounds[0])
+        ]
 
-    def _ftrl_step(self, touched: np.ndarray, grad: np.ndarray, grad_bias: float) -> None:
-        """FTRL-Proximal per touched coordinate, with the round's full-batch gradient."""
-        w, n_old = self.weights[touched], self._g2[touched]
-        n_new = n_old + grad * grad
-        z = self._z[touched] + grad - (np.sqrt(n_new) - np.sqrt(n_old)) / self.alpha * w
-        self._z[touched], self._g2[touched] = z, n_new
-        denom = (self.beta + np.sqrt(n_new)) / self.alpha + self.l2
-        self.weights[touched] = np.where(
-            np.abs(z) <= self.l1, 0.0, (np.sign(z) * self.l1 - z) / denom
+    def learn_windows(
+        self,
+        X: Sequence[Features] | SparseRows,
+        y: Sequence[float] | np.ndarray,
+        offsets: np.ndarray,
+        max_rounds: int | None = None,
+    ) -> WindowStats:
+        """Learn consecutive mini-batches ``offsets[w]:offsets[w + 1]`` in one compiled call,
+        each scored before it is learned (see :mod:`millrace.learners.kernels`)."""
+        encoded = self.encode_many(X)
+        target = np.asarray(y, dtype=float)
+        if len(target) != encoded.n:
+            raise ValueError("X and y differ in length")
+        rounds_limit = self.max_rounds if max_rounds is None else max_rounds
+        windows = len(offsets) - 1
+        stats = WindowStats(
+            probabilities=np.empty(encoded.n),
+            loss_sums=np.empty(windows),
+            round_losses=np.full((windows, rounds_limit), np.nan),
+            rounds=np.zeros(windows, dtype=np.int64),
         )
-        n_bias = self._g2_bias + grad_bias * grad_bias
-        self._z_bias += (
-            grad_bias - (np.sqrt(n_bias) - np.sqrt(self._g2_bias)) / self.alpha * self.bias
-        )
-        self._g2_bias = n_bias
-        self.bias = float(-self._z_bias / ((self.beta + np.sqrt(self._g2_bias)) / self.alpha))
+        scalars = np.array([self.bias, self._g2_bias, self._z_bias])
+        kernels.learn_windows(
+            encoded.indptr, encoded.cols, encoded.values, target,
+            np.asarray(offsets, dtype=np.int64), self.weights, self._g2, self._z, scalars,
+            _OPTIMIZERS[self.optimizer], self.lr, self.l2, self.alpha, self.beta, self.l1,
+            self.decay, rounds_limit, self.tol,
+            stats.probabilities, stats.loss_sums, stats.round_losses, stats.rounds,
+        )  # fmt: skip
+        self.bias, self._g2_bias, self._z_bias = (float(v) for v in scalars)
+        self.n_seen += encoded.n
+        return stats
 
     def predict_proba_many(self, X: Sequence[Features] | SparseRows) -> np.ndarray:
         encoded = self.encode_many(X)
@@ -242,17 +232,6 @@ class LogisticRegression(Classifier):
         model._z = _unb64(state["z"], model.weights.size)
         model._z_bias = float(state["z_bias"])
         return model
-
-
-def _curvature_bound(
-    rows: np.ndarray, local: np.ndarray, vals: np.ndarray, n: int, touched: int
-) -> tuple[np.ndarray, float]:
-    """A diagonal bound on the summed log-loss's Hessian: ``sum_i 0.25 |x_ij| |x_i|_1`` (the
-    intercept counts as a feature of value 1). A step damped by it never overshoots, however
-    large the batch, so the loss falls in every round."""
-    l1_norm = np.bincount(rows, weights=np.abs(vals), minlength=n) + 1.0
-    per_weight = 0.25 * np.bincount(local, weights=np.abs(vals) * l1_norm[rows], minlength=touched)
-    return per_weight, 0.25 * float(l1_norm.sum())
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

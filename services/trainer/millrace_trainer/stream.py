@@ -1,0 +1,173 @@
+"""The trainer's poll loop: consume both topics in batches, decode them typed, join, learn every
+ready window in one call, and checkpoint.
+
+A checkpoint holds the model, the learner and lineage state and the join's cursor, never the
+buffered records; it is written in the same Kafka transaction that commits, as the group's
+offsets, the oldest offset each partition still needs. So it stays small whatever the backlog,
+and a restarted trainer reads again from those offsets and learns exactly what an uninterrupted
+one would have. Checkpoints come every ``interval_s`` seconds of wall-clock time and/or every
+``every_batches`` batches, whichever comes first (time affects only where a restart resumes,
+never what is learned).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from millrace.records import decode_features, decode_label
+from millrace_trainer.checkpoints import KafkaCheckpoints
+from millrace_trainer.training import StreamTrainer
+
+log = logging.getLogger(__name__)
+
+LATE = Gauge("millrace_trainer_late_labels", "Samples whose label came later than the wait")
+EXPIRED = Gauge("millrace_trainer_join_expired", "Records that expired without a partner")
+EVICTED = Gauge("millrace_trainer_join_evicted", "Records evicted from a full join buffer")
+UNDECODABLE = Counter("millrace_trainer_undecodable_total", "Records that did not decode")
+WATERMARK = Gauge("millrace_trainer_watermark_ms", "Event time the watermark has reached")
+CHECKPOINT_BYTES = Gauge("millrace_trainer_checkpoint_bytes", "Size of the last checkpoint")
+
+
+@dataclass
+class Cadence:
+    """When to checkpoint: after ``every_batches`` batches and/or ``interval_s`` seconds."""
+
+    every_batches: int | None = None
+    interval_s: float | None = 10.0
+
+    def due(self, batches: int, elapsed_s: float) -> bool:
+        by_count = self.every_batches is not None and batches >= self.every_batches
+        by_time = self.interval_s is not None and elapsed_s >= self.interval_s
+        return by_count or by_time
+
+
+class StreamLoop:
+    def __init__(
+        self,
+        trainer: StreamTrainer,
+        consumer: Consumer,
+        checkpoints: KafkaCheckpoints,
+        features_topic: str,
+        labels_topic: str,
+        cadence: Cadence | None = None,
+        poll_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.trainer = trainer
+        self.consumer = consumer
+        self.checkpoints = checkpoints
+        self.features_topic = features_topic
+        self.labels_topic = labels_topic
+        self.cadence = cadence or Cadence()
+        self.poll_size = poll_size
+        self.clock = clock
+        self.source = {"stream": [features_topic, labels_topic]}
+        self.checkpoint_bytes_max = 0
+        self._names: dict[tuple[str, int], str] = {}
+
+    def run(self) -> None:
+        join = self.trainer.join
+        self.consumer.subscribe(
+            [self.features_topic, self.labels_topic],
+            on_assign=lambda _c, parts: join.assign(
+                {self._name(p.topic, p.partition) for p in parts}
+            ),
+        )
+        batches_since, checkpointed_at, dirty = 0, self.clock(), False
+        try:
+            while not self.trainer.stopping.is_set():
+                messages = self.consumer.consume(self.poll_size, timeout=0.5)
+                now = self.clock()
+                dirty |= self._add(messages, now)
+                ready = join.ready(now)
+                if ready:
+                    self.trainer.learn_stream(ready, self.source)
+                    batches_since += len(ready)
+                self._note_idle()
+                if dirty and self.cadence.due(batches_since, now - checkpointed_at):
+                    self.checkpoint()
+                    batches_since, checkpointed_at, dirty = 0, now, False
+                self._gauges()
+        finally:
+            self.consumer.close()
+
+    def _add(self, messages: list[Message], now: float) -> bool:
+        """Decode and join a poll's records; True if any was a record."""
+        join, lineage = self.trainer.join, self.trainer.lineage
+        spans: dict[str, list[int]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    join.reached_end(
+                        self._name(str(message.topic()), message.partition() or 0), now
+                    )
+                else:
+                    log.warning("consumer error", extra={"error": str(error)})
+                continue
+            topic, offset = message.topic(), message.offset() or 0
+            name = self._name(str(topic), message.partition() or 0)
+            span = spans.get(name)
+            if span is None:
+                spans[name] = [offset, offset]
+            else:
+                span[1] = offset
+            try:
+                if topic == self.features_topic:
+                    join.add_features(name, decode_features(message.value() or b""), offset)
+                else:
+                    join.add_label(name, decode_label(message.value() or b""), offset)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                UNDECODABLE.inc()
+                log.warning("undecodable record skipped", extra={"topic": topic, "error": str(exc)})
+        for name, (first, last) in spans.items():
+            lineage.consumed(name, first, last)
+        return bool(spans)
+
+    def _name(self, topic: str, partition: int) -> str:
+        key = (topic, partition)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = f"{topic}/{partition}"
+        return name
+
+    def _note_idle(self) -> None:
+        join = self.trainer.join
+        for event in join.idle_events:
+            log.info(
+                "partition idle: it leaves the watermark until it has data",
+                extra={"partition": event.partition, "watermark": event.watermark},
+            )
+            self.trainer.lineage.idle.append(
+                {"partition": event.partition, "watermark": event.watermark}
+            )
+        join.idle_events.clear()
+
+    def checkpoint(self) -> int:
+        """Write the checkpoint and commit the offsets still needed, in one transaction."""
+        state: dict[str, Any] = self.trainer.snapshot()
+        offsets = []
+        for name, offset in state["needed"].items():
+            topic, _, partition = name.rpartition("/")
+            offsets.append(TopicPartition(topic, int(partition), offset))
+        size = self.checkpoints.commit(state, offsets, self.consumer)
+        CHECKPOINT_BYTES.set(size)
+        self.checkpoint_bytes_max = max(self.checkpoint_bytes_max, size)
+        return size
+
+    def _gauges(self) -> None:
+        join = self.trainer.join
+        LATE.set(join.late)
+        EXPIRED.set(join.expired)
+        EVICTED.set(join.evicted)
+        watermark = join.watermark_without_idle()
+        if watermark is not None:
+            WATERMARK.set(watermark)
