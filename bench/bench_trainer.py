@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -162,8 +163,9 @@ def load_topics(bootstrap: str, result: BackfillResult, cut: int) -> TrainerSett
     return settings
 
 
-def read_all(settings: TrainerSettings, on_batch: Callable[[list[Any]], None]) -> int:
-    """Hand every record of the two topics to ``on_batch``; returns how many were read."""
+def read_all(settings: TrainerSettings, on_batch: Callable[[list[Any]], None]) -> tuple[int, float]:
+    """Hand every record of the two topics to ``on_batch``; returns how many were read and
+    when (``perf_counter``) the last batch of records was handled."""
     consumer = Consumer(
         consumer_config(
             settings.kafka_bootstrap, f"bench-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
@@ -171,20 +173,24 @@ def read_all(settings: TrainerSettings, on_batch: Callable[[list[Any]], None]) -
     )
     consumer.subscribe([settings.features_topic, settings.labels_topic])
     at_end: set[tuple[str, int]] = set()
-    done = 0
+    done, last = 0, 0.0
     try:
         while True:
             messages = consumer.consume(10_000, timeout=1.0)
-            for m in messages:
-                if m.error() is not None:
-                    at_end.add((str(m.topic()), m.partition() or 0))
-            batch = [m for m in messages if m.error() is None]
-            for m in batch:
-                at_end.discard((str(m.topic()), m.partition() or 0))
-            on_batch(batch)
-            done += len(batch)
-            if len(at_end) == 2 * settings.partitions and not batch:
-                return done
+            batch = []
+            for m in messages:  # in order: an end-of-partition event follows its last record
+                partition = (str(m.topic()), m.partition() or 0)
+                if m.error() is None:
+                    batch.append(m)
+                    at_end.discard(partition)
+                else:
+                    at_end.add(partition)
+            if batch:
+                on_batch(batch)
+                done += len(batch)
+                last = time.perf_counter()
+            elif len(at_end) == 2 * settings.partitions:
+                return done, last
     finally:
         consumer.close()
 
@@ -208,7 +214,7 @@ def expected_samples(settings: TrainerSettings) -> tuple[int, int]:
                 join.add_label(name, decode_label(m.value()), m.offset())
         learned += sum(len(b.samples) for b in join.ready())
 
-    total = read_all(settings, add)
+    total, _ = read_all(settings, add)
     return learned, total
 
 
@@ -227,10 +233,23 @@ def run_trainer(
     while not trainer.lineage.offsets:  # the clock starts with the first records
         time.sleep(0.002)
     started = time.perf_counter()
-    deadline = started + 600
+    deadline, report_at = started + 600, started + 5
     while trainer.stream_scores.samples < expected and time.perf_counter() < deadline:
         time.sleep(0.002)
+        if time.perf_counter() > report_at:
+            report_at += 5
+            print(
+                f"  trainer: {trainer.stream_scores.samples:,}/{expected:,} samples, "
+                f"{time.perf_counter() - started:.0f} s, late {trainer.join.late}, "
+                f"idle {sorted(trainer.join.idle)}",
+                file=sys.stderr,
+            )
     elapsed = time.perf_counter() - started
+    if trainer.stream_scores.samples != expected:
+        print(
+            f"  trainer learned {trainer.stream_scores.samples:,}, not {expected:,}",
+            file=sys.stderr,
+        )
     trainer.stopping.set()
     thread.join(60)
     learned = trainer.stream_scores.samples
@@ -257,8 +276,8 @@ def bare_consume(settings: TrainerSettings) -> float:
         if batch and not first:  # the clock starts after the group join and the first batch
             first, started = done, time.perf_counter()
 
-    read_all(settings, count)
-    return (done - first) / 2 / (time.perf_counter() - started)
+    _, last = read_all(settings, count)
+    return (done - first) / 2 / (last - started)
 
 
 def river_kafka_peer(settings: TrainerSettings) -> dict[str, float]:
@@ -294,8 +313,8 @@ def river_kafka_peer(settings: TrainerSettings) -> dict[str, float]:
         if batch and not started:
             first, started = len(p_seen), time.perf_counter()
 
-    read_all(settings, on_batch)
-    elapsed = time.perf_counter() - started
+    _, last = read_all(settings, on_batch)
+    elapsed = last - started
     return {
         "rate": (len(p_seen) - first) / elapsed,
         "log_loss": log_loss(np.array(y_seen), np.array(p_seen)),

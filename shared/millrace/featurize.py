@@ -10,8 +10,6 @@ records exactly as the live runner would have produced them.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from millrace import collector
 from millrace.envelope import Event, InvalidEvent, parse_event
 from millrace.features.api import FeatureModule, feature_schema_hash, process_event
 from millrace.progress import Progress
@@ -148,7 +147,7 @@ def backfill(
     batch: list[SourceEvent] = []
     # The result only grows and holds no cycles: pausing the cyclic collector, which would
     # otherwise rescan it over and over, cuts a third of the run time.
-    with collector_paused():
+    with collector.paused():
         for source in sources:
             batch.append(source)
             if len(batch) >= batch_size:
@@ -184,17 +183,6 @@ def _run(
     result.events += len(batch)
     if on_progress:
         on_progress(result.events)
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def from_envelopes(events: Iterable[Mapping[str, Any]]) -> Iterator[SourceEvent]:

@@ -18,17 +18,15 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 L = TypeVar("L")
 R = TypeVar("R")
 V = TypeVar("V")
 
 
-@dataclass(frozen=True)
-class Sample:
-    """A feature record joined with its label."""
+class Sample(NamedTuple):
+    """A feature record joined with its label (a tuple: the trainer makes one per sample)."""
 
     id: str
     ts: int

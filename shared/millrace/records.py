@@ -49,7 +49,7 @@ def label_record(event: Event, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-class FeatureRecord(msgspec.Struct, frozen=True):
+class FeatureRecord(msgspec.Struct, frozen=True, gc=False):
     """A feature record as a consumer reads it (unknown fields ignored)."""
 
     id: str
@@ -58,7 +58,7 @@ class FeatureRecord(msgspec.Struct, frozen=True):
     features: dict[str, float]
 
 
-class LabelRecord(msgspec.Struct, frozen=True):
+class LabelRecord(msgspec.Struct, frozen=True, gc=False):
     """A label record as a consumer reads it (unknown fields ignored)."""
 
     id: str

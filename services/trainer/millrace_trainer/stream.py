@@ -22,6 +22,7 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
+from millrace import collector
 from millrace.records import decode_features, decode_label
 from millrace_trainer.checkpoints import KafkaCheckpoints
 from millrace_trainer.training import StreamTrainer
@@ -81,23 +82,28 @@ class StreamLoop:
                 {self._name(p.topic, p.partition) for p in parts}
             ),
         )
-        batches_since, checkpointed_at, dirty = 0, self.clock(), False
         try:
-            while not self.trainer.stopping.is_set():
-                messages = self.consumer.consume(self.poll_size, timeout=0.5)
-                now = self.clock()
-                dirty |= self._add(messages, now)
-                ready = join.ready(now)
-                if ready:
-                    self.trainer.learn_stream(ready, self.source)
-                    batches_since += len(ready)
-                self._note_idle()
-                if dirty and self.cadence.due(batches_since, now - checkpointed_at):
-                    self.checkpoint()
-                    batches_since, checkpointed_at, dirty = 0, now, False
-                self._gauges()
+            with collector.tuned():
+                self._poll_until_stopped()
         finally:
             self.consumer.close()
+
+    def _poll_until_stopped(self) -> None:
+        join = self.trainer.join
+        batches_since, checkpointed_at, dirty = 0, self.clock(), False
+        while not self.trainer.stopping.is_set():
+            messages = self.consumer.consume(self.poll_size, timeout=0.5)
+            now = self.clock()
+            dirty |= self._add(messages, now)
+            ready = join.ready(now)
+            if ready:
+                self.trainer.learn_stream(ready, self.source)
+                batches_since += len(ready)
+            self._note_idle()
+            if dirty and self.cadence.due(batches_since, now - checkpointed_at):
+                self.checkpoint()
+                batches_since, checkpointed_at, dirty = 0, now, False
+            self._gauges()
 
     def _add(self, messages: list[Message], now: float) -> bool:
         """Decode and join a poll's records; True if any was a record."""
