@@ -138,14 +138,15 @@ class LogisticRegression(Classifier):
         :meth:`predict_proba_many` and :meth:`learn_many` (the trainer scores, then learns)."""
         if isinstance(X, SparseRows):
             return X
-        names = list(chain.from_iterable(X))
-        count = len(names)
-        try:
-            cols = np.fromiter(map(self._index_cache.__getitem__, names), np.int64, count)
-        except KeyError:
-            cols = np.fromiter(map(self._index, names), np.int64, count)
-        values = np.fromiter(chain.from_iterable(x.values() for x in X), float, count)
         lengths = np.fromiter(map(len, X), np.int64, len(X))
+        count = int(lengths.sum())
+        try:  # the names seen before, in C; the first sight of a name hashes it
+            cols = np.fromiter(
+                map(self._index_cache.__getitem__, chain.from_iterable(X)), np.int64, count
+            )
+        except KeyError:
+            cols = np.fromiter(map(self._index, chain.from_iterable(X)), np.int64, count)
+        values = np.fromiter(chain.from_iterable(map(dict.values, X)), float, count)
         rows = np.repeat(np.arange(len(X), dtype=np.int64), lengths)
         indptr = np.zeros(len(X) + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
