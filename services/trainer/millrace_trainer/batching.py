@@ -235,6 +235,8 @@ class WindowedJoin:
         """How far learning got, per-partition progress and the counters: a checkpoint's part
         of the join, whatever the size of the buffer."""
         learned_until, resume_from = self.learned_until, None
+        if self.resume_from is not None:  # restored, and that window is not handed out yet
+            resume_from = list(self.resume_from)
         if self.pending:
             (sample, *_), learned_until = self.pending[0]
             resume_from = [sample.ts, sample.id]

@@ -56,6 +56,8 @@ class Learner(ABC):
     #: The name a state carries, to find its class again.
     kind: ClassVar[str]
     state_version: ClassVar[int] = 1
+    #: The state versions :meth:`from_state` still reads (older artifacts stay loadable).
+    readable_versions: ClassVar[tuple[int, ...]] = (1,)
     #: True when the state holds pickle bytes, which only verified artifacts may load.
     uses_pickle: ClassVar[bool] = False
 
@@ -99,8 +101,8 @@ class Learner(ABC):
 
     @classmethod
     def check_state(cls, state: dict[str, Any]) -> None:
-        if state.get("kind") != cls.kind or state.get("state_version") != cls.state_version:
-            raise ValueError(f"not a {cls.kind} v{cls.state_version} state")
+        if state.get("kind") != cls.kind or state.get("state_version") not in cls.readable_versions:
+            raise ValueError(f"not a {cls.kind} state of version {cls.readable_versions}")
 
 
 class Classifier(Learner):

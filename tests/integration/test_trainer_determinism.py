@@ -1,0 +1,134 @@
+"""The same records, loaded into two fresh sets of topics in different orders, make the trainer
+service's loop learn the same number of samples and the same model bytes; each run stops on the
+count the join yields over everything the topics hold, read beforehand."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from millrace.artifacts import dump_model
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.join import Sample, join_all
+from millrace.kafka import consumer_config, ensure_topics, pipeline_topics
+from millrace.records import decode_features, decode_label
+from millrace.registry_client import RegistryClient
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_registry.app import create_app
+from millrace_registry.settings import RegistrySettings
+from millrace_stack.processes import free_port
+from millrace_trainer.batching import WindowedJoin
+from millrace_trainer.service import make_checkpoints, make_loop, make_trainer
+from millrace_trainer.settings import TrainerSettings
+from tests.helpers import serve, wait_until
+
+pytestmark = pytest.mark.integration
+MODULE = "millrace_flights.features:FlightsFeatures"
+HOUR = 3_600_000
+
+
+def load(
+    settings: TrainerSettings, topics_in_order: list[tuple[str, list[dict[str, Any]], list[bytes]]]
+) -> None:
+    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    for topic, records, raw in topics_in_order:
+        for record, value in zip(records, raw, strict=True):
+            producer.produce(topic, value, record["key"].encode())
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def expected_samples(settings: TrainerSettings, total: int) -> int:
+    """What the trainer's join yields over every record the topics hold."""
+    join = WindowedJoin(settings.window_ms, settings.label_wait_ms)
+    topics = (settings.features_topic, settings.labels_topic)
+    join.assign({f"{t}/{p}" for t in topics for p in range(settings.partitions)})
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"expect-{uuid.uuid4().hex}"))
+    consumer.subscribe(list(topics))
+    read = learned = 0
+    deadline = time.monotonic() + 60
+    try:
+        while read < total and time.monotonic() < deadline:
+            for m in consumer.consume(1000, timeout=0.5):
+                if m.error() is not None:
+                    continue
+                name = f"{m.topic()}/{m.partition()}"
+                if m.topic() == settings.features_topic:
+                    join.add_features(name, decode_features(m.value() or b""), m.offset() or 0)
+                else:
+                    join.add_label(name, decode_label(m.value() or b""), m.offset() or 0)
+                read += 1
+            learned += sum(len(b.samples) for b in join.ready())
+    finally:
+        consumer.close()
+    assert read == total
+    return learned
+
+
+def train(
+    settings: TrainerSettings, client: RegistryClient, base: list[Sample], expected: int
+) -> tuple[int, bytes, int]:
+    """(samples learned, model bytes, largest checkpoint) of the service's loop."""
+    trainer = make_trainer(settings, client, "-")
+    trainer.start(None, lambda: base, {"backfill": "test"})
+    loop = make_loop(settings, trainer, make_checkpoints(settings))
+    thread = threading.Thread(target=loop.run)
+    thread.start()
+    try:
+        wait_until(lambda: trainer.stream_scores.samples >= expected, 120, "the trainer to learn")
+        time.sleep(1.5)  # a checkpoint, and anything beyond the expected count, would show now
+    finally:
+        trainer.stopping.set()
+        thread.join(30)
+    return trainer.stream_scores.samples, dump_model(trainer.learner), loop.checkpoint_bytes_max
+
+
+def test_two_freshly_loaded_topic_sets_train_the_same_model(
+    kafka_bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-06"))
+    result = backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
+    cut = to_epoch_ms("2013-01-02")
+    base = [s for s in join_all(result.features, result.labels) if s.ts < cut]
+    stream = [
+        [(r, b) for r, b in zip(records, raw, strict=True) if r["ts"] >= cut]
+        for records, raw in (
+            (result.features, result.feature_bytes),
+            (result.labels, result.label_bytes),
+        )
+    ]
+    registry = RegistrySettings(data_dir=tmp_path, announce=False, kafka_bootstrap=kafka_bootstrap)
+    outcomes, counts = [], []
+    with serve(create_app(registry), free_port()) as url:
+        client = RegistryClient(url, registry.registry_token, registry.signing_key)
+        for run, labels_first in (("a", False), ("b", True)):
+            settings = TrainerSettings(
+                kafka_bootstrap=kafka_bootstrap,
+                topic_prefix=f"{prefix}{run}.",
+                model_name=f"model-{run}",
+                window_ms=HOUR,
+                publish_every=24,
+                checkpoint_interval_s=1.0,
+            )
+            topics = (settings.features_topic, settings.labels_topic)
+            parts = [
+                (topic, [r for r, _ in rows], [b for _, b in rows])
+                for topic, rows in zip(topics, stream, strict=True)
+            ]
+            load(settings, parts[::-1] if labels_first else parts)
+            counts.append(expected_samples(settings, sum(len(rows) for rows in stream)))
+            outcomes.append(train(settings, client, base, counts[-1]))
+        client.close()
+    (count_a, model_a, checkpoint_a), (count_b, model_b, checkpoint_b) = outcomes
+    assert counts[0] == counts[1] > 1000
+    assert count_a == count_b == counts[0]
+    assert model_a == model_b
+    assert 0 < checkpoint_a < 2_000_000 and 0 < checkpoint_b < 2_000_000
