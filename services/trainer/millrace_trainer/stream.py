@@ -72,6 +72,7 @@ class StreamLoop:
         self.clock = clock
         self.source = {"stream": [features_topic, labels_topic]}
         self.checkpoint_bytes_max = 0
+        self.checkpoints_written = 0
         self._names: dict[tuple[str, int], str] = {}
 
     def run(self) -> None:
@@ -166,6 +167,7 @@ class StreamLoop:
             offsets.append(TopicPartition(topic, int(partition), offset))
         size = self.checkpoints.commit(state, offsets, self.consumer)
         CHECKPOINT_BYTES.set(size)
+        self.checkpoints_written += 1
         self.checkpoint_bytes_max = max(self.checkpoint_bytes_max, size)
         return size
 
