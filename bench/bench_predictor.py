@@ -99,7 +99,7 @@ def main() -> None:
         try:
             procs.start(
                 "registry",
-                [sys.executable, "-m", "model_registry"],
+                [sys.executable, "-m", "millrace_registry"],
                 {
                     **env,
                     "MILLRACE_PORT": str(ports["registry"]),
@@ -114,7 +114,7 @@ def main() -> None:
             client.move_alias(MODEL, "production", 1, None, "bench")
             procs.start(
                 "predictor",
-                [sys.executable, "-m", "predictor"],
+                [sys.executable, "-m", "millrace_predictor"],
                 {**env, "MILLRACE_PORT": str(ports["predictor"])},
             )
             procs.start(
