@@ -15,7 +15,8 @@ repetitions each (min / median / max):
 - the learner alone in memory against River alone in memory.
 
 A trainer run stops when it has learned the expected number of samples: what the same join
-yields over everything the topics hold (read once beforehand), not a stall.
+yields over everything the topics hold (``learnable_samples``, read once beforehand), not a
+stall.
 """
 
 from __future__ import annotations
@@ -46,14 +47,17 @@ from millrace.health import BackgroundServer
 from millrace.join import Sample, join_all
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics
 from millrace.learners import Classifier
-from millrace.records import decode_features, decode_label
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
-from millrace_trainer.batching import WindowedJoin
-from millrace_trainer.service import make_checkpoints, make_loop, make_trainer
+from millrace_trainer.service import (
+    learnable_samples,
+    make_checkpoints,
+    make_loop,
+    make_trainer,
+)
 from millrace_trainer.settings import TrainerSettings
 
 MODULE = "millrace_flights.features:FlightsFeatures"
@@ -193,29 +197,6 @@ def read_all(settings: TrainerSettings, on_batch: Callable[[list[Any]], None]) -
                 return done, last
     finally:
         consumer.close()
-
-
-def expected_samples(settings: TrainerSettings) -> tuple[int, int]:
-    """(samples the trainer's join yields over everything the topics hold, records held)."""
-    join = WindowedJoin(settings.window_ms, settings.label_wait_ms, settings.batch_samples)
-    join.assign(
-        {f"{t}/{p}" for t in (settings.features_topic, settings.labels_topic)
-         for p in range(settings.partitions)}
-    )  # fmt: skip
-    learned = 0
-
-    def add(batch: list[Any]) -> None:
-        nonlocal learned
-        for m in batch:
-            name = f"{m.topic()}/{m.partition()}"
-            if m.topic() == settings.features_topic:
-                join.add_features(name, decode_features(m.value()), m.offset())
-            else:
-                join.add_label(name, decode_label(m.value()), m.offset())
-        learned += sum(len(b.samples) for b in join.ready())
-
-    total, _ = read_all(settings, add)
-    return learned, total
 
 
 def run_trainer(
@@ -359,7 +340,7 @@ def main() -> None:
 
     with infrastructure() as (bootstrap, _redis), tempfile.TemporaryDirectory() as tmp:
         topics = load_topics(bootstrap, result, cut)
-        expected, records = expected_samples(topics)
+        expected, records = learnable_samples(topics)
         registry = RegistrySettings(data_dir=Path(tmp), announce=False, kafka_bootstrap=bootstrap)
         port = free_port()
         server = BackgroundServer(create_app(registry), "127.0.0.1", port).start()

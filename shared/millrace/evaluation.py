@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 BINS = 1000
-_EPS = 1e-12
+#: Probabilities are clipped this far from 0 and 1 before the log.
+LOG_LOSS_EPS = 1e-12
 
 
 def log_loss_sum(y: Sequence[float] | np.ndarray, p: np.ndarray) -> float:
@@ -33,7 +34,7 @@ def log_loss_sum(y: Sequence[float] | np.ndarray, p: np.ndarray) -> float:
     1.3863
     """
     target = np.asarray(y, dtype=float)
-    clipped = np.clip(p, _EPS, 1 - _EPS)
+    clipped = np.clip(p, LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
     return float(-np.sum(target * np.log(clipped) + (1 - target) * np.log(1 - clipped)))
 
 

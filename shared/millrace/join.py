@@ -68,16 +68,15 @@ class Pairs(Generic[L, R]):
             self.evicted += 1
 
 
-def sample(features: dict[str, Any], label: dict[str, Any]) -> Sample:
-    """The sample a feature record and its label record make."""
-    return Sample(features["id"], int(features["ts"]), features["features"], label["label"])
-
-
 def join_all(features: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]) -> list[Sample]:
     """Every feature record that has a label, in (time, id) order: a bounded data set (a
     backfill) as one batch."""
     pairs: Pairs[dict[str, Any], dict[str, Any]] = Pairs()
     for record in features:
         pairs.add_left(record["id"], record)
-    joined = [sample(f, r) for r in labels if (f := pairs.add_right(r["id"], r)) is not None]
+    joined = [
+        Sample(f["id"], int(f["ts"]), f["features"], r["label"])
+        for r in labels
+        if (f := pairs.add_right(r["id"], r)) is not None
+    ]
     return sorted(joined, key=lambda s: (s.ts, s.id))

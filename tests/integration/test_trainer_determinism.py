@@ -6,26 +6,28 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from millrace.artifacts import dump_model
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.join import Sample, join_all
-from millrace.kafka import consumer_config, ensure_topics, pipeline_topics
-from millrace.records import decode_features, decode_label
+from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
-from millrace_trainer.batching import WindowedJoin
-from millrace_trainer.service import make_checkpoints, make_loop, make_trainer
+from millrace_trainer.service import (
+    learnable_samples,
+    make_checkpoints,
+    make_loop,
+    make_trainer,
+)
 from millrace_trainer.settings import TrainerSettings
 from tests.helpers import serve, wait_until
 
@@ -44,33 +46,6 @@ def load(
             producer.produce(topic, value, record["key"].encode())
             producer.poll(0)
     assert producer.flush(30) == 0
-
-
-def expected_samples(settings: TrainerSettings, total: int) -> int:
-    """What the trainer's join yields over every record the topics hold."""
-    join = WindowedJoin(settings.window_ms, settings.label_wait_ms)
-    topics = (settings.features_topic, settings.labels_topic)
-    join.assign({f"{t}/{p}" for t in topics for p in range(settings.partitions)})
-    consumer = Consumer(consumer_config(settings.kafka_bootstrap, f"expect-{uuid.uuid4().hex}"))
-    consumer.subscribe(list(topics))
-    read = learned = 0
-    deadline = time.monotonic() + 60
-    try:
-        while read < total and time.monotonic() < deadline:
-            for m in consumer.consume(1000, timeout=0.5):
-                if m.error() is not None:
-                    continue
-                name = f"{m.topic()}/{m.partition()}"
-                if m.topic() == settings.features_topic:
-                    join.add_features(name, decode_features(m.value() or b""), m.offset() or 0)
-                else:
-                    join.add_label(name, decode_label(m.value() or b""), m.offset() or 0)
-                read += 1
-            learned += sum(len(b.samples) for b in join.ready())
-    finally:
-        consumer.close()
-    assert read == total
-    return learned
 
 
 def train(
@@ -124,7 +99,9 @@ def test_two_freshly_loaded_topic_sets_train_the_same_model(
                 for topic, rows in zip(topics, stream, strict=True)
             ]
             load(settings, parts[::-1] if labels_first else parts)
-            counts.append(expected_samples(settings, sum(len(rows) for rows in stream)))
+            samples, records = learnable_samples(settings, timeout=60)
+            assert records == sum(len(rows) for rows in stream)
+            counts.append(samples)
             outcomes.append(train(settings, client, base, counts[-1]))
         client.close()
     (count_a, model_a, checkpoint_a), (count_b, model_b, checkpoint_b) = outcomes

@@ -3,9 +3,13 @@ build the trainer, its checkpoints and its poll loop here, so they run the same 
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer
+import time
+import uuid
 
-from millrace.kafka import consumer_config
+from confluent_kafka import Consumer, TopicPartition
+
+from millrace.kafka import consumer_config, has_data, watermarks
+from millrace.records import decode_features, decode_label
 from millrace.registry_client import RegistryClient
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import KafkaCheckpoints
@@ -71,3 +75,38 @@ def make_loop(
         Cadence(settings.checkpoint_every, settings.checkpoint_interval_s),
         settings.poll_size,
     )
+
+
+def learnable_samples(settings: TrainerSettings, timeout: float = 600.0) -> tuple[int, int]:
+    """(samples, records): how many samples the trainer's join yields over everything the
+    features and labels topics hold now, and how many records that is. A run over the same
+    topics learns exactly that many, so benchmarks and tests stop on it, not on a stall."""
+    join = WindowedJoin(settings.window_ms, settings.label_wait_ms, settings.batch_samples)
+    reader = Consumer(
+        consumer_config(settings.kafka_bootstrap, f"{group_id(settings)}-count-{uuid.uuid4().hex}")
+    )
+    try:
+        ends = {
+            (topic, partition): bounds
+            for topic in (settings.features_topic, settings.labels_topic)
+            for partition, bounds in watermarks(reader, topic).items()
+        }
+        join.assign({f"{t}/{p}" for t, p in ends})
+        reader.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
+        here = [TopicPartition(t, p) for t, p in ends]
+        samples = records = 0
+        deadline = time.monotonic() + timeout
+        while any(tp.offset < ends[(tp.topic, tp.partition)][1] for tp in reader.position(here)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading the topics to their ends took over {timeout:g} s")
+            for message in filter(has_data, reader.consume(10_000, timeout=0.5)):
+                name, offset = f"{message.topic()}/{message.partition()}", message.offset() or 0
+                if message.topic() == settings.features_topic:
+                    join.add_features(name, decode_features(message.value() or b""), offset)
+                else:
+                    join.add_label(name, decode_label(message.value() or b""), offset)
+                records += 1
+            samples += sum(len(batch.samples) for batch in join.ready())
+        return samples, records
+    finally:
+        reader.close()

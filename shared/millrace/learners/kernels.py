@@ -16,8 +16,9 @@ import math
 import numpy as np
 from numba import njit
 
+from millrace.evaluation import LOG_LOSS_EPS
+
 SGD, ADAGRAD, FTRL = 0, 1, 2
-_EPS = 1e-12
 
 
 @njit(cache=True, inline="always")
@@ -27,7 +28,7 @@ def _sigmoid(z: float) -> float:
 
 @njit(cache=True, inline="always")
 def _log_loss(p: float, y: float) -> float:
-    q = min(max(p, _EPS), 1.0 - _EPS)
+    q = min(max(p, LOG_LOSS_EPS), 1.0 - LOG_LOSS_EPS)
     return -(y * math.log(q) + (1.0 - y) * math.log(1.0 - q))
 
 
