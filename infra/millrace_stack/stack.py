@@ -78,7 +78,10 @@ def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
         if procs.running(name):
             continue
         say(f"starting {name}")
-        procs.start(name, [sys.executable, "-m", MODULES[name]], env)
+        # One replica of each: a stable instance id gives each its own transactional id, the
+        # same after every restart (so the restart fences what its predecessor left open).
+        own = {**env, "MILLRACE_INSTANCE_ID": f"{name}-0"}
+        procs.start(name, [sys.executable, "-m", MODULES[name]], own)
         if name == "model-registry":
             wait_http(f"http://127.0.0.1:{PORTS[name]}/health")
     for name in ("featurizer", "trainer", "predictor"):

@@ -36,7 +36,8 @@ class InvalidEvent(ValueError):
         super().__init__(reason)
         self.reason = reason
         #: A small fixed vocabulary, safe as a metric label: too_large, malformed_json,
-        #: invalid_envelope, unknown_type, invalid_data, key_mismatch.
+        #: invalid_envelope, unknown_type, invalid_data, key_mismatch, missing_key, late,
+        #: module_error.
         self.kind = kind
 
 

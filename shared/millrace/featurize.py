@@ -27,6 +27,9 @@ from millrace.state import StateWrite
 log = logging.getLogger(__name__)
 
 MAX_TS = "__max_ts"
+#: A feature or label record above this many bytes dead-letters its event (Kafka's default
+#: message limit is about 1 MB; a record that cannot be produced must not block a transaction).
+MAX_RECORD_BYTES = 256 * 1024
 StateLoader = Callable[[Iterable[str]], dict[str, dict[str, float]]]
 
 
@@ -36,6 +39,9 @@ class SourceEvent:
     key: bytes | None
     partition: int
     offset: int
+    #: Whether the event came as a Kafka message, whose key must then be the envelope's key
+    #: (files and in-memory lists have no message key to check).
+    from_kafka: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,17 +87,23 @@ class Featurizer:
             try:
                 self._check_lateness(event, state)
                 outcome = process_event(self.module, event, state)
+                feature = (
+                    _encoded(feature_record(event, outcome, self.schema_hash))
+                    if outcome.features is not None
+                    else None
+                )
+                label = (
+                    _encoded(label_record(event, outcome)) if outcome.label is not None else None
+                )
             except InvalidEvent as exc:
                 result.dead.append(DeadLetter(source, exc.reason, exc.kind))
                 continue
-            if outcome.features is not None:
-                record = feature_record(event, outcome, self.schema_hash)
-                result.features.append((event.key, encode(record)))
-                result.feature_records.append(record)
-            if outcome.label is not None:
-                record = label_record(event, outcome)
-                result.labels.append((event.key, encode(record)))
-                result.label_records.append(record)
+            if feature is not None:
+                result.features.append((event.key, feature[1]))
+                result.feature_records.append(feature[0])
+            if label is not None:
+                result.labels.append((event.key, label[1]))
+                result.label_records.append(label[0])
             update = dict(outcome.state_update)
             if event.ts > state.get(MAX_TS, -1.0):
                 update[MAX_TS] = float(event.ts)
@@ -110,7 +122,18 @@ class Featurizer:
             )
 
 
+def _encoded(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    data = encode(record)
+    if len(data) > MAX_RECORD_BYTES:
+        raise InvalidEvent(f"record too large: {len(data)} bytes > {MAX_RECORD_BYTES}", "too_large")
+    return record, data
+
+
 def _parse(source: SourceEvent) -> Event:
+    if source.from_kafka and source.key is None:
+        # Without the key, the partitioner spreads one entity over several partitions, and two
+        # replicas would update its state concurrently and out of order.
+        raise InvalidEvent("message has no key: the key must be the envelope's key", "missing_key")
     event = parse_event(source.value)
     if source.key is not None and source.key.decode("utf-8", "replace") != event.key:
         raise InvalidEvent("message key does not match the envelope's key", "key_mismatch")
@@ -189,4 +212,4 @@ def from_envelopes(events: Iterable[Mapping[str, Any]]) -> Iterator[SourceEvent]
     for offset, event in enumerate(events):
         key = event.get("key")
         encoded = key.encode() if isinstance(key, str) else None
-        yield SourceEvent(orjson.dumps(event), encoded, 0, offset)
+        yield SourceEvent(orjson.dumps(event), encoded, 0, offset, from_kafka=False)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from millrace.health import serve_health
+import logging
+import sys
+
+from millrace.health import ServiceFailed, serve_health
 from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
 from millrace.logs import configure_logging
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_featurizer.settings import FeaturizerSettings
+
+log = logging.getLogger("millrace_featurizer")
 
 
 def main() -> None:
@@ -20,10 +25,15 @@ def main() -> None:
         batch_size=settings.batch_size,
         instance_id=settings.instance_id,
         session_timeout_ms=settings.session_timeout_ms,
+        stall_timeout_s=settings.stall_timeout_s,
     )
     runner.install_signal_handlers()
-    serve_health(settings.host, settings.port, lambda: {"status": "ok", "batches": runner.batches})
-    runner.run()
+    serve_health(settings.host, settings.port, runner.health)
+    try:
+        runner.run()
+    except ServiceFailed as exc:
+        log.critical("featurizer cannot go on; exiting for a restart", extra={"reason": str(exc)})
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def from_file(path: Path) -> Iterator[SourceEvent]:
     if suffix in (".jsonl", ".ndjson", ".json"):
         with path.open("rb") as lines:
             for offset, line in enumerate(lines):
-                yield SourceEvent(line.rstrip(b"\r\n"), None, 0, offset)
+                yield SourceEvent(line.rstrip(b"\r\n"), None, 0, offset, from_kafka=False)
         return
     if suffix == ".csv":
         import pandas as pd
@@ -49,7 +49,7 @@ def from_file(path: Path) -> Iterator[SourceEvent]:
     if missing:
         raise ValueError(f"{path} lacks the envelope columns {sorted(missing)}")
     for offset, row in enumerate(table.select(list(ENVELOPE_COLUMNS)).to_pylist()):
-        yield SourceEvent(_row_to_json(row), None, 0, offset)
+        yield SourceEvent(_row_to_json(row), None, 0, offset, from_kafka=False)
 
 
 def _row_to_json(row: dict[str, Any]) -> bytes:

@@ -8,12 +8,17 @@ the partition is next assigned (to this replica or another), :meth:`LiveFeaturiz
 replays that gap from the events topic for its state only, producing nothing. Features are always
 computed from the state of exactly the events before them, so a restarted or rebalanced featurizer
 emits what an uninterrupted one would have.
+
+That replay runs in the poll loop, not in the assignment callback: newly assigned partitions are
+paused until their state is caught up, and the loop keeps polling between replay chunks, so a long
+gap never exceeds ``max.poll.interval.ms``. A failed transaction is aborted and the batch read
+again; a fatal producer error (another process took over this transactional id) or a loop that
+stops making progress ends the process (see :class:`millrace.health.Liveness`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import threading
@@ -21,11 +26,20 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import Counter, Gauge
 
+from millrace.envelope import MAX_EVENT_BYTES
 from millrace.features import load_feature_module
-from millrace.featurize import BatchResult, Featurizer, SourceEvent
+from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent
+from millrace.health import Liveness, ServiceFailed
 from millrace.kafka import consumer_config, has_data, read_range, watermarks
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
@@ -42,6 +56,14 @@ RECOVERED = Counter(
     "millrace_featurizer_recovered_events_total", "Events replayed to restore Redis state"
 )
 LAG_MS = Gauge("millrace_featurizer_event_time_lag_ms", "Wall clock minus newest event time")
+FAILED_TRANSACTIONS = Counter(
+    "millrace_featurizer_failed_transactions_total", "Transactions aborted and read again"
+)
+
+#: A dead letter carries at most this much of the event (events above the envelope's limit are
+#: rejected as too large, and their whole copy may not even fit in a Kafka message).
+MAX_DEAD_LETTER_BYTES = MAX_EVENT_BYTES
+MAX_DEAD_LETTER_KEY_BYTES = 1024
 
 
 class LiveFeaturizer:
@@ -58,6 +80,7 @@ class LiveFeaturizer:
         batch_size: int = 5000,
         instance_id: str | None = None,
         session_timeout_ms: int = 10_000,
+        stall_timeout_s: float = 120.0,
     ) -> None:
         self.featurizer = featurizer
         self.state = state
@@ -69,22 +92,27 @@ class LiveFeaturizer:
         self.dead_letter_topic = dead_letter_topic
         self.batch_size = batch_size
         self.stopping = threading.Event()
+        self.liveness = Liveness(stall_timeout_s)
         self.batches = 0
         self.events = 0
-        # A stable instance id gives a stable transactional id: a restarted replica's first
-        # transaction fences and aborts whatever its dead predecessor left open.
-        instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        #: Assigned partitions whose Redis state is not yet caught up (paused until it is).
+        self._unrecovered: set[int] = set()
+        # The transactional id is the same for every incarnation of a replica (its hostname:
+        # a compose service, a Kubernetes pod's ordinal name; or MILLRACE_INSTANCE_ID), so a
+        # restarted replica's first transaction fences and aborts what its dead predecessor left
+        # open instead of readers waiting for that transaction to time out.
+        self.instance_id = instance_id or socket.gethostname()
         self.consumer = Consumer(
             consumer_config(
                 bootstrap,
                 group,
-                **{"client.id": instance, "session.timeout.ms": session_timeout_ms},
+                **{"client.id": self.instance_id, "session.timeout.ms": session_timeout_ms},
             )
         )
         self.producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
-                "transactional.id": f"{group}-{instance}",
+                "transactional.id": f"{group}-{self.instance_id}",
                 "linger.ms": 5,
                 "compression.type": "lz4",
             }
@@ -111,25 +139,39 @@ class LiveFeaturizer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
 
+    def health(self) -> dict[str, Any]:
+        return self.liveness.status(batches=self.batches, events=self.events)
+
     def run(self) -> None:
+        """Featurize until :attr:`stopping` is set; raises :class:`ServiceFailed` when the loop
+        cannot go on."""
         self.state.claim_schema(self.featurizer.schema_marker)
         self.producer.init_transactions(30)
         self.consumer.subscribe(
-            [self.events_topic], on_assign=lambda _consumer, parts: self.recover(parts)
+            [self.events_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
         log.info("featurizer running", extra={"topic": self.events_topic})
         try:
             while not self.stopping.is_set():
+                self.liveness.check()
+                if self._unrecovered:
+                    self._recover()
+                    continue
                 messages = self.consumer.consume(self.batch_size, timeout=0.2)
                 batch = [_source(m) for m in messages if has_data(m)]
-                if batch:
-                    self._process(batch)
+                if not batch or self._process(batch):
+                    self.liveness.beat()
+        except ServiceFailed as exc:
+            self.liveness.fail(str(exc))
+            raise
         finally:
             self.consumer.close()
-            self.producer.flush(10)
+            if self.liveness.failure is None:
+                self.producer.flush(10)
             log.info("featurizer stopped", extra={"batches": self.batches})
 
-    def _process(self, batch: list[SourceEvent]) -> None:
+    def _process(self, batch: list[SourceEvent]) -> bool:
+        """One batch in one transaction; False if it was aborted (and will be read again)."""
         result = self.featurizer.run_batch(batch, self.state.read_many)
         try:
             self.producer.begin_transaction()
@@ -139,12 +181,10 @@ class LiveFeaturizer:
                 positions, self.consumer.consumer_group_metadata(), 30
             )
             self.producer.commit_transaction(30)
-        except KafkaException as exc:
-            log.error("transaction failed; rewinding", extra={"error": str(exc)})
-            if exc.args[0].txn_requires_abort():
-                self.producer.abort_transaction(30)
+        except (KafkaException, BufferError) as exc:
+            self._abort(exc)
             self._rewind()
-            return
+            return False
         in_batch = {s.partition for s in batch}
         fences = {tp.partition: tp.offset - 1 for tp in positions if tp.partition in in_batch}
         self.state.apply(result.writes, fences)
@@ -160,6 +200,20 @@ class LiveFeaturizer:
                 LATE.inc()
         if result.newest_ts:
             LAG_MS.set(time.time() * 1000 - result.newest_ts)
+        return True
+
+    def _abort(self, exc: KafkaException | BufferError) -> None:
+        """Abort whatever transaction is open, whatever failed inside it: a transaction left
+        open makes every later ``begin_transaction`` fail."""
+        _raise_if_fatal(exc)
+        FAILED_TRANSACTIONS.inc()
+        log.error("transaction failed; aborting and reading the batch again", exc_info=exc)
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as abort_failure:
+            _raise_if_fatal(abort_failure)
+            # Nothing was open (begin_transaction itself failed): nothing to abort.
+            log.info("no transaction to abort", extra={"error": str(abort_failure)})
 
     def _produce(self, result: BatchResult) -> None:
         for key, value in result.features:
@@ -167,16 +221,23 @@ class LiveFeaturizer:
         for key, value in result.labels:
             self.producer.produce(self.labels_topic, value, key)
         for dead in result.dead:
-            source = f"{self.events_topic}/{dead.source.partition}/{dead.source.offset}"
-            headers: list[tuple[str, str | bytes | None]] = [
-                ("reason", dead.reason.encode()[:1000]),
-                ("kind", dead.kind.encode()),
-                ("source", source.encode()),
-            ]
-            self.producer.produce(
-                self.dead_letter_topic, dead.source.value, dead.source.key, headers=headers
-            )
-            log.warning("dead-lettered event", extra={"reason": dead.reason, "source": source})
+            self._dead_letter(dead)
+
+    def _dead_letter(self, dead: DeadLetter) -> None:
+        source = f"{self.events_topic}/{dead.source.partition}/{dead.source.offset}"
+        value, key = dead.source.value, dead.source.key
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", dead.reason.encode()[:1000]),
+            ("kind", dead.kind.encode()),
+            ("source", source.encode()),
+        ]
+        if len(value) > MAX_DEAD_LETTER_BYTES:
+            headers.append(("truncated_from", str(len(value)).encode()))
+            value = value[:MAX_DEAD_LETTER_BYTES]
+        if key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+            key = key[:MAX_DEAD_LETTER_KEY_BYTES]
+        self.producer.produce(self.dead_letter_topic, value, key, headers=headers)
+        log.warning("dead-lettered event", extra={"reason": dead.reason, "source": source})
 
     def _rewind(self) -> None:
         assignment = self.consumer.assignment()
@@ -185,19 +246,38 @@ class LiveFeaturizer:
 
     # -- recovery ---------------------------------------------------------------------------
 
-    def recover(self, partitions: list[TopicPartition]) -> None:
-        """Bring Redis up to the committed offsets of newly assigned partitions."""
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.assign(partitions)
+        consumer.pause(partitions)
+        self._unrecovered.update(tp.partition for tp in partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._unrecovered.difference_update(tp.partition for tp in partitions)
+
+    def _recover(self) -> None:
+        """Bring Redis up to the committed offsets of the newly assigned partitions, then let
+        them be consumed."""
+        pending = sorted(self._unrecovered)
         fences = self.state.fences()
-        for tp in self.consumer.committed(partitions, timeout=30):
+        committed = self.consumer.committed(
+            [TopicPartition(self.events_topic, p) for p in pending], timeout=30
+        )
+        for tp in committed:
             start = fences.get(tp.partition, -1) + 1
             if tp.offset >= 0 and start < tp.offset:
                 log.warning(
                     "redis state behind the committed offset; replaying the gap",
                     extra={"partition": tp.partition, "from": start, "to": tp.offset},
                 )
-                self._replay_state(tp.partition, start, tp.offset)
+                if not self._replay_state(tp.partition, start, tp.offset):
+                    return  # revoked or stopping meanwhile: the next owner replays the rest
+            self._unrecovered.discard(tp.partition)
+        if not self._unrecovered:
+            self.consumer.resume(self.consumer.assignment())
 
-    def _replay_state(self, partition: int, start: int, end: int, timeout: float = 600.0) -> None:
+    def _replay_state(self, partition: int, start: int, end: int, timeout: float = 600.0) -> bool:
+        """Replay events ``[start, end)`` of ``partition`` into Redis only; False if the
+        partition was revoked (or the runner told to stop) before the end."""
         reader = Consumer(
             consumer_config(self.bootstrap, f"{self.group}-recovery-{uuid.uuid4().hex}")
         )
@@ -211,9 +291,32 @@ class LiveFeaturizer:
                 result = self.featurizer.run_batch(batch, self.state.read_many)
                 self.state.apply(result.writes, {partition: batch[-1].offset})
                 RECOVERED.inc(len(batch))
+                self.liveness.beat()
+                self._stay_in_group()
+                if partition not in self._unrecovered or self.stopping.is_set():
+                    return False
             self.state.apply([], {partition: end - 1})
+            return True
         finally:
             reader.close()
+
+    def _stay_in_group(self) -> None:
+        """Poll the (paused) consumer between replay chunks: it keeps the group membership
+        alive and serves rebalances. Records it still had buffered are put back."""
+        rewind_to: dict[int, int] = {}
+        for message in self.consumer.consume(self.batch_size, timeout=0):
+            if has_data(message):
+                source = _source(message)
+                rewind_to.setdefault(source.partition, source.offset)
+        for partition, offset in rewind_to.items():
+            self.consumer.seek(TopicPartition(self.events_topic, partition, offset))
+
+
+def _raise_if_fatal(exc: KafkaException | BufferError) -> None:
+    if isinstance(exc, KafkaException):
+        error: KafkaError = exc.args[0]
+        if error.fatal():
+            raise ServiceFailed(f"fatal Kafka producer error: {error.str()}") from exc
 
 
 def _source(message: Message) -> SourceEvent:

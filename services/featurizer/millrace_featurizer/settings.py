@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import socket
+
 from pydantic import Field
 
 from millrace.settings import HttpSettings
@@ -13,8 +15,13 @@ class FeaturizerSettings(HttpSettings):
     # --batch-size 1000` vs the default: 5000 gave about 1.3x the throughput).
     batch_size: int = Field(default=5000, ge=1)
     partitions: int = 3
-    # A stable, unique id per replica (e.g. its hostname in compose): a restarted replica then
-    # fences the transaction its dead predecessor left open instead of waiting for it to expire.
-    instance_id: str | None = None
+    # A stable, unique id per replica: a restarted replica then fences the transaction its dead
+    # predecessor left open instead of readers waiting for it to expire. The default, the host
+    # name, is stable per compose service and per Kubernetes StatefulSet pod (name-0, name-1);
+    # replicas sharing a host need one each (the local stack sets featurizer-0).
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
     # How soon the group notices a dead replica and hands its partitions to another.
     session_timeout_ms: int = 10_000
+    # No committed batch and no idle poll for this long: /health turns 503 and the process
+    # exits non-zero, so that its supervisor restarts it.
+    stall_timeout_s: float = Field(default=120.0, gt=0)

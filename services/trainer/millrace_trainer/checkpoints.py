@@ -9,8 +9,9 @@ import uuid
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from millrace.health import ServiceFailed
 from millrace.kafka import TopicSpec, consumer_config, ensure_topics, read_range, watermarks
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,28 @@ class KafkaCheckpoints:
         """Write ``state`` and commit ``offsets`` for ``consumer``'s group, atomically; returns
         the checkpoint's size in bytes."""
         data = orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY)
-        self.producer.begin_transaction()
-        self.producer.produce(self.topic, data, self.key.encode())
-        self.producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
-        self.producer.commit_transaction(60)
+        try:
+            self.producer.begin_transaction()
+            self.producer.produce(self.topic, data, self.key.encode())
+            self.producer.send_offsets_to_transaction(
+                offsets, consumer.consumer_group_metadata(), 30
+            )
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            self._abort(exc)
+            raise CheckpointFailed(str(exc.args[0])) from exc
         return len(data)
+
+    def _abort(self, exc: KafkaException) -> None:
+        if exc.args[0].fatal():
+            raise ServiceFailed(f"fatal Kafka producer error: {exc.args[0].str()}") from exc
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as abort_failure:
+            if abort_failure.args[0].fatal():
+                raise ServiceFailed(str(abort_failure.args[0])) from abort_failure
+            log.info("no checkpoint transaction to abort", extra={"error": str(abort_failure)})
+
+
+class CheckpointFailed(RuntimeError):
+    """A checkpoint was not written (and its transaction aborted); the next one may be."""

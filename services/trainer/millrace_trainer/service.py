@@ -74,6 +74,7 @@ def make_loop(
         settings.labels_topic,
         Cadence(settings.checkpoint_every, settings.checkpoint_interval_s),
         settings.poll_size,
+        stall_timeout_s=settings.stall_timeout_s,
     )
 
 

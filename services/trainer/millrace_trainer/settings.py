@@ -36,6 +36,9 @@ class TrainerSettings(HttpSettings):
     max_waiting: int = Field(default=1_000_000, ge=1)
     # Records per poll at most: every window a poll makes ready is learned in one call.
     poll_size: int = Field(default=10_000, ge=1)
+    # No completed poll for this long (a hung registry call, say): /health turns 503 and the
+    # process exits non-zero, so that its supervisor restarts it from the last checkpoint.
+    stall_timeout_s: float = Field(default=300.0, gt=0)
     promotion: Promotion = "always"
     # The validation gate (off when unset): a version is published only if the learning model's
     # prequential log-loss since its parent is at most the parent's own on the same batches plus

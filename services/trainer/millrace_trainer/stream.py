@@ -23,8 +23,9 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from millrace import collector
+from millrace.health import Liveness
 from millrace.records import decode_features, decode_label
-from millrace_trainer.checkpoints import KafkaCheckpoints
+from millrace_trainer.checkpoints import CheckpointFailed, KafkaCheckpoints
 from millrace_trainer.training import StreamTrainer
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ EVICTED = Gauge("millrace_trainer_join_evicted", "Records evicted from a full jo
 UNDECODABLE = Counter("millrace_trainer_undecodable_total", "Records that did not decode")
 WATERMARK = Gauge("millrace_trainer_watermark_ms", "Event time the watermark has reached")
 CHECKPOINT_BYTES = Gauge("millrace_trainer_checkpoint_bytes", "Size of the last checkpoint")
+FAILED_CHECKPOINTS = Counter(
+    "millrace_trainer_failed_checkpoints_total", "Checkpoints aborted (tried again later)"
+)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class StreamLoop:
         cadence: Cadence | None = None,
         poll_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        stall_timeout_s: float = 300.0,
     ) -> None:
         self.trainer = trainer
         self.consumer = consumer
@@ -73,6 +78,8 @@ class StreamLoop:
         self.source = {"stream": [features_topic, labels_topic]}
         self.checkpoint_bytes_max = 0
         self.checkpoints_written = 0
+        #: Beats once per poll; /health turns 503 and the loop ends if it stops (see Liveness).
+        self.liveness = Liveness(stall_timeout_s)
         self._names: dict[tuple[str, int], str] = {}
 
     def run(self) -> None:
@@ -93,6 +100,7 @@ class StreamLoop:
         join = self.trainer.join
         batches_since, checkpointed_at, dirty = 0, self.clock(), False
         while not self.trainer.stopping.is_set():
+            self.liveness.check()
             messages = self.consumer.consume(self.poll_size, timeout=0.5)
             now = self.clock()
             dirty |= self._add(messages, now)
@@ -102,9 +110,15 @@ class StreamLoop:
                 batches_since += len(ready)
             self._note_idle()
             if dirty and self.cadence.due(batches_since, now - checkpointed_at):
-                self.checkpoint()
-                batches_since, checkpointed_at, dirty = 0, now, False
+                try:
+                    self.checkpoint()
+                    dirty = False
+                except CheckpointFailed as exc:
+                    FAILED_CHECKPOINTS.inc()
+                    log.error("checkpoint failed; trying again later", extra={"error": str(exc)})
+                batches_since, checkpointed_at = 0, now
             self._gauges()
+            self.liveness.beat()
 
     def _add(self, messages: list[Message], now: float) -> bool:
         """Decode and join a poll's records; True if any was a record."""

@@ -78,16 +78,28 @@ class FeatureModule(ABC):
 
 
 def process_event(module: FeatureModule, event: Event, state: State) -> Outcome:
-    """Run one validated-envelope event through ``module``; raises :class:`InvalidEvent`."""
+    """Run one validated-envelope event through ``module``; raises :class:`InvalidEvent`.
+
+    Whatever the module's own code raises for one event is that event's fault as far as the
+    pipeline can tell (a value the validation let through, say a timestamp ``datetime`` cannot
+    hold): it becomes an :class:`InvalidEvent` of kind ``module_error``, so the runners
+    dead-letter the event and the predictor answers 422, instead of one event stopping the
+    stream on every restart."""
     if event.type not in module.event_types:
         raise InvalidEvent(f"unknown event type {event.type!r}", "unknown_type")
-    module.validate(event)
-    return Outcome(
-        subject=module.subject(event),
-        features=module.features(event, state),
-        label=module.label(event),
-        state_update=module.update(event, state),
-    )
+    try:
+        module.validate(event)
+        return Outcome(
+            subject=module.subject(event),
+            features=module.features(event, state),
+            label=module.label(event),
+            state_update=module.update(event, state),
+        )
+    except InvalidEvent:
+        raise
+    except Exception as exc:
+        reason = f"feature module failed: {type(exc).__name__}: {exc}"
+        raise InvalidEvent(reason[:500], "module_error") from exc
 
 
 def feature_schema_hash(module: FeatureModule) -> str:
