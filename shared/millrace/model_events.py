@@ -1,7 +1,9 @@
 """The ``model-events`` topic: every alias move, keyed by model name, on a compacted topic.
 
-The registry announces; predictors follow. A follower reads the topic from the beginning, so on
-start it learns the current state of every alias, then keeps receiving moves as they happen.
+The registry announces; predictors follow. Every move carries the alias's sequence number from
+the registry's transaction. A follower starts at the topic's end: what an alias names now comes
+from the registry (a replica never swaps through history on start-up), and the sequence numbers
+let it ignore a move older than what it holds, however the announcements interleave.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from millrace.kafka import consumer_config
 
@@ -46,7 +48,7 @@ class ModelEventPublisher:
 
 
 class ModelEventFollower(threading.Thread):
-    """Calls ``on_move(event)`` for every alias move, from the beginning of the topic."""
+    """Calls ``on_move(event)`` for every alias move announced from now on."""
 
     def __init__(
         self, bootstrap: str, topic: str, on_move: Callable[[dict[str, Any]], None]
@@ -58,8 +60,14 @@ class ModelEventFollower(threading.Thread):
         # Each follower reads everything itself; the group id is never committed.
         self._consumer = Consumer(consumer_config(bootstrap, f"model-events-{uuid.uuid4().hex}"))
 
+    def start(self) -> None:
+        """Pin the position to the topic's end now, before the caller reads the registry: every
+        move announced after this call is delivered."""
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=30)
+        self._consumer.assign([TopicPartition(self.topic, 0, high)])
+        super().start()
+
     def run(self) -> None:
-        self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
         while not self._stop_event.is_set():
             msg = self._consumer.poll(0.5)
             if msg is None:

@@ -1,11 +1,15 @@
 """A small client for the registry's HTTP API, used by the trainer and the predictor.
 
-Connection failures and server errors are retried (exponential back-off, tenacity); every
-artifact it hands out has had its sha256 and HMAC signature checked.
+Connection failures and server errors are retried (exponential back-off, tenacity). Retrying
+is safe for every call: a publish carries an idempotency key, so a retried POST returns the
+version the lost answer named, and a compare-and-set whose lost answer had applied is recognised
+in the alias history instead of turning into a spurious 409. Every artifact it hands out has had
+its sha256 and signature checked.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -78,15 +82,19 @@ class RegistryClient:
             errors=(httpx.HTTPError,),
         )
 
+    def signature(self, artifact: bytes) -> str:
+        return sign(artifact, self.signing_key)
+
     def publish(self, model: str, artifact: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
         response = self._request(
             "POST",
             f"/models/{model}/versions",
             files={"artifact": ("model.json", artifact, "application/octet-stream")},
             data={
-                "signature": sign(artifact, self.signing_key),
+                "signature": self.signature(artifact),
                 "metadata": orjson.dumps(metadata).decode(),
             },
+            headers={"Idempotency-Key": uuid.uuid4().hex},
         )
         result: dict[str, Any] = response.json()
         return result
@@ -117,20 +125,45 @@ class RegistryClient:
         return response.content
 
     def get_alias(self, model: str, alias: str = "production") -> int | None:
+        state = self.alias_state(model, alias)
+        return None if state is None else int(state["version"])
+
+    def alias_state(self, model: str, alias: str = "production") -> dict[str, Any] | None:
+        """``{"version", "seq", ...}`` of the alias, or None while it is unset."""
         try:
-            return int(self._request("GET", f"/models/{model}/aliases/{alias}").json()["version"])
+            result: dict[str, Any] = self._request("GET", f"/models/{model}/aliases/{alias}").json()
         except RegistryError as exc:
             if exc.status == 404:
                 return None
             raise
+        return result
+
+    def history(self, model: str, alias: str = "production", limit: int = 100) -> list[Any]:
+        result: list[Any] = self._request(
+            "GET", f"/models/{model}/aliases/{alias}/history", params={"limit": limit}
+        ).json()["items"]
+        return result
 
     def move_alias(
         self, model: str, alias: str, version: int, expected: int | None, reason: str = ""
     ) -> dict[str, Any]:
         body = {"version": version, "expected_version": expected, "reason": reason}
-        result: dict[str, Any] = self._request(
-            "PUT", f"/models/{model}/aliases/{alias}", json=body
-        ).json()
+        try:
+            result: dict[str, Any] = self._request(
+                "PUT", f"/models/{model}/aliases/{alias}", json=body
+            ).json()
+        except RegistryError as exc:
+            # A retried PUT after a lost answer that had applied finds the alias moved already:
+            # if the newest move is exactly this one, it is ours.
+            if exc.status != 409:
+                raise
+            newest = self.history(model, alias, limit=1)
+            move = (version, expected, reason)
+            if not newest or (
+                (newest[0]["to_version"], newest[0]["from_version"], newest[0]["reason"]) != move
+            ):
+                raise
+            return dict(newest[0])
         return result
 
     def rollback(

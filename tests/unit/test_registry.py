@@ -47,7 +47,8 @@ def test_concurrent_publishers_get_unique_gapless_versions(tmp_path):
 
     def publisher(worker: int) -> list[int]:
         return [
-            store.publish("m", f"a{worker}-{i % 5}".encode(), "s", {})["version"] for i in range(50)
+            store.publish("m", f"a{worker}-{i % 5}".encode(), "s", {})[0]["version"]
+            for i in range(50)
         ]
 
     with ThreadPoolExecutor(8) as pool:
@@ -138,7 +139,7 @@ def test_archive_filters_promote_and_retention(tmp_path):
     assert survivors == {3, 9, 10}
     assert not store.artifact_path(sha256_hex(b"artifact-1")).exists()
     # Numbers are never handed out twice, even after old versions were pruned.
-    assert store.publish("m", b"new", "s", {})["version"] == 11
+    assert store.publish("m", b"new", "s", {})[0]["version"] == 11
 
 
 def test_http_archive_promote_prune_and_tag_filter(client):

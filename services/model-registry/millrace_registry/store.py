@@ -2,9 +2,15 @@
 
 Version numbers come from a per-model counter inside one ``BEGIN IMMEDIATE`` transaction, so
 concurrent publishers get unique, gapless numbers, and a number is never handed out twice even
-after retention pruned old versions. Alias moves are compare-and-set and append to an alias
-history that is never rewritten. Retention never removes a version an alias points at or one the
-last N alias moves reference.
+after retention pruned old versions. A publish may carry an idempotency key: the same key again
+returns the version it first made, so a client may retry a publish whose answer it lost.
+Artifact files are written and unlinked under the same lock as the rows that reference them, so a
+publish of bytes identical to a version being pruned never loses its file.
+
+Alias moves are compare-and-set, append to an alias history that is never rewritten, and carry a
+per-alias sequence number from the same transaction: followers apply a move only if its number
+is above the one they hold, so late or reordered announcements cannot move them backwards.
+Retention never removes a version an alias points at or one the last N alias moves reference.
 """
 
 from __future__ import annotations
@@ -33,11 +39,15 @@ CREATE TABLE IF NOT EXISTS version_counters (
     model TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS aliases (
     model TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
-    updated_at REAL NOT NULL, PRIMARY KEY (model, alias));
+    updated_at REAL NOT NULL, seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, alias));
 CREATE TABLE IF NOT EXISTS alias_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, alias TEXT NOT NULL,
     from_version INTEGER, to_version INTEGER NOT NULL, kind TEXT NOT NULL,
-    actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL);
+    actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS publish_keys (
+    model TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+    PRIMARY KEY (model, key));
 CREATE INDEX IF NOT EXISTS alias_history_by_alias ON alias_history (model, alias, id);
 CREATE INDEX IF NOT EXISTS versions_by_sha ON versions (sha256);
 """
@@ -62,6 +72,8 @@ class AliasMove:
     actor: str
     reason: str
     at: float
+    #: The alias's sequence number after this move (1 for its first).
+    seq: int
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -79,7 +91,16 @@ class RegistryStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        self._migrate()
+        # Reentrant: prune holds it across its transaction and the unlinking of orphan files.
+        self._lock = threading.RLock()
+
+    def _migrate(self) -> None:
+        """Add the columns a store made by an earlier release lacks."""
+        for table in ("aliases", "alias_history"):
+            columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if "seq" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -98,11 +119,26 @@ class RegistryStore:
     # -- versions -------------------------------------------------------------------------
 
     def publish(
-        self, model: str, artifact: bytes, signature: str, metadata: dict[str, Any]
-    ) -> dict[str, Any]:
+        self,
+        model: str,
+        artifact: bytes,
+        signature: str,
+        metadata: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """(the version, True if this call created it). With ``idempotency_key``, a key seen
+        before returns the version it made (:class:`Conflict` if the bytes differ)."""
         digest = sha256_hex(artifact)
-        self._write_artifact(digest, artifact)
         with self._tx() as db:
+            if idempotency_key is not None:
+                seen = db.execute(
+                    "SELECT version, sha256 FROM publish_keys WHERE model = ? AND key = ?",
+                    (model, idempotency_key),
+                ).fetchone()
+                if seen is not None:
+                    if seen[1] != digest:
+                        raise Conflict("this idempotency key was used to publish other bytes")
+                    return self.get_version(model, int(seen[0])), False
             row = db.execute(
                 "INSERT INTO version_counters VALUES (?, 1) ON CONFLICT (model) "
                 "DO UPDATE SET last_version = last_version + 1 RETURNING last_version",
@@ -122,7 +158,15 @@ class RegistryStore:
                     time.time(),
                 ),
             )
-        return self.get_version(model, version)
+            if idempotency_key is not None:
+                db.execute(
+                    "INSERT INTO publish_keys VALUES (?, ?, ?, ?)",
+                    (model, idempotency_key, version, digest),
+                )
+            # Under the lock, so a concurrent prune cannot unlink the file between the check
+            # that it exists and the commit that references it.
+            self._write_artifact(digest, artifact)
+        return self.get_version(model, version), True
 
     def _write_artifact(self, digest: str, data: bytes) -> None:
         path = self.artifact_path(digest)
@@ -202,35 +246,51 @@ class RegistryStore:
     def prune(self, model: str, keep_last: int, keep_history_moves: int = 20) -> list[int]:
         """Delete versions beyond the newest ``keep_last``, except those an alias points at or
         the last ``keep_history_moves`` alias moves reference; returns the deleted numbers."""
-        with self._tx() as db:
-            protected = {
-                r[0] for r in db.execute("SELECT version FROM aliases WHERE model = ?", (model,))
-            }
-            for old, new in db.execute(
-                "SELECT from_version, to_version FROM alias_history WHERE model = ? "
-                "ORDER BY id DESC LIMIT ?",
-                (model, keep_history_moves),
-            ):
-                protected.update(v for v in (old, new) if v is not None)
-            candidates = [
-                (r[0], r[1])
-                for r in db.execute(
-                    "SELECT version, sha256 FROM versions WHERE model = ? "
-                    "ORDER BY version DESC LIMIT -1 OFFSET ?",
-                    (model, keep_last),
-                )
-                if r[0] not in protected
-            ]
-            for version, _ in candidates:
-                db.execute("DELETE FROM versions WHERE model = ? AND version = ?", (model, version))
-            orphans = [
-                sha
-                for _, sha in candidates
-                if db.execute("SELECT 1 FROM versions WHERE sha256 = ?", (sha,)).fetchone() is None
-            ]
-        for sha in set(orphans):
-            self.artifact_path(sha).unlink(missing_ok=True)
-        return [v for v, _ in candidates]
+        with self._lock:
+            with self._tx() as db:
+                deleted, orphans = self._delete_old(db, model, keep_last, keep_history_moves)
+            # Still under the lock, the transaction committed: no publish can be between
+            # checking that a file exists and referencing it.
+            for sha in orphans:
+                self.artifact_path(sha).unlink(missing_ok=True)
+        return deleted
+
+    @staticmethod
+    def _delete_old(
+        db: sqlite3.Connection, model: str, keep_last: int, keep_history_moves: int
+    ) -> tuple[list[int], set[str]]:
+        """(the deleted versions, the artifact digests no version references any more)."""
+        protected = {
+            r[0] for r in db.execute("SELECT version FROM aliases WHERE model = ?", (model,))
+        }
+        for old, new in db.execute(
+            "SELECT from_version, to_version FROM alias_history WHERE model = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (model, keep_history_moves),
+        ):
+            protected.update(v for v in (old, new) if v is not None)
+        candidates = [
+            (r[0], r[1])
+            for r in db.execute(
+                "SELECT version, sha256 FROM versions WHERE model = ? "
+                "ORDER BY version DESC LIMIT -1 OFFSET ?",
+                (model, keep_last),
+            )
+            if r[0] not in protected
+        ]
+        for version, _ in candidates:
+            db.execute("DELETE FROM versions WHERE model = ? AND version = ?", (model, version))
+        db.execute(
+            "DELETE FROM publish_keys WHERE model = ? AND version NOT IN "
+            "(SELECT version FROM versions WHERE model = ?)",
+            (model, model),
+        )
+        orphans = {
+            sha
+            for _, sha in candidates
+            if db.execute("SELECT 1 FROM versions WHERE sha256 = ?", (sha,)).fetchone() is None
+        }
+        return [v for v, _ in candidates], orphans
 
     @staticmethod
     def _refuse_if_aliased(db: sqlite3.Connection, model: str, version: int) -> None:
@@ -284,24 +344,25 @@ class RegistryStore:
         ):
             raise NotFound(f"model {model!r} has no version {version}")
         row = db.execute(
-            "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
+            "SELECT version, seq FROM aliases WHERE model = ? AND alias = ?", (model, alias)
         ).fetchone()
-        current = row[0] if row else None
+        current, seq = (row[0], row[1] + 1) if row else (None, 1)
         if current != expected:
             raise Conflict(f"alias {alias!r} points at {current}, not {expected}")
         now = time.time()
         db.execute(
-            "INSERT INTO aliases VALUES (?, ?, ?, ?) ON CONFLICT (model, alias) "
-            "DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
-            (model, alias, version, now),
+            "INSERT INTO aliases VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, alias) "
+            "DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, "
+            "seq = excluded.seq",
+            (model, alias, version, now, seq),
         )
         cursor = db.execute(
             "INSERT INTO alias_history (model, alias, from_version, to_version, kind, actor, "
-            "reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (model, alias, current, version, kind, actor, reason, now),
+            "reason, at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (model, alias, current, version, kind, actor, reason, now, seq),
         )
         return AliasMove(
-            cursor.lastrowid or 0, model, alias, current, version, kind, actor, reason, now
+            cursor.lastrowid or 0, model, alias, current, version, kind, actor, reason, now, seq
         )
 
     def promote(self, model: str, alias: str, version: int, actor: str, reason: str) -> AliasMove:

@@ -57,13 +57,15 @@ class Predictor:
 
     def start(self) -> None:
         s = self.settings
-        self.models.sync()
-        self.models.start_polling(s.poll_interval_s)
+        # Follow the moves from now on first, then read the alias's current state: a move in
+        # between arrives both ways, and the sequence numbers keep the newer.
         if s.follow_model_events:
             self.follower = ModelEventFollower(
                 s.kafka_bootstrap, s.model_events_topic, self.models.on_model_event
             )
             self.follower.start()
+        self.models.sync()
+        self.models.start_polling(s.poll_interval_s)
         if s.log_predictions:
             self.producer = Producer(
                 {"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 20, "compression.type": "lz4"}
@@ -97,9 +99,10 @@ class Predictor:
             return False
 
     def predict_many(self, events: list[Event]) -> dict[str, Any]:
-        model, shadow = self.models.current, self.models.previous
-        if model is None:
+        serving = self.models.serving  # read once: the model and its shadow belong together
+        if serving is None:
             raise HTTPException(503, "no model loaded yet")
+        model, shadow = serving.current, serving.previous
         try:
             scored = score(self.module, self.state.read_many, model, shadow, events)
         except InvalidEvent as exc:

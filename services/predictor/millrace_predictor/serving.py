@@ -38,7 +38,23 @@ class LoadedModel:
     published_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What serves, swapped as one reference: a request reads it once, so it never pairs a new
+    model with a stale shadow."""
+
+    current: LoadedModel
+    #: The version that served before ``current`` took over (scored in shadow).
+    previous: LoadedModel | None
+    #: The alias's sequence number this state follows from (0: unknown).
+    seq: int
+
+
 class ModelHolder:
+    """Follows one alias. Moves come from the model-events topic and from polling the
+    registry; each carries the alias's sequence number, and a move not above the one held
+    (a late or reordered announcement, an old history) is ignored."""
+
     def __init__(
         self, client: RegistryClient, model: str, alias: str = "production", keep: int = 3
     ) -> None:
@@ -46,18 +62,27 @@ class ModelHolder:
         self.model = model
         self.alias = alias
         self.keep = keep
-        self.current: LoadedModel | None = None
-        #: The version that served before ``current`` took over (scored in shadow).
-        self.previous: LoadedModel | None = None
+        self.serving: Serving | None = None
         self._loaded: OrderedDict[int, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
-    def switch_to(self, version: int) -> bool:
-        """Serve ``version`` from now on; False (and the old model keeps serving) on failure."""
+    @property
+    def current(self) -> LoadedModel | None:
+        serving = self.serving
+        return serving.current if serving else None
+
+    def switch_to(self, version: int, seq: int = 0) -> bool:
+        """Serve ``version`` from now on, unless the alias state ``seq`` is older than the one
+        held; False (and the old model keeps serving) if it fails to load."""
         with self._lock:
-            if self.current is not None and self.current.version == version:
-                return True
+            serving = self.serving
+            if serving is not None:
+                if seq and seq <= serving.seq:  # stale: the alias has moved on since
+                    return serving.current.version == version
+                if serving.current.version == version:
+                    self.serving = Serving(serving.current, serving.previous, max(seq, serving.seq))
+                    return True
             loaded = self._loaded.get(version)
             if loaded is None:
                 try:
@@ -73,13 +98,18 @@ class ModelHolder:
                 while len(self._loaded) > self.keep:
                     self._loaded.popitem(last=False)
             self._loaded.move_to_end(version)
-            previous = self.current.version if self.current else None
-            self.previous = self.current
-            self.current = loaded
+            previous = serving.current if serving else None
+            self.serving = Serving(loaded, previous, seq)
         SWAPS.inc()
         SERVING_VERSION.set(version)
         log.info(
-            "serving version", extra={"model": self.model, "version": version, "previous": previous}
+            "serving version",
+            extra={
+                "model": self.model,
+                "version": version,
+                "previous": previous.version if previous else None,
+                "seq": seq,
+            },
         )
         return True
 
@@ -91,17 +121,17 @@ class ModelHolder:
 
     def on_model_event(self, event: dict[str, Any]) -> None:
         if event.get("model") == self.model and event.get("alias") == self.alias:
-            self.switch_to(int(event["to_version"]))
+            self.switch_to(int(event["to_version"]), int(event.get("seq") or 0))
 
     def sync(self) -> None:
         """Ask the registry which version the alias names (the fallback to model events)."""
         try:
-            version = self.client.get_alias(self.model, self.alias)
+            state = self.client.alias_state(self.model, self.alias)
         except Exception as exc:
             log.warning("registry poll failed", extra={"error": str(exc)})
             return
-        if version is not None and (self.current is None or self.current.version != version):
-            self.switch_to(version)
+        if state is not None:
+            self.switch_to(int(state["version"]), int(state.get("seq") or 0))
 
     def poll_forever(self, interval: float) -> None:
         while not self._stop.wait(interval):

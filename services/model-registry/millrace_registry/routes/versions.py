@@ -6,7 +6,7 @@ import hmac
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from millrace.artifacts import sign
@@ -49,22 +49,34 @@ def list_models(store: StoreDep) -> dict[str, list[str]]:
 
 
 @router.post("/models/{name}/versions", status_code=201, dependencies=Authorized)
-async def publish(
+def publish(
     name: ModelName,
     store: StoreDep,
     settings: SettingsDep,
+    response: Response,
     artifact: Annotated[UploadFile, File(description="the model artifact")],
     signature: Annotated[str, Form(pattern=r"^[0-9a-f]{64}$")],
     metadata: Annotated[str, Form(description="JSON object: metrics, lineage, tags")] = "{}",
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+            description="the same key again returns the version it first made (200)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
-    data = await artifact.read()
+    """Publish a version. A plain ``def``: hashing, verifying and writing run in the worker
+    threads, never on the event loop."""
+    data = artifact.file.read()
     meta = _metadata(metadata)
     if settings.verify_signatures and not hmac.compare_digest(
         sign(data, settings.signing_key), signature
     ):
         raise HTTPException(422, "artifact signature does not verify")
-    published = store.publish(name, data, signature, meta)
-    if settings.retain_versions:
+    published, created = store.publish(name, data, signature, meta, idempotency_key)
+    if not created:
+        response.status_code = 200
+    elif settings.retain_versions:
         store.prune(name, settings.retain_versions, settings.retain_history_moves)
     return published
 
