@@ -107,8 +107,8 @@ def main() -> None:
                 },
             )
             wait_http(f"http://127.0.0.1:{ports['registry']}/health")
-            client = RegistryClient(
-                env["MILLRACE_REGISTRY_URL"], settings.registry_token, settings.signing_key
+            client = RegistryClient.from_settings(
+                settings, signs=True, url=env["MILLRACE_REGISTRY_URL"]
             )
             client.publish(MODEL, dump_model(model), {})
             client.move_alias(MODEL, "production", 1, None, "bench")

@@ -16,14 +16,15 @@ from pathlib import Path
 from common import print_table, record
 from fastapi.testclient import TestClient
 
-from millrace.artifacts import dump_model, sign
+from millrace.artifacts import dump_model
 from millrace.learners import LogisticRegression
+from millrace.signing import SigningKey, generate_keypair
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_registry.store import RegistryStore
 
 TOKEN = "bench"
-KEY = "bench-key"
+PRIVATE, PUBLIC = generate_keypair()
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -38,15 +39,15 @@ def median_ms(call: Callable[[int], object], repeat: int) -> float:
 
 def measure(stored: int) -> dict[str, float]:
     artifact = dump_model(LogisticRegression(dim_log2=8))
-    signature = sign(artifact, KEY)
+    signature = SigningKey.from_text(PRIVATE).sign(artifact)
     with tempfile.TemporaryDirectory() as tmp:
         store = RegistryStore(Path(tmp))
         for i in range(stored):
-            store.publish("m", artifact + str(i).encode(), "0" * 64, {"metrics": {"i": i}})
+            store.publish("m", artifact + str(i).encode(), "0" * 128, {"metrics": {"i": i}})
         store.move_alias("m", "production", 1, None, "bench", "seed")
         store.close()
         settings = RegistrySettings(
-            data_dir=Path(tmp), registry_token=TOKEN, signing_key=KEY, announce=False
+            data_dir=Path(tmp), registry_token=TOKEN, verify_key=PUBLIC, announce=False
         )
         with TestClient(create_app(settings)) as http:
             current = [1]

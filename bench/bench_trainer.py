@@ -344,9 +344,7 @@ def main() -> None:
         registry = RegistrySettings(data_dir=Path(tmp), announce=False, kafka_bootstrap=bootstrap)
         port = free_port()
         server = BackgroundServer(create_app(registry), "127.0.0.1", port).start()
-        client = RegistryClient(
-            f"http://127.0.0.1:{port}", registry.registry_token, registry.signing_key
-        )
+        client = RegistryClient.from_settings(registry, signs=True, url=f"http://127.0.0.1:{port}")
         trainer_runs, bare, peers = [], [], []
         try:
             for _ in range(args.reps):

@@ -16,6 +16,10 @@ from rich.table import Table
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable, free_port
 
+# Benchmarks run throwaway local stacks: the public development secrets are fine here (and the
+# services they start inherit the setting).
+os.environ.setdefault("MILLRACE_DEV_MODE", "1")
+
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -17,8 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from millrace.signing import generate_keypair
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable, free_port
+
+# The tests' own secrets (never the public development values), seen by every settings object
+# and every service process the tests start.
+_PRIVATE, _PUBLIC = generate_keypair()
+os.environ["MILLRACE_REGISTRY_TOKEN"] = secrets.token_urlsafe(24)
+os.environ["MILLRACE_SIGNING_KEY"] = _PRIVATE
+os.environ["MILLRACE_VERIFY_KEY"] = _PUBLIC
+os.environ.pop("MILLRACE_DEV_MODE", None)
 
 
 def _docker_engine() -> bool:
@@ -32,25 +42,58 @@ def infra_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("infra")
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(infra_dir: Path) -> Iterator[str]:
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        yield os.environ["KAFKA_BOOTSTRAP"]
-        return
-    if _docker_engine():
-        from testcontainers.kafka import KafkaContainer
+#: The SASL/PLAIN user the local test broker accepts on its second listener.
+SASL_USER, SASL_PASSWORD = "millrace-test", secrets.token_urlsafe(12)
 
-        with KafkaContainer().with_kraft() as container:
-            yield container.get_bootstrap_server()
+
+@pytest.fixture(scope="session")
+def kafka_node(infra_dir: Path) -> Iterator[KafkaNode | None]:
+    """The broker these tests started (None when they use an existing one or a container)."""
+    if os.environ.get("KAFKA_BOOTSTRAP") or _docker_engine():
+        yield None
         return
     procs = ProcessTable(infra_dir)
-    node = KafkaNode(infra_dir / "kafka", free_port(), free_port())
+    node = KafkaNode(
+        infra_dir / "kafka",
+        free_port(),
+        free_port(),
+        sasl_port=free_port(),
+        sasl_users={SASL_USER: SASL_PASSWORD},
+    )
     node.start(procs)
-    yield node.bootstrap
+    yield node
     # Destroy clients that tests left in reference cycles while the broker still answers, so
     # they do not log refused connections after it is gone.
     gc.collect()
     procs.stop("kafka")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_node: KafkaNode | None) -> Iterator[str]:
+    if kafka_node is not None:
+        yield kafka_node.bootstrap
+    elif os.environ.get("KAFKA_BOOTSTRAP"):
+        yield os.environ["KAFKA_BOOTSTRAP"]
+    else:
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl(kafka_node: KafkaNode | None) -> tuple[str, str, str]:
+    """(bootstrap, user, password) of a SASL_PLAINTEXT/PLAIN listener, from the local broker or
+    ``KAFKA_SASL_BOOTSTRAP`` / ``KAFKA_SASL_USER`` / ``KAFKA_SASL_PASSWORD``."""
+    if os.environ.get("KAFKA_SASL_BOOTSTRAP"):
+        return (
+            os.environ["KAFKA_SASL_BOOTSTRAP"],
+            os.environ["KAFKA_SASL_USER"],
+            os.environ["KAFKA_SASL_PASSWORD"],
+        )
+    if kafka_node is None or kafka_node.sasl_bootstrap is None:
+        pytest.skip("no SASL listener: set KAFKA_SASL_BOOTSTRAP, _USER and _PASSWORD")
+    return kafka_node.sasl_bootstrap, SASL_USER, SASL_PASSWORD
 
 
 @pytest.fixture(scope="session")

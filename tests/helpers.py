@@ -12,21 +12,18 @@ from starlette.types import ASGIApp
 
 from millrace import waiting
 from millrace.health import BackgroundServer
+from millrace.kafka import Brokers, consumer_config
 
 
 def read_topic(
-    bootstrap: str, topic: str, expect: int | None = None, idle: float = 3.0, timeout: float = 120.0
+    brokers: Brokers,
+    topic: str,
+    expect: int | None = None,
+    idle: float = 3.0,
+    timeout: float = 120.0,
 ) -> list[Message]:
     """Committed messages on ``topic``: until ``expect`` arrived or none came for ``idle`` s."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    consumer = Consumer(consumer_config(brokers, f"test-reader-{uuid.uuid4().hex}"))
     consumer.subscribe([topic])
     messages: list[Message] = []
     deadline = time.monotonic() + timeout

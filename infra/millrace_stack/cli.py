@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from secrets import token_urlsafe
 
 import typer
 
@@ -13,6 +14,7 @@ from millrace.logs import configure_logging
 from millrace.progress import progress
 from millrace.record_files import write_parquet
 from millrace.settings import CommonSettings
+from millrace.signing import generate_keypair
 from millrace.state import RedisState
 from millrace_featurizer import backfill as backfill_runner
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
@@ -55,8 +57,18 @@ Millrace is up.
             http://127.0.0.1:{stack.PORTS["model-registry"]}/models/flights-delay/aliases/production
   metrics   http://127.0.0.1:{{{stack.PORTS["featurizer"]},{stack.PORTS["trainer"]},{stack.PORTS["predictor"]}}}/metrics
   logs      {run_dir}/logs/*.log
+  secrets   {run_dir}/secrets.env (the registry token; `set -a; . {run_dir}/secrets.env`)
   stop      make down"""
     )
+
+
+@app.command("secrets")
+def secrets_command() -> None:
+    """Print a fresh registry token and Ed25519 key pair as an env file (for compose's .env)."""
+    private, public = generate_keypair()
+    typer.echo(f"MILLRACE_REGISTRY_TOKEN={token_urlsafe(32)}")
+    typer.echo(f"MILLRACE_SIGNING_KEY={private}")
+    typer.echo(f"MILLRACE_VERIFY_KEY={public}")
 
 
 @app.command()
@@ -86,7 +98,7 @@ def replay_command(
     if limit:
         events = events[:limit]
     count = replay(
-        settings.kafka_bootstrap,
+        settings.kafka,
         settings.events_topic,
         events,
         speed,
@@ -116,8 +128,8 @@ def backfill_command(
         sources, total = from_envelopes(events), len(events)
     elif source.startswith("topic:"):
         topic = source.removeprefix("topic:")
-        ends = backfill_runner.topic_end_offsets(settings.kafka_bootstrap, topic)
-        sources = backfill_runner.from_topic(settings.kafka_bootstrap, topic, ends)
+        ends = backfill_runner.topic_end_offsets(settings.kafka, topic)
+        sources = backfill_runner.from_topic(settings.kafka, topic, ends)
         total = sum(high - low for low, high in ends.values())
     else:
         path = Path(source)

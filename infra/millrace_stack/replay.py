@@ -10,11 +10,13 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from millrace.kafka import Brokers, client_config
+
 log = logging.getLogger(__name__)
 
 
 def replay(
-    bootstrap: str,
+    brokers: Brokers,
     topic: str,
     events: Sequence[dict[str, Any]],
     speed: float = 0.0,
@@ -24,12 +26,10 @@ def replay(
     """Produce ``events`` keyed by their ``key``; ``speed`` is event time per wall time
     (3600 = one hour of flights per second), 0 = as fast as the broker takes them."""
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 10,
-            "compression.type": "lz4",
-        }
+        client_config(
+            brokers,
+            **{"enable.idempotence": True, "linger.ms": 10, "compression.type": "lz4"},
+        )
     )
     errors: list[str] = []
 

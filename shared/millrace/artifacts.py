@@ -1,8 +1,9 @@
-"""Model artifacts: canonical JSON bytes, a sha256, and an HMAC-SHA256 signature.
+"""Model artifacts: canonical JSON bytes, a sha256, and an Ed25519 signature.
 
 An artifact is ``{"format": "millrace.model/v1", "learner": <learner.state()>}`` encoded with
-sorted keys, so the same model state is the same bytes. Nothing here unpickles anything; bytes
-are checked against their sha256 and signature before :func:`load_model` is allowed to see them.
+sorted keys, so the same model state is the same bytes. Nothing here unpickles anything unless
+told to: bytes are checked against their sha256 and signature (:func:`verify`) before
+:func:`load_model` sees them, and a pickle-based learner loads only with ``allow_pickle``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 
 from millrace.learners.base import Classifier, learner_from_state
+from millrace.signing import BadSignature, VerifyKey
 
 FORMAT_V1 = "millrace.model/v1"
 
@@ -28,10 +30,10 @@ def dump_model(learner: Classifier) -> bytes:
     )
 
 
-def load_model(data: bytes, signed: bool = False) -> Classifier:
-    """Rebuild a model from artifact bytes. ``signed=True`` only for bytes whose sha256 and
-    signature were verified (:meth:`RegistryClient.download` does); only then may a pickle-based
-    learner load."""
+def load_model(data: bytes, allow_pickle: bool = False) -> Classifier:
+    """Rebuild a model from artifact bytes. ``allow_pickle=True`` only for bytes whose sha256
+    and signature were verified (:meth:`RegistryClient.download` does) and by a process that
+    trusts the signer to run code in it (a pickle-based learner, River, is code)."""
     try:
         decoded: Any = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -39,7 +41,7 @@ def load_model(data: bytes, signed: bool = False) -> Classifier:
     if not isinstance(decoded, dict) or decoded.get("format") != FORMAT_V1:
         raise ArtifactRejected("artifact format is not millrace.model/v1")
     try:
-        return learner_from_state(decoded["learner"], allow_pickle=signed)
+        return learner_from_state(decoded["learner"], allow_pickle=allow_pickle)
     except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactRejected(f"artifact state is invalid: {exc}") from None
 
@@ -48,13 +50,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sign(data: bytes, key: str) -> str:
-    return hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
-
-
-def verify(data: bytes, sha256: str, signature: str, key: str) -> None:
+def verify(data: bytes, sha256: str, signature: str, key: VerifyKey) -> None:
     """Raise :class:`ArtifactRejected` unless both the digest and the signature match."""
     if not hmac.compare_digest(sha256_hex(data), sha256):
         raise ArtifactRejected("artifact sha256 does not match the registry's record")
-    if not hmac.compare_digest(sign(data, key), signature):
-        raise ArtifactRejected("artifact signature is invalid")
+    try:
+        key.verify(data, signature)
+    except BadSignature as exc:
+        raise ArtifactRejected(str(exc)) from None

@@ -1,11 +1,17 @@
-"""Kafka helpers: client configs, topic creation and readiness."""
+"""Kafka helpers: client configs, topic creation and readiness.
+
+Every function that makes a client takes :data:`Brokers`: a bootstrap address, or the full
+librdkafka config a process starts from (``CommonSettings.kafka``: the address plus the
+security settings), so TLS and SASL reach every client the same way.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -23,25 +29,34 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def admin(bootstrap: str, **extra: str | int) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, **extra})
+Brokers = str | Mapping[str, Any]
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
+def client_config(brokers: Brokers, **extra: Any) -> dict[str, Any]:
+    """A librdkafka config: ``brokers`` (an address or a base config) plus ``extra``."""
+    base = {"bootstrap.servers": brokers} if isinstance(brokers, str) else dict(brokers)
+    return {**base, **extra}
+
+
+def admin(brokers: Brokers, **extra: Any) -> AdminClient:
+    return AdminClient(client_config(brokers, **extra))
+
+
+def wait_for_broker(brokers: Brokers, timeout: float = 60.0) -> None:
     """Block until an AdminClient gets metadata from the broker, or raise TimeoutError."""
     # Refused connections are expected while the broker starts; the timeout reports the last.
-    client = admin(bootstrap, log_level=0)
+    client = admin(brokers, log_level=0)
     wait_until(
         lambda: client.list_topics(timeout=2).brokers,
         timeout,
-        f"Kafka at {bootstrap}",
+        f"Kafka at {client_config(brokers)['bootstrap.servers']}",
         errors=(KafkaException,),
     )
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
+def ensure_topics(brokers: Brokers, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
     """Create the topics that do not exist yet (replication factor 1 on a local broker)."""
-    client = admin(bootstrap)
+    client = admin(brokers)
     existing = set(client.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=s.config)
@@ -78,15 +93,17 @@ def pipeline_topics(settings: CommonSettings, partitions: int = 3) -> list[Topic
     ]
 
 
-def consumer_config(bootstrap: str, group: str, **extra: object) -> dict[str, object]:
-    return {
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-        **extra,
-    }
+def consumer_config(brokers: Brokers, group: str, **extra: Any) -> dict[str, Any]:
+    return client_config(
+        brokers,
+        **{
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            **extra,
+        },
+    )
 
 
 def watermarks(consumer: Consumer, topic: str, timeout: float = 30.0) -> dict[int, tuple[int, int]]:

@@ -17,16 +17,16 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from millrace.kafka import consumer_config
+from millrace.kafka import Brokers, client_config, consumer_config
 
 log = logging.getLogger(__name__)
 
 
 class ModelEventPublisher:
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, brokers: Brokers, topic: str) -> None:
         self.topic = topic
         self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 0}
+            client_config(brokers, **{"enable.idempotence": True, "linger.ms": 0})
         )
 
     def close(self, timeout: float = 10.0) -> None:
@@ -51,14 +51,14 @@ class ModelEventFollower(threading.Thread):
     """Calls ``on_move(event)`` for every alias move announced from now on."""
 
     def __init__(
-        self, bootstrap: str, topic: str, on_move: Callable[[dict[str, Any]], None]
+        self, brokers: Brokers, topic: str, on_move: Callable[[dict[str, Any]], None]
     ) -> None:
         super().__init__(name="model-events", daemon=True)
         self.topic = topic
         self.on_move = on_move
         self._stop_event = threading.Event()
         # Each follower reads everything itself; the group id is never committed.
-        self._consumer = Consumer(consumer_config(bootstrap, f"model-events-{uuid.uuid4().hex}"))
+        self._consumer = Consumer(consumer_config(brokers, f"model-events-{uuid.uuid4().hex}"))
 
     def start(self) -> None:
         """Pin the position to the topic's end now, before the caller reads the registry: every

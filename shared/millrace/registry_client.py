@@ -22,7 +22,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from millrace.artifacts import ArtifactRejected, sign, verify
+from millrace.artifacts import ArtifactRejected, verify
+from millrace.settings import CommonSettings
+from millrace.signing import SigningKey, VerifyKey
 from millrace.waiting import wait_until
 
 
@@ -34,20 +36,39 @@ class RegistryError(RuntimeError):
 
 
 class RegistryClient:
+    """``token``: the bearer token sent with every call; ``signer``: the private key that signs
+    what :meth:`publish` uploads (the trainer's); ``verifier``: the public key
+    :meth:`download` checks artifacts with."""
+
     def __init__(
         self,
         base_url: str,
-        token: str,
-        signing_key: str,
+        token: str | None,
+        signer: SigningKey | None = None,
+        verifier: VerifyKey | None = None,
         timeout: float = 10.0,
         retries: int = 5,
     ) -> None:
-        self.signing_key = signing_key
+        self.signer = signer
+        self.verifier = verifier if verifier is not None or signer is None else signer.verify_key()
         self.retries = retries
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeout,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: CommonSettings, signs: bool = False, url: str | None = None
+    ) -> RegistryClient:
+        """A client with the settings' write token and verify key (and, with ``signs``, the
+        signing key: the trainer's); raises :class:`MissingSecret` naming what is unset."""
+        return cls(
+            url or settings.registry_url,
+            settings.token(),
+            settings.signer() if signs else None,
+            settings.verifier(),
         )
 
     def close(self) -> None:
@@ -83,7 +104,9 @@ class RegistryClient:
         )
 
     def signature(self, artifact: bytes) -> str:
-        return sign(artifact, self.signing_key)
+        if self.signer is None:
+            raise ArtifactRejected("this client has no signing key: only the trainer publishes")
+        return self.signer.sign(artifact)
 
     def publish(self, model: str, artifact: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
         response = self._request(
@@ -121,7 +144,9 @@ class RegistryClient:
         signature = response.headers.get("X-Millrace-Signature", "")
         if not sha or not signature:
             raise ArtifactRejected("registry sent no digest or signature")
-        verify(response.content, sha, signature, self.signing_key)
+        if self.verifier is None:
+            raise ArtifactRejected("this client has no verify key: it cannot check artifacts")
+        verify(response.content, sha, signature, self.verifier)
         return response.content
 
     def get_alias(self, model: str, alias: str = "production") -> int | None:

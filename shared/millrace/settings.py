@@ -7,11 +7,25 @@ them for the whole stack with the same variable names.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from millrace.signing import SigningKey, VerifyKey, development_keypair
+
+#: The public values MILLRACE_DEV_MODE=1 stands in for missing secrets: local development only.
 DEV_TOKEN = "millrace-dev-token"
-DEV_SIGNING_KEY = "millrace-dev-signing-key"
+
+
+class MissingSecret(ValueError):
+    """A secret setting is unset outside development mode."""
+
+    def __init__(self, variable: str, what: str) -> None:
+        super().__init__(
+            f"{variable} is not set: {what}. Set it (`make up` generates one into .run/secrets), "
+            "or set MILLRACE_DEV_MODE=1 to use the public development values on a local machine."
+        )
 
 
 class CommonSettings(BaseSettings):
@@ -24,11 +38,76 @@ class CommonSettings(BaseSettings):
     # Every topic and Redis key starts with this, so test runs never see each other's data.
     topic_prefix: str = "millrace."
     registry_url: str = "http://127.0.0.1:8700"
-    registry_token: str = DEV_TOKEN
-    signing_key: str = DEV_SIGNING_KEY
+    # Secrets have no defaults: outside development mode (MILLRACE_DEV_MODE=1, public values)
+    # a process that needs one and lacks it refuses to start, naming the variable.
+    dev_mode: bool = False
+    # Bearer token of the registry's mutating calls (publish, move, rollback, archive, prune).
+    registry_token: SecretStr | None = None
+    # Optional bearer token the registry then requires for reads (the write token also reads).
+    registry_read_token: SecretStr | None = None
+    # Ed25519 private key (base64 of 32 bytes, or PEM): the trainer's alone.
+    signing_key: SecretStr | None = None
+    # Ed25519 public key: what the registry and the predictors verify artifacts with.
+    verify_key: str | None = None
+    # Kafka client security, passed to every Kafka client (librdkafka's names in brackets).
+    kafka_security_protocol: str | None = None  # security.protocol: SASL_SSL, SASL_PLAINTEXT, SSL
+    kafka_sasl_mechanism: str | None = None  # sasl.mechanism: PLAIN, SCRAM-SHA-256, ...
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     model_name: str = "flights-delay"
     feature_module: str = "millrace_flights.features:FlightsFeatures"
     log_level: str = "INFO"
+
+    def token(self) -> str:
+        """The registry's write token."""
+        if self.registry_token is not None:
+            return self.registry_token.get_secret_value()
+        if self.dev_mode:
+            return DEV_TOKEN
+        raise MissingSecret("MILLRACE_REGISTRY_TOKEN", "the registry's bearer token")
+
+    def read_token(self) -> str | None:
+        """The registry's read token, if reads need one."""
+        token = self.registry_read_token
+        return token.get_secret_value() if token is not None else None
+
+    def signer(self) -> SigningKey:
+        """The private key that signs artifacts (the trainer's)."""
+        if self.signing_key is not None:
+            return SigningKey.from_text(self.signing_key.get_secret_value())
+        if self.dev_mode:
+            return SigningKey.from_text(development_keypair()[0])
+        raise MissingSecret("MILLRACE_SIGNING_KEY", "the Ed25519 private key that signs models")
+
+    def verifier(self) -> VerifyKey:
+        """The public key artifacts are verified with."""
+        if self.verify_key is not None:
+            return VerifyKey.from_text(self.verify_key)
+        if self.signing_key is not None:
+            return self.signer().verify_key()
+        if self.dev_mode:
+            return VerifyKey.from_text(development_keypair()[1])
+        raise MissingSecret("MILLRACE_VERIFY_KEY", "the Ed25519 public key models are checked with")
+
+    @property
+    def kafka(self) -> dict[str, Any]:
+        """The librdkafka settings every client of this process starts from."""
+        options: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": _reveal(self.kafka_sasl_password),
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": _reveal(self.kafka_ssl_key_password),
+        }
+        return {name: value for name, value in options.items() if value is not None}
 
     @property
     def events_topic(self) -> str:
@@ -60,3 +139,7 @@ class HttpSettings(CommonSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None

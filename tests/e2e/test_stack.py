@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from millrace.settings import DEV_TOKEN, CommonSettings
+from millrace.settings import CommonSettings
 from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
 from millrace_stack.processes import ProcessTable, free_port
 from millrace_stack.replay import replay
@@ -21,7 +21,7 @@ from tests.helpers import read_topic, wait_until
 pytestmark = pytest.mark.e2e
 
 MODEL = "flights-delay"
-AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
+AUTH = {"Authorization": f"Bearer {CommonSettings().token()}"}
 MALFORMED = [
     b"{oops",
     b'{"schema": "millrace.event/v1"}',

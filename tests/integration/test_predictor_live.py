@@ -88,7 +88,7 @@ def setup(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
         registry_app(RegistrySettings(data_dir=tmp_path, port=registry_port, **common)),
         registry_port,
     ) as registry_url:
-        client = RegistryClient(registry_url, settings.registry_token, settings.signing_key)
+        client = RegistryClient.from_settings(settings, signs=True, url=registry_url)
         for artifact in trained_models(4):
             client.publish(MODEL, artifact, {})
         client.move_alias(MODEL, "production", 1, None, "start")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 @contextmanager
 def serving(settings: RegistrySettings) -> Iterator[RegistryClient]:
     with serve(create_app(settings), settings.port) as url:
-        client = RegistryClient(url, settings.registry_token, settings.signing_key)
+        client = RegistryClient.from_settings(settings, signs=True, url=url)
         try:
             yield client
         finally:

@@ -56,7 +56,7 @@ def test_killed_trainer_publishes_the_same_bytes(
         create_app(RegistrySettings(data_dir=tmp_path / "registry", port=port, announce=False)),
         port,
     ) as url:
-        client = RegistryClient(url, settings.registry_token, settings.signing_key)
+        client = RegistryClient.from_settings(settings, signs=True, url=url)
         procs = ProcessTable(tmp_path)
 
         def env(run: str) -> dict[str, str]:

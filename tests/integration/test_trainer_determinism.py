@@ -83,7 +83,7 @@ def test_two_freshly_loaded_topic_sets_train_the_same_model(
     registry = RegistrySettings(data_dir=tmp_path, announce=False, kafka_bootstrap=kafka_bootstrap)
     outcomes, counts = [], []
     with serve(create_app(registry), free_port()) as url:
-        client = RegistryClient(url, registry.registry_token, registry.signing_key)
+        client = RegistryClient.from_settings(registry, signs=True, url=url)
         for run, labels_first in (("a", False), ("b", True)):
             settings = TrainerSettings(
                 kafka_bootstrap=kafka_bootstrap,

@@ -75,3 +75,14 @@ def test_service_urls_point_at_compose_services(compose):
     registry_port = RegistrySettings.model_fields["port"].default
     assert env["MILLRACE_REGISTRY_URL"] == f"http://model-registry:{registry_port}"
     assert env["MILLRACE_REDIS_URL"].startswith("redis://redis:")
+
+
+def test_no_secret_in_the_file_ports_on_loopback_and_the_private_key_in_the_trainer_only(compose):
+    for name, service in compose["services"].items():
+        env = service.get("environment", {})
+        for variable in ("MILLRACE_REGISTRY_TOKEN", "MILLRACE_SIGNING_KEY", "MILLRACE_VERIFY_KEY"):
+            if variable in env:
+                assert str(env[variable]).startswith("${"), f"{name} has a literal {variable}"
+        assert ("MILLRACE_SIGNING_KEY" in env) == (name == "trainer"), name
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"

@@ -2,10 +2,11 @@ import random
 
 import pytest
 
-from millrace.artifacts import ArtifactRejected, dump_model, load_model, sign, verify
+from millrace.artifacts import ArtifactRejected, dump_model, load_model, sha256_hex, verify
 from millrace.evaluation import Scores
 from millrace.join import Pairs, join_all
 from millrace.learners import LogisticRegression
+from millrace.signing import SigningKey, generate_keypair
 
 
 def _stream(n: int, seed: int = 7) -> tuple[list[dict[str, float]], list[float]]:
@@ -49,12 +50,15 @@ def test_same_batches_give_the_same_bytes_and_state_round_trips():
 
 def test_tampered_or_unsigned_artifacts_are_refused():
     data = dump_model(LogisticRegression())
-    digest = __import__("hashlib").sha256(data).hexdigest()
-    verify(data, digest, sign(data, "k"), "k")
+    digest = sha256_hex(data)
+    signer = SigningKey.from_text(generate_keypair()[0])
+    someone_else = SigningKey.from_text(generate_keypair()[0])
+    public = signer.verify_key()
+    verify(data, digest, signer.sign(data), public)
     with pytest.raises(ArtifactRejected):
-        verify(data.replace(b'"bias":0.0', b'"bias":9.0'), digest, sign(data, "k"), "k")
+        verify(data.replace(b'"bias":0.0', b'"bias":9.0'), digest, signer.sign(data), public)
     with pytest.raises(ArtifactRejected):
-        verify(data, digest, sign(data, "other key"), "k")
+        verify(data, digest, someone_else.sign(data), public)
     with pytest.raises(ArtifactRejected):
         load_model(b"\x80\x04\x95 pickle bytes")
 

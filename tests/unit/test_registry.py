@@ -5,14 +5,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from millrace.artifacts import dump_model, sha256_hex, sign
+from millrace.artifacts import dump_model, sha256_hex
 from millrace.learners import LogisticRegression
+from millrace.signing import SigningKey, generate_keypair
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_registry.store import Conflict, RegistryStore
 
 TOKEN = "t0ken"
-KEY = "signing-key"
+PRIVATE, PUBLIC = generate_keypair()
+SIGNER = SigningKey.from_text(PRIVATE)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -21,7 +23,7 @@ def client(tmp_path):
     settings = RegistrySettings(
         data_dir=tmp_path,
         registry_token=TOKEN,
-        signing_key=KEY,
+        verify_key=PUBLIC,
         announce=False,
         max_body_bytes=2**20,
     )
@@ -35,7 +37,7 @@ def _publish(client, data: bytes | None = None, signature: str | None = None, he
         "/models/m/versions",
         files={"artifact": ("a", data)},
         data={
-            "signature": signature or sign(data, KEY),
+            "signature": signature or SIGNER.sign(data),
             "metadata": '{"metrics": {"log_loss": 0.5}}',
         },
         headers=headers,
@@ -103,7 +105,7 @@ def test_http_publish_list_download_and_alias(client):
 def test_http_security_and_bad_input(client):
     assert _publish(client, headers={}).status_code == 401
     assert _publish(client, headers={"Authorization": "Bearer wrong"}).status_code == 403
-    assert _publish(client, signature="0" * 64).status_code == 422
+    assert _publish(client, signature="0" * 128).status_code == 422
     assert client.get("/models/..%2Fetc/versions").status_code in (404, 422)
     assert client.get("/models/m/versions/999").status_code == 404
     assert client.post("/models/m/rollback", json={}, headers=AUTH).status_code == 404

@@ -17,8 +17,8 @@ log = logging.getLogger("millrace_featurizer")
 def main() -> None:
     settings = FeaturizerSettings()
     configure_logging("featurizer", settings.log_level)
-    wait_for_broker(settings.kafka_bootstrap)
-    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
+    wait_for_broker(settings.kafka)
+    ensure_topics(settings.kafka, pipeline_topics(settings, settings.partitions))
     runner = LiveFeaturizer.from_settings(
         settings,
         settings.group,

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from confluent_kafka import Consumer
 
 from millrace.featurize import SourceEvent
-from millrace.kafka import consumer_config, read_range, watermarks
+from millrace.kafka import Brokers, consumer_config, read_range, watermarks
 
 ENVELOPE_COLUMNS = ("schema", "id", "type", "key", "ts", "data")
 
@@ -64,9 +64,9 @@ def _row_to_json(row: dict[str, Any]) -> bytes:
     return orjson.dumps({**row, "ts": ts, "data": data})
 
 
-def topic_end_offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+def topic_end_offsets(brokers: Brokers, topic: str) -> dict[int, tuple[int, int]]:
     """partition -> (low, high) offsets, read once."""
-    probe = Consumer(consumer_config(bootstrap, "millrace-backfill-probe"))
+    probe = Consumer(consumer_config(brokers, "millrace-backfill-probe"))
     try:
         return watermarks(probe, topic)
     finally:
@@ -74,11 +74,11 @@ def topic_end_offsets(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
 
 
 def from_topic(
-    bootstrap: str, topic: str, ends: Mapping[int, tuple[int, int]] | None = None
+    brokers: Brokers, topic: str, ends: Mapping[int, tuple[int, int]] | None = None
 ) -> Iterator[SourceEvent]:
     """Every committed event of ``topic`` below the end offsets at start."""
-    ends = ends if ends is not None else topic_end_offsets(bootstrap, topic)
-    reader = Consumer(consumer_config(bootstrap, "millrace-backfill"))
+    ends = ends if ends is not None else topic_end_offsets(brokers, topic)
+    reader = Consumer(consumer_config(brokers, "millrace-backfill"))
     try:
         for partition, (low, high) in ends.items():
             for batch in read_range(reader, topic, partition, low, high):

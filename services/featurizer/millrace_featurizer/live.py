@@ -40,7 +40,7 @@ from millrace.envelope import MAX_EVENT_BYTES
 from millrace.features import load_feature_module
 from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent
 from millrace.health import Liveness, ServiceFailed
-from millrace.kafka import consumer_config, has_data, read_range, watermarks
+from millrace.kafka import Brokers, client_config, consumer_config, has_data, read_range, watermarks
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
 
@@ -71,7 +71,7 @@ class LiveFeaturizer:
         self,
         featurizer: Featurizer,
         state: RedisState,
-        bootstrap: str,
+        brokers: Brokers,
         group: str,
         events_topic: str,
         features_topic: str,
@@ -84,7 +84,7 @@ class LiveFeaturizer:
     ) -> None:
         self.featurizer = featurizer
         self.state = state
-        self.bootstrap = bootstrap
+        self.brokers = brokers
         self.group = group
         self.events_topic = events_topic
         self.features_topic = features_topic
@@ -104,18 +104,20 @@ class LiveFeaturizer:
         self.instance_id = instance_id or socket.gethostname()
         self.consumer = Consumer(
             consumer_config(
-                bootstrap,
+                brokers,
                 group,
                 **{"client.id": self.instance_id, "session.timeout.ms": session_timeout_ms},
             )
         )
         self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "transactional.id": f"{group}-{self.instance_id}",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-            }
+            client_config(
+                brokers,
+                **{
+                    "transactional.id": f"{group}-{self.instance_id}",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                },
+            )
         )
 
     @classmethod
@@ -126,7 +128,7 @@ class LiveFeaturizer:
         return cls(
             Featurizer(load_feature_module(settings.feature_module)),
             RedisState.from_url(settings.redis_url, settings.topic_prefix),
-            settings.kafka_bootstrap,
+            settings.kafka,
             group=f"{settings.topic_prefix}{group}",
             events_topic=settings.events_topic,
             features_topic=settings.features_topic,
@@ -279,7 +281,7 @@ class LiveFeaturizer:
         """Replay events ``[start, end)`` of ``partition`` into Redis only; False if the
         partition was revoked (or the runner told to stop) before the end."""
         reader = Consumer(
-            consumer_config(self.bootstrap, f"{self.group}-recovery-{uuid.uuid4().hex}")
+            consumer_config(self.brokers, f"{self.group}-recovery-{uuid.uuid4().hex}")
         )
         try:
             low, _ = watermarks(reader, self.events_topic)[partition]

@@ -14,9 +14,9 @@ def main() -> None:
     settings = RegistrySettings()
     configure_logging("model-registry", settings.log_level)
     if settings.announce:
-        wait_for_broker(settings.kafka_bootstrap)
+        wait_for_broker(settings.kafka)
         ensure_topics(
-            settings.kafka_bootstrap,
+            settings.kafka,
             [TopicSpec(settings.model_events_topic, 1, {"cleanup.policy": "compact"})],
         )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)

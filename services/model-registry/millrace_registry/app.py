@@ -23,9 +23,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.announce:
-            app.state.publisher = ModelEventPublisher(
-                settings.kafka_bootstrap, settings.model_events_topic
-            )
+            app.state.publisher = ModelEventPublisher(settings.kafka, settings.model_events_topic)
         yield
         if app.state.publisher is not None:
             app.state.publisher.close()
@@ -33,6 +31,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Millrace model registry", version="1", lifespan=lifespan)
     app.state.settings = settings
+    # Secrets are read now, so a registry without them refuses to start, naming the setting.
+    settings.token()
+    app.state.verifier = settings.verifier() if settings.verify_signatures else None
     app.state.store = RegistryStore(settings.data_dir)
     app.state.publisher = None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

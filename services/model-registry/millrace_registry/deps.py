@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Path, Request
 
 from millrace.model_events import ModelEventPublisher
+from millrace.signing import VerifyKey
 from millrace_registry.settings import RegistrySettings
 from millrace_registry.store import AliasMove, RegistryStore
 
@@ -26,25 +27,47 @@ def get_settings(request: Request) -> RegistrySettings:
     return settings
 
 
+def get_verifier(request: Request) -> VerifyKey | None:
+    verifier: VerifyKey | None = request.app.state.verifier
+    return verifier
+
+
 StoreDep = Annotated[RegistryStore, Depends(get_store)]
+VerifierDep = Annotated[VerifyKey | None, Depends(get_verifier)]
 SettingsDep = Annotated[RegistrySettings, Depends(get_settings)]
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description=f"model name: {NAME_RULE}")]
 AliasName = Annotated[str, Path(pattern=NAME_PATTERN, description=f"alias name: {NAME_RULE}")]
 Version = Annotated[int, Path(ge=1, le=2**53)]
 
 
-def require_token(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
+def _check_bearer(authorization: str | None, *accepted: str | None) -> None:
     if not authorization or not authorization.startswith("Bearer "):
         raise HTTPException(
             401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"}
         )
-    if not hmac.compare_digest(authorization[7:].encode(), settings.registry_token.encode()):
+    given = authorization[7:].encode()
+    if not any(t is not None and hmac.compare_digest(given, t.encode()) for t in accepted):
         raise HTTPException(403, "the token is not valid")
 
 
+def require_token(
+    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """Mutating calls: the write token."""
+    _check_bearer(authorization, settings.token())
+
+
+def require_reader(
+    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """Reads: open, unless a read token is set; then it or the write token."""
+    read_token = settings.read_token()
+    if read_token is not None:
+        _check_bearer(authorization, read_token, settings.token())
+
+
 Authorized = [Depends(require_token)]
+Readable = [Depends(require_reader)]
 
 
 class Announcer:

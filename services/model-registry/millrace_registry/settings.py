@@ -9,7 +9,7 @@ class RegistrySettings(HttpSettings):
     port: int = 8700
     data_dir: Path = Path(".run/registry")
     max_body_bytes: int = 64 * 1024 * 1024
-    # Verify publishers' HMAC signatures on upload (with MILLRACE_SIGNING_KEY).
+    # Verify publishers' Ed25519 signatures on upload (with MILLRACE_VERIFY_KEY).
     verify_signatures: bool = True
     # Announce alias moves on the model-events topic.
     announce: bool = True

@@ -14,9 +14,9 @@ def main() -> None:
     settings = PredictorSettings()
     configure_logging("predictor", settings.log_level)
     if settings.follow_model_events or settings.log_predictions:
-        wait_for_broker(settings.kafka_bootstrap)
+        wait_for_broker(settings.kafka)
     if settings.log_predictions:
-        ensure_topics(settings.kafka_bootstrap, [TopicSpec(settings.predictions_topic, 3)])
+        ensure_topics(settings.kafka, [TopicSpec(settings.predictions_topic, 3)])
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 

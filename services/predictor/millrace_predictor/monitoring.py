@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from millrace.evaluation import Scores
 from millrace.join import Pairs
-from millrace.kafka import consumer_config, has_data
+from millrace.kafka import Brokers, consumer_config, has_data
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class LiveQuality(threading.Thread):
 
     def __init__(
         self,
-        bootstrap: str,
+        brokers: Brokers,
         predictions_topic: str,
         labels_topic: str,
         guardrail: Guardrail,
@@ -112,7 +112,7 @@ class LiveQuality(threading.Thread):
         self._stop_event = threading.Event()
         self._consumer = Consumer(
             consumer_config(
-                bootstrap, f"live-quality-{uuid.uuid4().hex}", **{"auto.offset.reset": "latest"}
+                brokers, f"live-quality-{uuid.uuid4().hex}", **{"auto.offset.reset": "latest"}
             )
         )
         self._consumer.subscribe([predictions_topic, labels_topic])

@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from millrace.envelope import Event, InvalidEvent
 from millrace.features import load_feature_module
+from millrace.kafka import client_config
 from millrace.model_events import ModelEventFollower
 from millrace.registry_client import RegistryClient, RegistryError
 from millrace.state import RedisState
@@ -39,11 +40,13 @@ class Predictor:
         self.settings = settings
         self.module = load_feature_module(settings.feature_module)
         self.state = RedisState.from_url(settings.redis_url, settings.topic_prefix)
-        self.client = RegistryClient(
-            settings.registry_url, settings.registry_token, settings.signing_key
-        )
+        self.client = RegistryClient.from_settings(settings)
         self.models = ModelHolder(
-            self.client, settings.model_name, settings.alias, settings.keep_versions
+            self.client,
+            settings.model_name,
+            settings.alias,
+            settings.keep_versions,
+            allow_pickle=settings.allow_pickle,
         )
         self.predictions_topic = settings.predictions_topic
         self.follower: ModelEventFollower | None = None
@@ -61,21 +64,19 @@ class Predictor:
         # between arrives both ways, and the sequence numbers keep the newer.
         if s.follow_model_events:
             self.follower = ModelEventFollower(
-                s.kafka_bootstrap, s.model_events_topic, self.models.on_model_event
+                s.kafka, s.model_events_topic, self.models.on_model_event
             )
             self.follower.start()
         self.models.sync()
         self.models.start_polling(s.poll_interval_s)
         if s.log_predictions:
             self.producer = Producer(
-                {"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 20, "compression.type": "lz4"}
+                client_config(s.kafka, **{"linger.ms": 20, "compression.type": "lz4"})
             )
             guardrail = Guardrail(
                 self._rollback, s.guardrail_margin, s.guardrail_min_labels, s.guardrail
             )
-            self.quality = LiveQuality(
-                s.kafka_bootstrap, self.predictions_topic, s.labels_topic, guardrail
-            )
+            self.quality = LiveQuality(s.kafka, self.predictions_topic, s.labels_topic, guardrail)
             self.quality.start()
 
     def stop(self) -> None:

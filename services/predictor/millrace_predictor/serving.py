@@ -1,9 +1,10 @@
 """Serving: follow an alias, load versions off the request path, swap one reference atomically.
 
-A version is downloaded, its sha256 and signature are verified, it is deserialized (JSON, never
-pickle) and warmed with one prediction before it replaces the current model. A failed load keeps
-the current model and is counted. The last ``keep`` versions stay loaded, so switching back to
-one of them (a rollback) costs nothing.
+A version is downloaded, its sha256 and signature are verified, it is deserialized (JSON; a
+pickle-based learner only with ``MILLRACE_ALLOW_PICKLE``, since River's state is code) and warmed
+with one prediction before it replaces the current model. A failed load keeps the current model
+and is counted. The last ``keep`` versions stay loaded, so switching back to one of them (a
+rollback) costs nothing.
 """
 
 from __future__ import annotations
@@ -56,9 +57,15 @@ class ModelHolder:
     (a late or reordered announcement, an old history) is ignored."""
 
     def __init__(
-        self, client: RegistryClient, model: str, alias: str = "production", keep: int = 3
+        self,
+        client: RegistryClient,
+        model: str,
+        alias: str = "production",
+        keep: int = 3,
+        allow_pickle: bool = False,
     ) -> None:
         self.client = client
+        self.allow_pickle = allow_pickle
         self.model = model
         self.alias = alias
         self.keep = keep
@@ -115,7 +122,7 @@ class ModelHolder:
 
     def _load(self, version: int) -> LoadedModel:
         info = self.client.get_version(self.model, version)
-        learner = load_model(self.client.download(self.model, version), signed=True)
+        learner = load_model(self.client.download(self.model, version), self.allow_pickle)
         learner.predict_proba_many([{}])  # warm up before it serves
         return LoadedModel(self.model, version, learner, float(info.get("created_at", 0.0)))
 

@@ -20,3 +20,6 @@ class PredictorSettings(HttpSettings):
     guardrail: bool = True
     guardrail_margin: float = 0.05
     guardrail_min_labels: int = 200
+    # Load pickle-based (River) versions. Their state is code run on load: allow it only when
+    # whoever holds the signing key may run code in the predictors.
+    allow_pickle: bool = False

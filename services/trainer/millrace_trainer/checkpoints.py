@@ -12,7 +12,15 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from millrace.health import ServiceFailed
-from millrace.kafka import TopicSpec, consumer_config, ensure_topics, read_range, watermarks
+from millrace.kafka import (
+    Brokers,
+    TopicSpec,
+    client_config,
+    consumer_config,
+    ensure_topics,
+    read_range,
+    watermarks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +28,12 @@ MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 
 
 class KafkaCheckpoints:
-    def __init__(self, bootstrap: str, topic: str, key: str, transactional_id: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, brokers: Brokers, topic: str, key: str, transactional_id: str) -> None:
+        self.brokers = brokers
         self.topic = topic
         self.key = key
         ensure_topics(
-            bootstrap,
+            brokers,
             [
                 TopicSpec(
                     topic,
@@ -35,12 +43,14 @@ class KafkaCheckpoints:
             ],
         )
         self.producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "transactional.id": transactional_id,
-                "message.max.bytes": MAX_CHECKPOINT_BYTES,
-                "compression.type": "zstd",
-            }
+            client_config(
+                brokers,
+                **{
+                    "transactional.id": transactional_id,
+                    "message.max.bytes": MAX_CHECKPOINT_BYTES,
+                    "compression.type": "zstd",
+                },
+            )
         )
         self.producer.init_transactions(30)
 
@@ -48,7 +58,7 @@ class KafkaCheckpoints:
         """The newest committed checkpoint for this key, or None."""
         reader = Consumer(
             consumer_config(
-                self.bootstrap,
+                self.brokers,
                 f"checkpoint-reader-{uuid.uuid4().hex}",
                 **{
                     "fetch.max.bytes": MAX_CHECKPOINT_BYTES,

@@ -49,7 +49,7 @@ def make_trainer(
 def make_checkpoints(settings: TrainerSettings) -> KafkaCheckpoints:
     group = group_id(settings)
     return KafkaCheckpoints(
-        settings.kafka_bootstrap,
+        settings.kafka,
         f"{settings.topic_prefix}trainer-checkpoints",
         key=f"{group}/{settings.model_name}",
         transactional_id=f"{group}-{settings.instance_id}",
@@ -61,7 +61,7 @@ def make_loop(
 ) -> StreamLoop:
     consumer = Consumer(
         consumer_config(
-            settings.kafka_bootstrap,
+            settings.kafka,
             group_id(settings),
             **{"session.timeout.ms": settings.session_timeout_ms, "enable.partition.eof": True},
         )
@@ -84,7 +84,7 @@ def learnable_samples(settings: TrainerSettings, timeout: float = 600.0) -> tupl
     topics learns exactly that many, so benchmarks and tests stop on it, not on a stall."""
     join = WindowedJoin(settings.window_ms, settings.label_wait_ms, settings.batch_samples)
     reader = Consumer(
-        consumer_config(settings.kafka_bootstrap, f"{group_id(settings)}-count-{uuid.uuid4().hex}")
+        consumer_config(settings.kafka, f"{group_id(settings)}-count-{uuid.uuid4().hex}")
     )
     try:
         ends = {

@@ -297,7 +297,7 @@ class StreamTrainer:
         if found["items"]:
             baseline_version = int(found["items"][0]["version"])
             artifact = self.client.download(self.model_name, baseline_version)
-            self.learner = load_model(artifact, signed=True)
+            self.learner = load_model(artifact, allow_pickle=True)
             self._remember_parent()
             self.version = baseline_version
             self.lineage = Lineage(parent=baseline_version)

@@ -2,7 +2,7 @@
 
 River models serialize only with pickle, so this learner's state is pickle bytes: an artifact
 holding it is loaded only after its sha256 and HMAC signature have been verified
-(``load_model(..., signed=True)``); unsigned, it is refused.
+(``load_model(..., allow_pickle=True)``); unsigned, it is refused.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from millrace_registry.deps import (
     AnnounceDep,
     Authorized,
     ModelName,
+    Readable,
     StoreDep,
 )
 
@@ -33,7 +34,7 @@ class Rollback(BaseModel):
     reason: str = Field(default="", max_length=1000)
 
 
-@router.get("/models/{name}/aliases/{alias}")
+@router.get("/models/{name}/aliases/{alias}", dependencies=Readable)
 def get_alias(name: ModelName, alias: AliasName, store: StoreDep) -> dict[str, Any]:
     return store.get_alias(name, alias)
 
@@ -46,7 +47,7 @@ def move_alias(
     return announce(move).as_dict()
 
 
-@router.get("/models/{name}/aliases/{alias}/history")
+@router.get("/models/{name}/aliases/{alias}/history", dependencies=Readable)
 def alias_history(
     name: ModelName,
     alias: AliasName,

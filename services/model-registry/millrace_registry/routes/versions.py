@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from millrace.artifacts import sign
+from millrace.signing import SIGNATURE_HEX_CHARS, BadSignature
 from millrace_registry.deps import (
     NAME_PATTERN,
     AnnounceDep,
     Authorized,
     ModelName,
+    Readable,
     SettingsDep,
     StoreDep,
+    VerifierDep,
     Version,
 )
 
@@ -43,7 +44,7 @@ def _metadata(text: str) -> dict[str, Any]:
     return meta
 
 
-@router.get("/models")
+@router.get("/models", dependencies=Readable)
 def list_models(store: StoreDep) -> dict[str, list[str]]:
     return {"models": store.list_models()}
 
@@ -53,9 +54,16 @@ def publish(
     name: ModelName,
     store: StoreDep,
     settings: SettingsDep,
+    verifier: VerifierDep,
     response: Response,
     artifact: Annotated[UploadFile, File(description="the model artifact")],
-    signature: Annotated[str, Form(pattern=r"^[0-9a-f]{64}$")],
+    signature: Annotated[
+        str,
+        Form(
+            pattern=rf"^[0-9a-f]{{{SIGNATURE_HEX_CHARS}}}$",
+            description="Ed25519 signature of the artifact's bytes, hex",
+        ),
+    ],
     metadata: Annotated[str, Form(description="JSON object: metrics, lineage, tags")] = "{}",
     idempotency_key: Annotated[
         str | None,
@@ -69,10 +77,11 @@ def publish(
     threads, never on the event loop."""
     data = artifact.file.read()
     meta = _metadata(metadata)
-    if settings.verify_signatures and not hmac.compare_digest(
-        sign(data, settings.signing_key), signature
-    ):
-        raise HTTPException(422, "artifact signature does not verify")
+    if verifier is not None:
+        try:
+            verifier.verify(data, signature)
+        except BadSignature:
+            raise HTTPException(422, "artifact signature does not verify") from None
     published, created = store.publish(name, data, signature, meta, idempotency_key)
     if not created:
         response.status_code = 200
@@ -81,7 +90,7 @@ def publish(
     return published
 
 
-@router.get("/models/{name}/versions")
+@router.get("/models/{name}/versions", dependencies=Readable)
 def list_versions(
     name: ModelName,
     store: StoreDep,
@@ -97,12 +106,12 @@ def list_versions(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}/versions/{version}", dependencies=Readable)
 def get_version(name: ModelName, version: Version, store: StoreDep) -> dict[str, Any]:
     return store.get_version(name, version)
 
 
-@router.get("/models/{name}/versions/{version}/artifact")
+@router.get("/models/{name}/versions/{version}/artifact", dependencies=Readable)
 def get_artifact(name: ModelName, version: Version, store: StoreDep) -> Response:
     data, info = store.read_artifact(name, version)
     return Response(
