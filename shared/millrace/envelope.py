@@ -22,6 +22,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from millrace.json_values import JSON_INTEGER
+
 SCHEMA_V1 = "millrace.event/v1"
 MAX_EVENT_BYTES = 64 * 1024
 MAX_TS_MS = 2**53 - 1
@@ -48,16 +50,21 @@ class Event(BaseModel):
     id: Name
     type: Name
     key: Name
-    ts: Annotated[int, Field(ge=0, le=MAX_TS_MS, strict=True)]
+    ts: Annotated[int, Field(ge=0, le=MAX_TS_MS), JSON_INTEGER]
     data: dict[str, Any]
 
 
-def describe_validation_error(error: ValidationError) -> str:
+def describe_errors(errors: Any, whole: str = "event") -> str:
+    """The first three of pydantic's errors as one line: ``where: what; ...``."""
     parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "event"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
+    for item in list(errors)[:3]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or whole
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or f"invalid {whole}"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    return describe_errors(error.errors())
 
 
 def parse_event(raw: bytes | str) -> Event:

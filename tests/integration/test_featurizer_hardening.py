@@ -8,26 +8,42 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from millrace.envelope import Event
+from millrace.features.api import State
 from millrace.health import ServiceFailed
 from millrace_featurizer.live import MAX_DEAD_LETTER_BYTES, LiveFeaturizer
+from millrace_flights.features import FlightsFeatures
 from millrace_stack.replay import replay
 from tests.helpers import read_topic, wait_until
 from tests.integration.test_featurizer_live import canonical, expected, running, setup_topics
 
 pytestmark = pytest.mark.integration
 
+FRAGILE = "tests.integration.test_featurizer_hardening:FragileFlights"
+
+
+class FragileFlights(FlightsFeatures):
+    """The flights module with a bug a schema cannot catch: flight number 0 divides by zero."""
+
+    def features(self, event: Event, state: State) -> dict[str, float] | None:
+        if event.type == "flight.scheduled":
+            _ = 1.0 / event.data["flight"]
+        return super().features(event, state)
+
 
 def test_oversized_crashing_and_keyless_events_are_dead_lettered_and_the_rest_flows(
     kafka_bootstrap, redis_url, prefix
 ):
     settings = setup_topics(kafka_bootstrap, redis_url, prefix)
+    settings.feature_module = FRAGILE
     events, truth = expected("2013-01-01", "2013-01-03")
     good = next(e for e in events if e["type"] == "flight.scheduled")
+    assert all(e["data"]["flight"] != 0 for e in events)
     # Valid JSON just under the producer's 1,000,000-byte limit: its whole copy plus headers
     # would not fit in a dead letter.
     huge = orjson.dumps({**good, "data": {**good["data"], "note": "x" * 990_000}})
-    # Schema-valid, but the module's datetime cannot hold it.
-    crashing = orjson.dumps({**good, "data": {**good["data"], "sched_dep_ms": 2**53}})
+    # Schema-valid, but the module's code raises on it.
+    crashing = orjson.dumps({**good, "data": {**good["data"], "flight": 0}})
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     producer.produce(settings.events_topic, huge, good["key"])
     producer.produce(settings.events_topic, crashing, good["key"])

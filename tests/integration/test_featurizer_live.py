@@ -10,11 +10,11 @@ from contextlib import contextmanager
 import orjson
 import pytest
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 from millrace.features import load_feature_module
 from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
-from millrace.kafka import ensure_topics, pipeline_topics
+from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, watermarks
 from millrace.settings import CommonSettings
 from millrace.state import RedisState, StateWrite
 from millrace_featurizer.backfill import from_topic
@@ -161,9 +161,12 @@ def test_state_behind_the_committed_offsets_is_replayed_from_the_events_topic(
     keys = list(client.scan_iter(f"{prefix}state:*"))
     client.delete(*[k for k in keys if not k.endswith(b"__schema__")])
 
+    probe = Consumer(consumer_config(kafka_bootstrap, f"{prefix}probe"))
+    ends = {p: high - 1 for p, (_, high) in watermarks(probe, settings.events_topic).items()}
+    probe.close()
     with running(settings, replicas=1):
         state = RedisState.from_url(redis_url, prefix)
-        wait_until(lambda: len(state.fences()) == 3, 60, "recovery of the three partitions")
+        wait_until(lambda: state.fences() == ends, 60, "recovery of the three partitions")
     assert state.read_many(truth.state) == truth.state
     features = read_topic(kafka_bootstrap, settings.features_topic, idle=2.0)
     assert len(features) == len(truth.features), "recovery produces nothing"

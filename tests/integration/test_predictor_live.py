@@ -324,15 +324,24 @@ def test_bad_input_never_gets_a_server_error(setup: Setup):
 
 
 def test_an_event_the_module_fails_on_is_a_422_with_the_reason(setup: Setup):
+    from tests.integration.test_featurizer_hardening import FRAGILE
+
+    common = {
+        "kafka_bootstrap": setup.settings.kafka_bootstrap,
+        "redis_url": setup.settings.redis_url,
+        "topic_prefix": setup.settings.topic_prefix,
+        "feature_module": FRAGILE,
+    }
     scheduled = next(e for e in setup.events if e["type"] == "flight.scheduled")
-    # Schema-valid, but more than the module's datetime arithmetic can hold.
-    crashing = {**scheduled, "data": {**scheduled["data"], "sched_dep_ms": 2**53}}
-    response = setup.predict.post("/predict", json=crashing)
-    assert response.status_code == 422, response.text
-    assert "feature module failed" in response.json()["detail"]
-    batch = setup.predict.post("/predict/batch", json={"events": [scheduled, crashing]})
-    assert batch.status_code == 422
-    assert batch.json()["detail"].startswith("event 1: feature module failed")
+    crashing = {**scheduled, "data": {**scheduled["data"], "flight": 0}}  # the module's bug
+    with predictor_replica(str(setup.registry._http.base_url), common) as fragile:
+        assert fragile.post("/predict", json=scheduled).status_code == 200
+        response = fragile.post("/predict", json=crashing)
+        assert response.status_code == 422, response.text
+        assert "feature module failed: ZeroDivisionError" in response.json()["detail"]
+        batch = fragile.post("/predict/batch", json={"events": [scheduled, crashing]})
+        assert batch.status_code == 422
+        assert batch.json()["detail"].startswith("event 1: feature module failed")
 
 
 def test_a_version_that_fails_verification_keeps_the_current_one(setup: Setup, tmp_path: Path):

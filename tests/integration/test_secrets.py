@@ -14,7 +14,7 @@ from millrace.artifacts import dump_model
 from millrace.kafka import TopicSpec, ensure_topics, wait_for_broker
 from millrace.learners import LogisticRegression
 from millrace.learners.river_adapter import RiverLearner
-from millrace.registry_client import RegistryClient
+from millrace.registry_client import RegistryClient, RegistryError
 from millrace.settings import DEV_TOKEN, CommonSettings, MissingSecret
 from millrace.signing import generate_keypair
 from millrace_featurizer.live import LiveFeaturizer
@@ -64,7 +64,7 @@ def test_only_the_private_key_signs_and_reads_can_need_a_token(tmp_path: Path):
         trainer.publish("m", dump_model(LogisticRegression()), {})
         # What the registry and the predictors hold cannot sign: someone else's key is refused.
         forger = RegistryClient(url, "write-token", CommonSettings().signer())
-        with pytest.raises(Exception, match="422"):
+        with pytest.raises(RegistryError, match="403"):
             forger.publish("m", dump_model(LogisticRegression()), {})
         assert httpx.get(f"{url}/models/m/versions").status_code == 401
         read = {"Authorization": "Bearer read-token"}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from millrace.envelope import Event, InvalidEvent, describe_validation_error
 from millrace.features.api import FeatureModule, State
 from millrace.features.windows import Window
+from millrace.json_values import JSON_BOOLEAN, JSON_INTEGER, JSON_NUMBER
 from millrace_flights.events import DELAY_THRESHOLD_MIN, DEPARTED, SCHEDULED
 
 HOUR_MS = 3_600_000
@@ -39,19 +40,20 @@ class ScheduledFlight(BaseModel):
 
     flight_id: str = Field(min_length=1, max_length=64)
     carrier: str = Code
-    flight: int = Field(ge=0, le=100_000)
+    flight: Annotated[int, Field(ge=0, le=100_000), JSON_INTEGER]
     tailnum: str | None = Field(default=None, max_length=16)
     origin: str = Code
     dest: str = Code
-    distance: float = Field(ge=0, le=20_000)
-    month: int = Field(ge=1, le=12)
-    hour: int = Field(ge=0, le=23)
-    sched_dep_ms: int = Field(ge=0, le=2**53)
+    distance: Annotated[float, Field(ge=0, le=20_000), JSON_NUMBER]
+    month: Annotated[int, Field(ge=1, le=12), JSON_INTEGER]
+    hour: Annotated[int, Field(ge=0, le=23), JSON_INTEGER]
+    # Up to the end of year 9999: what a datetime can hold.
+    sched_dep_ms: Annotated[int, Field(ge=0, le=253_402_300_799_999), JSON_INTEGER]
 
 
 class DepartedFlight(ScheduledFlight):
-    dep_delay: float = Field(ge=-24 * 60, le=7 * 24 * 60)
-    delayed: bool
+    dep_delay: Annotated[float, Field(ge=-24 * 60, le=7 * 24 * 60), JSON_NUMBER]
+    delayed: Annotated[bool, JSON_BOOLEAN]
 
 
 def load_weather_table() -> dict[tuple[str, int], dict[str, float]]:
@@ -105,7 +107,8 @@ class FlightsFeatures(FeatureModule):
         "wx_temp",
         "wx_humid",
     )
-    _schemas: ClassVar[dict[str, type[BaseModel]]] = {
+    feature_event_types = frozenset({SCHEDULED})
+    payload_schemas: ClassVar[dict[str, type[BaseModel]]] = {
         SCHEDULED: ScheduledFlight,
         DEPARTED: DepartedFlight,
     }
@@ -121,7 +124,7 @@ class FlightsFeatures(FeatureModule):
 
     def validate(self, event: Event) -> None:
         try:
-            self._schemas[event.type].model_validate(event.data)
+            self.payload_schemas[event.type].model_validate(event.data)
         except ValidationError as exc:
             raise InvalidEvent(f"invalid {event.type}: {describe_validation_error(exc)}") from None
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from millrace.http import BodySizeLimit
+from millrace.http import BodySizeLimit, install_error_contract
 from millrace.model_events import ModelEventPublisher
 from millrace_registry.deps import StoreDep
 from millrace_registry.routes import aliases, versions
@@ -37,6 +37,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     app.state.store = RegistryStore(settings.data_dir)
     app.state.publisher = None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_error_contract(app)
     app.add_exception_handler(NotFound, _status(404))
     app.add_exception_handler(Conflict, _status(409))
     app.include_router(versions.router)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request
 
+from millrace.http import problems
 from millrace.model_events import ModelEventPublisher
 from millrace.signing import VerifyKey
 from millrace_registry.settings import RegistrySettings
@@ -68,6 +69,9 @@ def require_reader(
 
 Authorized = [Depends(require_token)]
 Readable = [Depends(require_reader)]
+#: The error answers of the mutating calls and of the reads (besides the routers' 404/413/422).
+MUTATING = problems(400, 401, 403, 409)
+READING = problems(401, 403)
 
 
 class Announcer:

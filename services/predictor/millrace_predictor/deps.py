@@ -11,11 +11,24 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import Counter, Histogram
 
 from millrace.envelope import Event, InvalidEvent, parse_event, validate_event
+from millrace.features import FeatureModule
 from millrace_predictor.service import Predictor
 
 REQUESTS = Counter("millrace_predictor_requests_total", "Predict requests", ["version", "status"])
 LATENCY = Histogram("millrace_predictor_latency_seconds", "Predict latency", ["version"])
 EVENT_SCHEMA = Event.model_json_schema(by_alias=True)
+
+
+def prediction_event_schema(module: FeatureModule) -> dict[str, Any]:
+    """The envelopes ``POST /predict`` takes for ``module``: one variant per event type that
+    yields features, with that type's payload schema when the module declares one."""
+    variants = []
+    for event_type in sorted(module.feature_event_types or module.event_types):
+        payload = module.payload_schemas.get(event_type)
+        data = payload.model_json_schema() if payload is not None else {"type": "object"}
+        properties = {**EVENT_SCHEMA["properties"], "type": {"const": event_type}, "data": data}
+        variants.append({**EVENT_SCHEMA, "properties": properties})
+    return variants[0] if len(variants) == 1 else {"oneOf": variants}
 
 
 def get_predictor(request: Request) -> Predictor:

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from pydantic import BaseModel
+
 from millrace.envelope import Event, InvalidEvent
 
 State = Mapping[str, float]
@@ -55,6 +57,11 @@ class FeatureModule(ABC):
     feature_names: ClassVar[tuple[str, ...]]
     #: How far behind its key's newest event time an event may be (None: never late).
     allowed_lateness_ms: ClassVar[int | None] = None
+    #: The payload (``data``) model of each event type, if the module declares them: the
+    #: predictor's OpenAPI document shows them, so clients and fuzzers know what is accepted.
+    payload_schemas: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    #: The event types that yield features, i.e. what ``POST /predict`` takes (None: all).
+    feature_event_types: ClassVar[frozenset[str] | None] = None
 
     @abstractmethod
     def subject(self, event: Event) -> str:

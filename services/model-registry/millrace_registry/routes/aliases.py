@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from millrace.http import JSON_INTEGER, problems
 from millrace_registry.deps import (
+    MUTATING,
     NAME_PATTERN,
+    READING,
     AliasName,
     AnnounceDep,
     Authorized,
@@ -17,29 +20,35 @@ from millrace_registry.deps import (
     StoreDep,
 )
 
-router = APIRouter(tags=["aliases"])
+VersionNumber = Annotated[int, Field(ge=1, le=2**53), JSON_INTEGER]
+
+router = APIRouter(tags=["aliases"], responses=problems(404, 413, 422))
 
 
 class AliasUpdate(BaseModel):
-    version: int = Field(ge=1, le=2**53)
-    expected_version: int | None = Field(
+    model_config = ConfigDict(extra="forbid")
+
+    version: VersionNumber
+    expected_version: VersionNumber | None = Field(
         description="the version the alias must point at now (null: unset)"
     )
     reason: str = Field(default="", max_length=1000)
 
 
 class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     alias: str = Field(default="production", pattern=NAME_PATTERN)
-    to_version: int | None = Field(default=None, ge=1, le=2**53)
+    to_version: VersionNumber | None = None
     reason: str = Field(default="", max_length=1000)
 
 
-@router.get("/models/{name}/aliases/{alias}", dependencies=Readable)
+@router.get("/models/{name}/aliases/{alias}", dependencies=Readable, responses=READING)
 def get_alias(name: ModelName, alias: AliasName, store: StoreDep) -> dict[str, Any]:
     return store.get_alias(name, alias)
 
 
-@router.put("/models/{name}/aliases/{alias}", dependencies=Authorized)
+@router.put("/models/{name}/aliases/{alias}", dependencies=Authorized, responses=MUTATING)
 def move_alias(
     name: ModelName, alias: AliasName, body: AliasUpdate, store: StoreDep, announce: AnnounceDep
 ) -> dict[str, Any]:
@@ -47,7 +56,7 @@ def move_alias(
     return announce(move).as_dict()
 
 
-@router.get("/models/{name}/aliases/{alias}/history", dependencies=Readable)
+@router.get("/models/{name}/aliases/{alias}/history", dependencies=Readable, responses=READING)
 def alias_history(
     name: ModelName,
     alias: AliasName,
@@ -57,7 +66,7 @@ def alias_history(
     return {"items": [m.as_dict() for m in store.history(name, alias, limit)]}
 
 
-@router.post("/models/{name}/rollback", dependencies=Authorized)
+@router.post("/models/{name}/rollback", dependencies=Authorized, responses=MUTATING)
 def rollback(
     name: ModelName, body: Rollback, store: StoreDep, announce: AnnounceDep
 ) -> dict[str, Any]:

@@ -6,11 +6,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Response, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from millrace.http import JSON_INTEGER, problems
 from millrace.signing import SIGNATURE_HEX_CHARS, BadSignature
 from millrace_registry.deps import (
+    MUTATING,
     NAME_PATTERN,
+    READING,
     AnnounceDep,
     Authorized,
     ModelName,
@@ -21,17 +24,21 @@ from millrace_registry.deps import (
     Version,
 )
 
-router = APIRouter(tags=["versions"])
+router = APIRouter(tags=["versions"], responses=problems(404, 413, 422))
 
 
 class Promote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     alias: str = Field(default="production", pattern=NAME_PATTERN)
     reason: str = Field(default="", max_length=1000)
 
 
 class Prune(BaseModel):
-    keep_last: int = Field(ge=1, le=1_000_000)
-    keep_history_moves: int = Field(default=20, ge=0, le=1_000_000)
+    model_config = ConfigDict(extra="forbid")
+
+    keep_last: Annotated[int, Field(ge=1, le=1_000_000), JSON_INTEGER]
+    keep_history_moves: Annotated[int, Field(ge=0, le=1_000_000), JSON_INTEGER] = 20
 
 
 def _metadata(text: str) -> dict[str, Any]:
@@ -44,12 +51,51 @@ def _metadata(text: str) -> dict[str, Any]:
     return meta
 
 
-@router.get("/models", dependencies=Readable)
+# The form as it is meant: ``metadata`` is a JSON object sent as an application/json part
+# (FastAPI can only describe a form field as text).
+PUBLISH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["artifact", "signature"],
+                    "properties": {
+                        "artifact": {
+                            "type": "string",
+                            "contentMediaType": "application/octet-stream",
+                        },
+                        "signature": {
+                            "type": "string",
+                            "pattern": f"^[0-9a-f]{{{SIGNATURE_HEX_CHARS}}}$",
+                            "description": "Ed25519 signature of the artifact's bytes, hex",
+                        },
+                        "metadata": {
+                            "type": "object",
+                            "description": "metrics, lineage, tags",
+                        },
+                    },
+                },
+                "encoding": {"metadata": {"contentType": "application/json"}},
+            }
+        },
+    }
+}
+
+
+@router.get("/models", dependencies=Readable, responses=READING)
 def list_models(store: StoreDep) -> dict[str, list[str]]:
     return {"models": store.list_models()}
 
 
-@router.post("/models/{name}/versions", status_code=201, dependencies=Authorized)
+@router.post(
+    "/models/{name}/versions",
+    status_code=201,
+    dependencies=Authorized,
+    responses={**MUTATING, 200: {"description": "a replay: the version this key made"}},
+    openapi_extra=PUBLISH_BODY,
+)
 def publish(
     name: ModelName,
     store: StoreDep,
@@ -64,7 +110,7 @@ def publish(
             description="Ed25519 signature of the artifact's bytes, hex",
         ),
     ],
-    metadata: Annotated[str, Form(description="JSON object: metrics, lineage, tags")] = "{}",
+    metadata: Annotated[str, Form(description="a JSON object: metrics, lineage, tags")] = "{}",
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -81,7 +127,7 @@ def publish(
         try:
             verifier.verify(data, signature)
         except BadSignature:
-            raise HTTPException(422, "artifact signature does not verify") from None
+            raise HTTPException(403, "the artifact's signature does not verify") from None
     published, created = store.publish(name, data, signature, meta, idempotency_key)
     if not created:
         response.status_code = 200
@@ -90,7 +136,7 @@ def publish(
     return published
 
 
-@router.get("/models/{name}/versions", dependencies=Readable)
+@router.get("/models/{name}/versions", dependencies=Readable, responses=READING)
 def list_versions(
     name: ModelName,
     store: StoreDep,
@@ -106,12 +152,20 @@ def list_versions(
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/models/{name}/versions/{version}", dependencies=Readable)
+@router.get("/models/{name}/versions/{version}", dependencies=Readable, responses=READING)
 def get_version(name: ModelName, version: Version, store: StoreDep) -> dict[str, Any]:
     return store.get_version(name, version)
 
 
-@router.get("/models/{name}/versions/{version}/artifact", dependencies=Readable)
+@router.get(
+    "/models/{name}/versions/{version}/artifact",
+    dependencies=Readable,
+    response_class=Response,
+    responses={
+        **READING,
+        200: {"content": {"application/octet-stream": {}}, "description": "the artifact"},
+    },
+)
 def get_artifact(name: ModelName, version: Version, store: StoreDep) -> Response:
     data, info = store.read_artifact(name, version)
     return Response(
@@ -121,20 +175,22 @@ def get_artifact(name: ModelName, version: Version, store: StoreDep) -> Response
     )
 
 
-@router.delete("/models/{name}/versions/{version}", dependencies=Authorized)
+@router.delete("/models/{name}/versions/{version}", dependencies=Authorized, responses=MUTATING)
 def archive_version(name: ModelName, version: Version, store: StoreDep) -> dict[str, Any]:
     """Archive a version (hidden from listings; 409 while an alias points at it)."""
     return store.archive(name, version)
 
 
-@router.post("/models/{name}/versions/{version}/promote", dependencies=Authorized)
+@router.post(
+    "/models/{name}/versions/{version}/promote", dependencies=Authorized, responses=MUTATING
+)
 def promote(
     name: ModelName, version: Version, body: Promote, store: StoreDep, announce: AnnounceDep
 ) -> dict[str, Any]:
     return announce(store.promote(name, body.alias, version, "api", body.reason)).as_dict()
 
 
-@router.post("/models/{name}/prune", dependencies=Authorized)
+@router.post("/models/{name}/prune", dependencies=Authorized, responses=MUTATING)
 def prune(name: ModelName, body: Prune, store: StoreDep) -> dict[str, list[int]]:
     """Apply the retention policy now; returns the deleted version numbers."""
     return {"deleted": store.prune(name, body.keep_last, body.keep_history_moves)}

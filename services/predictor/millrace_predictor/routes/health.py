@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from millrace.http import problems
 from millrace_predictor.deps import PredictorDep
 
 router = APIRouter(tags=["health"])
@@ -17,7 +18,7 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses=problems(503))
 def ready(predictor: PredictorDep, response: Response) -> dict[str, Any]:
     model = predictor.models.current
     if model is None:
@@ -26,6 +27,10 @@ def ready(predictor: PredictorDep, response: Response) -> dict[str, Any]:
     return {"status": "ready", "model": model.name, "version": model.version}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from millrace.http import JSON_INTEGER, problems
 from millrace_predictor.deps import PredictorDep, parse_many, predict_timed
 from millrace_predictor.service import Predictor
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+router = APIRouter(
+    prefix="/v2", tags=["open inference protocol"], responses=problems(400, 404, 413)
+)
 
 
 class InferInput(BaseModel):
-    name: str = Field(max_length=64)
-    datatype: str = Field(max_length=16)
-    shape: list[int] = Field(max_length=4)
+    """One tensor: ``event``, BYTES, one JSON envelope (object or string) per element."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["event"]
+    datatype: Literal["BYTES"]
+    shape: list[Annotated[int, Field(ge=-1, le=2**31), JSON_INTEGER]] = Field(max_length=4)
     data: list[Any]
 
 
 class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     id: str | None = Field(default=None, max_length=200)
     inputs: list[InferInput] = Field(min_length=1, max_length=1)
 
@@ -35,7 +44,7 @@ def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses=problems(503))
 def ready(predictor: PredictorDep, response: Response) -> dict[str, bool]:
     is_ready = predictor.models.current is not None
     response.status_code = 200 if is_ready else 503
@@ -55,13 +64,11 @@ def model(name: str, predictor: PredictorDep) -> dict[str, Any]:
     }
 
 
-@router.post("/models/{name}/infer")
+@router.post("/models/{name}/infer", responses=problems(422, 503))
 async def infer(name: str, body: InferRequest, predictor: PredictorDep) -> dict[str, Any]:
     """Input ``event``: BYTES, one JSON envelope (string or object) per element."""
     _check_model(predictor, name)
     tensor = body.inputs[0]
-    if tensor.name != "event" or tensor.datatype != "BYTES":
-        raise HTTPException(422, 'expected one input named "event" of datatype BYTES')
     events = parse_many(tensor.data, predictor.settings.max_batch)
     result = await predict_timed(predictor, events)
     probabilities = [row["probability"] for row in result["predictions"]]

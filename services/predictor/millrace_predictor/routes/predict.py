@@ -8,36 +8,21 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, HTTPException, Request
 
-from millrace_predictor.deps import (
-    EVENT_SCHEMA,
-    PredictorDep,
-    parse_many,
-    parse_one,
-    predict_timed,
-)
+from millrace.http import problems
+from millrace_predictor.deps import PredictorDep, parse_many, parse_one, predict_timed
 
-router = APIRouter(tags=["predict"])
+# The request bodies are documented from the feature module when the app is made (app.py).
+router = APIRouter(tags=["predict"], responses=problems(413, 422, 503))
 
 
-def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-@router.post("/predict", openapi_extra=_json_body(EVENT_SCHEMA))
+@router.post("/predict")
 async def predict(request: Request, predictor: PredictorDep) -> dict[str, Any]:
     """One event in the envelope the events topic carries (any content type)."""
     result = await predict_timed(predictor, [parse_one(await request.body())])
     return {**result.pop("predictions")[0], **result}
 
 
-BATCH_SCHEMA = {
-    "type": "object",
-    "required": ["events"],
-    "properties": {"events": {"type": "array", "items": EVENT_SCHEMA}},
-}
-
-
-@router.post("/predict/batch", openapi_extra=_json_body(BATCH_SCHEMA))
+@router.post("/predict/batch")
 async def predict_batch(request: Request, predictor: PredictorDep) -> dict[str, Any]:
     """``{"events": [...]}``: all answered by one model version, in order."""
     try:
