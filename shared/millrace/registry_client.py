@@ -24,7 +24,7 @@ from tenacity import (
 
 from millrace.artifacts import ArtifactRejected, verify
 from millrace.settings import CommonSettings
-from millrace.signing import SigningKey, VerifyKey
+from millrace.signing import InvalidKey, SigningKey, VerifyKey
 from millrace.waiting import wait_until
 
 
@@ -64,12 +64,14 @@ class RegistryClient:
     ) -> RegistryClient:
         """A client with the settings' write token and verify key (and, with ``signs``, the
         signing key: the trainer's); raises :class:`MissingSecret` naming what is unset."""
-        return cls(
-            url or settings.registry_url,
-            settings.token(),
-            settings.signer() if signs else None,
-            settings.verifier(),
-        )
+        signer = settings.signer() if signs else None
+        verifier = settings.verifier()
+        if signer is not None and signer.verify_key().text() != verifier.text():
+            raise InvalidKey(
+                "MILLRACE_VERIFY_KEY is not the public half of MILLRACE_SIGNING_KEY: "
+                "what this process signs would fail its own verification"
+            )
+        return cls(url or settings.registry_url, settings.token(), signer, verifier)
 
     def close(self) -> None:
         self._http.close()

@@ -16,7 +16,7 @@ from millrace.learners import LogisticRegression
 from millrace.learners.river_adapter import RiverLearner
 from millrace.registry_client import RegistryClient, RegistryError
 from millrace.settings import DEV_TOKEN, CommonSettings, MissingSecret
-from millrace.signing import generate_keypair
+from millrace.signing import InvalidKey, generate_keypair
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_predictor.serving import ModelHolder
 from millrace_registry.app import create_app
@@ -125,3 +125,11 @@ def test_kafka_security_settings_reach_every_client(
     wrong = CommonSettings(**{**settings.model_dump(), "kafka_sasl_password": "wrong"})
     with pytest.raises(TimeoutError):
         wait_for_broker(wrong.kafka, timeout=5)
+
+
+def test_a_signing_key_and_a_verify_key_that_do_not_belong_together_are_refused():
+    private, _ = generate_keypair()
+    _, someone_elses = generate_keypair()
+    settings = CommonSettings(signing_key=private, verify_key=someone_elses)
+    with pytest.raises(InvalidKey, match="public half"):
+        RegistryClient.from_settings(settings, signs=True)

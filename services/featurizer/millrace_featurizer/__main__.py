@@ -26,8 +26,10 @@ def main() -> None:
         instance_id=settings.instance_id,
         session_timeout_ms=settings.session_timeout_ms,
         stall_timeout_s=settings.stall_timeout_s,
+        transaction_timeout_s=settings.transaction_timeout_s,
     )
     runner.install_signal_handlers()
+    runner.liveness.start_watchdog()
     serve_health(settings.host, settings.port, runner.health)
     try:
         runner.run()

@@ -81,6 +81,7 @@ class LiveFeaturizer:
         instance_id: str | None = None,
         session_timeout_ms: int = 10_000,
         stall_timeout_s: float = 120.0,
+        transaction_timeout_s: float = 5.0,
     ) -> None:
         self.featurizer = featurizer
         self.state = state
@@ -93,6 +94,7 @@ class LiveFeaturizer:
         self.batch_size = batch_size
         self.stopping = threading.Event()
         self.liveness = Liveness(stall_timeout_s)
+        self.transaction_timeout_s = transaction_timeout_s
         self.batches = 0
         self.events = 0
         #: Assigned partitions whose Redis state is not yet caught up (paused until it is).
@@ -106,7 +108,13 @@ class LiveFeaturizer:
             consumer_config(
                 brokers,
                 group,
-                **{"client.id": self.instance_id, "session.timeout.ms": session_timeout_ms},
+                **{
+                    "client.id": self.instance_id,
+                    # Static membership: a restarted replica takes its partitions back at
+                    # once, without waiting for its old session to expire and a rebalance.
+                    "group.instance.id": self.instance_id,
+                    "session.timeout.ms": session_timeout_ms,
+                },
             )
         )
         self.producer = Producer(
@@ -175,14 +183,16 @@ class LiveFeaturizer:
     def _process(self, batch: list[SourceEvent]) -> bool:
         """One batch in one transaction; False if it was aborted (and will be read again)."""
         result = self.featurizer.run_batch(batch, self.state.read_many)
+        timeout = self.transaction_timeout_s
         try:
             self.producer.begin_transaction()
             self._produce(result)
             positions = self.consumer.position(self.consumer.assignment())
-            self.producer.send_offsets_to_transaction(
-                positions, self.consumer.consumer_group_metadata(), 30
-            )
-            self.producer.commit_transaction(30)
+            with self.liveness.bounded("send_offsets_to_transaction", timeout + 3):
+                self.producer.send_offsets_to_transaction(
+                    positions, self.consumer.consumer_group_metadata(), timeout
+                )
+            self.producer.commit_transaction(timeout)
         except (KafkaException, BufferError) as exc:
             self._abort(exc)
             self._rewind()

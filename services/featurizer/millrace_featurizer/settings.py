@@ -25,3 +25,6 @@ class FeaturizerSettings(HttpSettings):
     # No committed batch and no idle poll for this long: /health turns 503 and the process
     # exits non-zero, so that its supervisor restarts it.
     stall_timeout_s: float = Field(default=120.0, gt=0)
+    # Each transactional call's timeout. send_offsets_to_transaction gets 3 s more, past which
+    # the process exits (librdkafka may otherwise block in it for good, see Liveness.bounded).
+    transaction_timeout_s: float = Field(default=5.0, gt=0)

@@ -59,6 +59,7 @@ def main() -> None:
         settings.port,
         lambda: loop.liveness.status(version=trainer.version, batches=trainer.batches_total),
     )
+    loop.liveness.start_watchdog()
     try:
         loop.run()
     except ServiceFailed as exc:

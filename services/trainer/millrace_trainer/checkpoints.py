@@ -87,9 +87,9 @@ class KafkaCheckpoints:
             self.producer.begin_transaction()
             self.producer.produce(self.topic, data, self.key.encode())
             self.producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), 30
+                offsets, consumer.consumer_group_metadata(), 20
             )
-            self.producer.commit_transaction(60)
+            self.producer.commit_transaction(30)
         except KafkaException as exc:
             self._abort(exc)
             raise CheckpointFailed(str(exc.args[0])) from exc

@@ -179,7 +179,9 @@ class StreamLoop:
         for name, offset in state["needed"].items():
             topic, _, partition = name.rpartition("/")
             offsets.append(TopicPartition(topic, int(partition), offset))
-        size = self.checkpoints.commit(state, offsets, self.consumer)
+        # librdkafka may block for good in a transactional call (see Liveness.bounded).
+        with self.liveness.bounded("the checkpoint's commit", 60.0):
+            size = self.checkpoints.commit(state, offsets, self.consumer)
         CHECKPOINT_BYTES.set(size)
         self.checkpoints_written += 1
         self.checkpoint_bytes_max = max(self.checkpoint_bytes_max, size)

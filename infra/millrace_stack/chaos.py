@@ -1,0 +1,378 @@
+"""Chaos: the whole pipeline under SIGKILLs and a broker restart, then an exact account.
+
+:func:`run_chaos` starts its own broker, Redis and the four services as processes, replays a
+range of the flights at full speed, and meanwhile SIGKILLs the featurizer (the first time while
+one of its transactions is open), the trainer and the predictor, and kills and restarts the
+broker. Every killed process is restarted at once, as a supervisor would. Then it accounts:
+
+- events in vs feature, label and dead-letter records out: none lost, none duplicated, each
+  record byte-identical to the backfill of the same events;
+- Redis's entity state equal to the backfill's;
+- every version the killed trainer published byte-identical to what an uninterrupted trainer
+  publishes from the same topics;
+- the stall after each kill: the time until the part downstream of the killed one moved again
+  (the next committed feature after a featurizer kill or the broker restart, the trainer's and
+  the predictor's health after theirs).
+
+``make chaos`` runs two months (``bench/chaos.py``); ``make test`` runs a few days of it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, TopicPartition
+
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, read_range, watermarks
+from millrace.registry_client import RegistryClient
+from millrace.settings import CommonSettings
+from millrace.signing import SigningKey
+from millrace.state import RedisState
+from millrace.waiting import wait_until
+from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_stack.brokers import KafkaNode, RedisNode
+from millrace_stack.processes import ProcessTable, free_port
+from millrace_stack.replay import replay
+from millrace_stack.secrets import SIGNING_KEY, TOKEN, ensure_secrets, service_secrets
+
+MODULES = {
+    "model-registry": "millrace_registry",
+    "featurizer": "millrace_featurizer",
+    "trainer": "millrace_trainer",
+    "predictor": "millrace_predictor",
+}
+MODEL = "chaos"
+
+
+@dataclass
+class ChaosConfig:
+    work_dir: Path
+    start: str = "2013-01-15"
+    end: str = "2013-03-15"
+    baseline_start: str = "2013-01-01"
+    #: The order of the blows; "featurizer" the first time waits for an open transaction.
+    plan: tuple[str, ...] = (
+        "featurizer",
+        "trainer",
+        "featurizer",
+        "broker",
+        "predictor",
+        "featurizer",
+        "trainer",
+    )
+    #: Events per featurizer transaction: small, so the stream lasts through the plan.
+    batch_size: int = 100
+    pause_s: float = 1.5
+
+
+@dataclass
+class ChaosReport:
+    events: int = 0
+    expected_records: int = 0
+    records: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    records_identical: bool = False
+    state_identical: bool = False
+    versions: int = 0
+    artifacts_identical: bool = False
+    killed_inside_a_transaction: bool = False
+    stalls: list[tuple[str, float]] = field(default_factory=list)
+    #: Services that exited by themselves (a fatal error, a stall) and were restarted.
+    restarts: list[str] = field(default_factory=list)
+
+    @property
+    def max_stall_s(self) -> float:
+        return max((s for _, s in self.stalls), default=0.0)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "chaos_events": self.events,
+            "chaos_lost": self.lost,
+            "chaos_duplicated": self.duplicated,
+            "chaos_artifacts_identical": self.artifacts_identical,
+            "chaos_max_stall_s": round(self.max_stall_s, 2),
+        }
+
+
+class _Arrivals(threading.Thread):
+    """Counts committed records on a topic as they arrive, with when."""
+
+    def __init__(self, settings: CommonSettings, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.count = 0
+        self.last_at = 0.0
+        self._halt = threading.Event()
+        self._consumer = Consumer(consumer_config(settings.kafka, f"chaos-watch-{topic}"))
+        self._consumer.subscribe([topic])
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            got = [m for m in self._consumer.consume(1000, timeout=0.2) if m.error() is None]
+            if got:
+                self.count += len(got)
+                self.last_at = time.monotonic()
+        self._consumer.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+class Chaos:
+    def __init__(self, cfg: ChaosConfig, say: Callable[[str], object]) -> None:
+        self.cfg = cfg
+        self.say = say
+        self.procs = ProcessTable(cfg.work_dir)
+        self.kafka = KafkaNode(cfg.work_dir / "kafka", free_port(), free_port(), heap="1g")
+        self.redis = RedisNode(cfg.work_dir / "redis", free_port())
+        self.ports = {name: free_port() for name in MODULES}
+        self.settings = CommonSettings(
+            kafka_bootstrap=self.kafka.bootstrap, redis_url=self.redis.url, topic_prefix="chaos."
+        )
+        self.report = ChaosReport()
+
+    # -- processes ------------------------------------------------------------------------
+
+    def env(self, name: str, **extra: str) -> dict[str, str]:
+        return {
+            "MILLRACE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "MILLRACE_REDIS_URL": self.redis.url,
+            "MILLRACE_TOPIC_PREFIX": "chaos.",
+            "MILLRACE_REGISTRY_URL": self.url("model-registry"),
+            "MILLRACE_DATA_DIR": str(self.cfg.work_dir / "registry"),
+            "MILLRACE_MODEL_NAME": MODEL,
+            "MILLRACE_PORT": str(self.ports[name]),
+            "MILLRACE_INSTANCE_ID": f"{name}-0",
+            "MILLRACE_SESSION_TIMEOUT_MS": "6000",
+            "MILLRACE_BATCH_SIZE": str(self.cfg.batch_size),
+            "MILLRACE_BASELINE_START": self.cfg.baseline_start,
+            "MILLRACE_BASELINE_END": self.cfg.start,
+            # Wall-clock idleness would make what is learned depend on timing: off.
+            "MILLRACE_IDLE_PARTITION_MS": str(10**12),
+            "MILLRACE_POLL_INTERVAL_S": "2",
+            **service_secrets(self.cfg.work_dir, name),
+            **extra,
+        }
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self, name: str, **extra: str) -> None:
+        self.procs.start(name, [sys.executable, "-m", MODULES[name]], self.env(name, **extra))
+
+    def healthy(self, name: str, path: str = "/health") -> bool:
+        try:
+            return httpx.get(self.url(name) + path, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # -- the run --------------------------------------------------------------------------
+
+    def supervise(self, stop: threading.Event) -> None:
+        """Restart a service that exited by itself, as its supervisor would."""
+        while not stop.wait(0.5):
+            for name in MODULES:
+                if self.procs.exited(name):
+                    self.report.restarts.append(name)
+                    self.say(f"supervisor: {name} exited; restarting it")
+                    self.start(name)
+
+    def run(self) -> ChaosReport:
+        self.kafka.start(self.procs)
+        self.redis.start(self.procs)
+        stop = threading.Event()
+        supervisor = threading.Thread(target=self.supervise, args=(stop,), daemon=True)
+        try:
+            supervisor.start()
+            self._run()
+        finally:
+            stop.set()
+            supervisor.join(5)
+            for name in [*reversed(MODULES), "trainer-b", "redis", "kafka"]:
+                self.procs.stop(name)
+        return self.report
+
+    def _run(self) -> None:
+        cfg, report = self.cfg, self.report
+        ensure_topics(self.settings.kafka, pipeline_topics(self.settings))
+        events = flight_events(load_flights(), to_epoch_ms(cfg.start), to_epoch_ms(cfg.end))
+        truth = backfill(
+            Featurizer(load_feature_module(self.settings.feature_module)), from_envelopes(events)
+        )
+        report.events = len(events)
+        for name in MODULES:
+            self.start(name)
+            wait_until(lambda n=name: self.healthy(n), 300, name)  # type: ignore[misc]
+        wait_until(lambda: self.healthy("predictor", "/ready"), 120, "the predictor")
+        features = _Arrivals(self.settings, self.settings.features_topic)
+        features.start()
+        self.say(f"replaying {len(events):,} events at full speed")
+        replay(self.settings.kafka, self.settings.events_topic, events)
+        for blow in cfg.plan:
+            time.sleep(cfg.pause_s)
+            remaining = features.count < len(truth.features)
+            stall = self._strike(blow, features)
+            if stall is not None and (blow in ("trainer", "predictor") or remaining):
+                report.stalls.append((blow, stall))
+                self.say(f"{blow}: downstream moved again {stall:.1f} s after the blow")
+            else:
+                self.say(f"{blow}: struck after the featurizer had finished (no stall to time)")
+        wait_until(
+            lambda: features.count >= len(truth.features), 600, "every feature", interval=1.0
+        )
+        features.stop()
+        self._account(truth.feature_bytes + truth.label_bytes, truth.dead, truth.state)
+        self._compare_trainers()
+
+    def _strike(self, blow: str, features: _Arrivals) -> float | None:
+        struck = time.monotonic()
+        if blow == "broker":
+            self.procs.kill("kafka")
+            time.sleep(2.0)
+            self.kafka.start(self.procs)
+            back = time.monotonic()
+            return self._until(lambda: features.last_at > back, since=struck)
+        if blow == "featurizer" and not self.report.killed_inside_a_transaction:
+            self.report.killed_inside_a_transaction = self._wait_for_open_transaction()
+            struck = time.monotonic()
+        self.procs.kill(blow)
+        self.start(blow)
+        if blow == "featurizer":
+            # Until the new process is up and a feature it committed arrives (what the dead one
+            # committed just before the blow may still be on its way: it does not count).
+            up = self._until(lambda: self.healthy("featurizer"))
+            if up is None:
+                return None
+            ready = struck + up
+            return self._until(lambda: features.last_at > ready, since=struck)
+        path = "/ready" if blow == "predictor" else "/health"
+        return self._until(lambda: self.healthy(blow, path))
+
+    @staticmethod
+    def _until(
+        moved: Callable[[], bool], timeout: float = 300.0, since: float | None = None
+    ) -> float | None:
+        """Seconds from ``since`` (default: now) until ``moved()``; None if it never did."""
+        started = time.monotonic() if since is None else since
+        while time.monotonic() - started < timeout:
+            if moved():
+                return time.monotonic() - started
+            time.sleep(0.05)
+        return None
+
+    def _wait_for_open_transaction(self, timeout: float = 30.0) -> bool:
+        """Until a features partition has records beyond its last stable offset."""
+        topic = self.settings.features_topic
+        committed = Consumer(consumer_config(self.settings.kafka, "chaos-lso"))
+        uncommitted = Consumer(
+            consumer_config(
+                self.settings.kafka, "chaos-hw", **{"isolation.level": "read_uncommitted"}
+            )
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for partition in range(3):
+                    tp = TopicPartition(topic, partition)
+                    stable = committed.get_watermark_offsets(tp, timeout=5, cached=False)[1]
+                    high = uncommitted.get_watermark_offsets(tp, timeout=5, cached=False)[1]
+                    if high > stable:
+                        return True
+                time.sleep(0.01)
+            return False
+        finally:
+            committed.close()
+            uncommitted.close()
+
+    # -- the account ----------------------------------------------------------------------
+
+    def _account(
+        self, expected: list[bytes], dead: list[tuple[bytes, str]], state: dict[str, Any]
+    ) -> None:
+        report, s = self.report, self.settings
+        wanted = Counter(expected) + Counter(value for value, _ in dead)
+        got: Counter[bytes] = Counter()
+        for topic in (s.features_topic, s.labels_topic, s.dead_letter_topic):
+            got.update(_read_to_end(s, topic))
+        report.expected_records = sum(wanted.values())
+        report.records = sum(got.values())
+        report.lost = sum((wanted - got).values())
+        report.duplicated = sum((got - wanted).values())
+        report.records_identical = got == wanted
+        live = RedisState.from_url(s.redis_url, s.topic_prefix).read_many(state)
+        report.state_identical = live == state
+
+    def _compare_trainers(self) -> None:
+        secrets = ensure_secrets(self.cfg.work_dir)
+        client = RegistryClient(
+            self.url("model-registry"), secrets[TOKEN], SigningKey.from_text(secrets[SIGNING_KEY])
+        )
+        try:
+            total = _settle(lambda: _versions(client, MODEL))
+            self.procs.stop("trainer")
+            extra = {"MILLRACE_MODEL_NAME": f"{MODEL}-b", "MILLRACE_GROUP": "trainer-b"}
+            self.ports["trainer-b"] = free_port()
+            self.procs.start(
+                "trainer-b",
+                [sys.executable, "-m", "millrace_trainer"],
+                {**self.env("trainer", **extra), "MILLRACE_PORT": str(self.ports["trainer-b"])},
+            )
+            reference = _settle(lambda: _versions(client, f"{MODEL}-b"))
+            self.report.versions = total
+            self.report.artifacts_identical = total == reference and all(
+                client.download(MODEL, v) == client.download(f"{MODEL}-b", v)
+                for v in range(1, total + 1)
+            )
+        finally:
+            client.close()
+
+
+def _versions(client: RegistryClient, model: str) -> int:
+    try:
+        return int(client.list_versions(model, limit=1)["total"])
+    except Exception:
+        return 0
+
+
+def _settle(count: Callable[[], int], quiet_s: float = 15.0, timeout: float = 900.0) -> int:
+    """The count once it has stopped changing for ``quiet_s``."""
+    last, since = count(), time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = count()
+        if now != last or now <= 1:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise TimeoutError(f"versions still changing after {timeout:g} s")
+
+
+def _read_to_end(settings: CommonSettings, topic: str) -> list[bytes]:
+    reader = Consumer(consumer_config(settings.kafka, f"chaos-account-{topic}"))
+    try:
+        values = []
+        for partition, (low, high) in watermarks(reader, topic).items():
+            for batch in read_range(reader, topic, partition, low, high, timeout=120):
+                values += [m.value() or b"" for m in batch]
+        return values
+    finally:
+        reader.close()
+
+
+def run_chaos(cfg: ChaosConfig, say: Callable[[str], object] = print) -> ChaosReport:
+    return Chaos(cfg, say).run()
+
+
+__all__ = ["ChaosConfig", "ChaosReport", "run_chaos"]
