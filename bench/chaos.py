@@ -40,7 +40,8 @@ def main() -> None:
         ("Redis state identical to the backfill", str(report.state_identical), "", "True"),
         (
             "versions identical to an uninterrupted trainer",
-            f"{report.artifacts_identical} ({report.versions} versions)",
+            f"{report.artifacts_identical} ({report.versions} vs {report.reference_versions}"
+            f" versions; differing: {report.differing_versions[:5] or 'none'})",
             "",
             "True",
         ),

@@ -85,6 +85,9 @@ class ChaosReport:
     records_identical: bool = False
     state_identical: bool = False
     versions: int = 0
+    reference_versions: int = 0
+    #: Versions whose bytes differ from the uninterrupted trainer's.
+    differing_versions: list[int] = field(default_factory=list)
     artifacts_identical: bool = False
     killed_inside_a_transaction: bool = False
     stalls: list[tuple[str, float]] = field(default_factory=list)
@@ -329,10 +332,14 @@ class Chaos:
                 {**self.env("trainer", **extra), "MILLRACE_PORT": str(self.ports["trainer-b"])},
             )
             reference = _settle(lambda: _versions(client, f"{MODEL}-b"))
-            self.report.versions = total
-            self.report.artifacts_identical = total == reference and all(
-                client.download(MODEL, v) == client.download(f"{MODEL}-b", v)
-                for v in range(1, total + 1)
+            self.report.versions, self.report.reference_versions = total, reference
+            self.report.differing_versions = [
+                v
+                for v in range(1, min(total, reference) + 1)
+                if client.download(MODEL, v) != client.download(f"{MODEL}-b", v)
+            ]
+            self.report.artifacts_identical = (
+                total == reference and not self.report.differing_versions
             )
         finally:
             client.close()

@@ -253,7 +253,13 @@ class LiveFeaturizer:
 
     def _rewind(self) -> None:
         assignment = self.consumer.assignment()
-        for tp in self.consumer.committed(assignment, timeout=30):
+        try:
+            committed = self.consumer.committed(assignment, timeout=self.transaction_timeout_s)
+        except KafkaException as exc:
+            # Without the committed offsets the batch cannot be read again from the right place:
+            # a restart reads them afresh (and fences what this process left open).
+            raise ServiceFailed(f"cannot read the committed offsets: {exc.args[0]}") from exc
+        for tp in committed:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
 
     # -- recovery ---------------------------------------------------------------------------

@@ -81,20 +81,27 @@ class StreamLoop:
         #: Beats once per poll; /health turns 503 and the loop ends if it stops (see Liveness).
         self.liveness = Liveness(stall_timeout_s)
         self._names: dict[tuple[str, int], str] = {}
+        #: The offset of the last record read per partition, by this process.
+        self._last_offsets: dict[str, int] = {}
 
     def run(self) -> None:
-        join = self.trainer.join
-        self.consumer.subscribe(
-            [self.features_topic, self.labels_topic],
-            on_assign=lambda _c, parts: join.assign(
-                {self._name(p.topic, p.partition) for p in parts}
-            ),
-        )
+        self.consumer.subscribe([self.features_topic, self.labels_topic], on_assign=self._on_assign)
         try:
             with collector.tuned():
                 self._poll_until_stopped()
         finally:
             self.consumer.close()
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A partition this process read before (a rebalance after a lost session, say a broker
+        restart) resumes after the last record the join holds, not at the committed offset the
+        group would restart it from: that would feed the join records it already has."""
+        for tp in partitions:
+            last = self._last_offsets.get(self._name(tp.topic, tp.partition))
+            if last is not None:
+                tp.offset = last + 1
+        consumer.assign(partitions)
+        self.trainer.join.assign({self._name(tp.topic, tp.partition) for tp in partitions})
 
     def _poll_until_stopped(self) -> None:
         join = self.trainer.join
@@ -151,6 +158,7 @@ class StreamLoop:
                 log.warning("undecodable record skipped", extra={"topic": topic, "error": str(exc)})
         for name, (first, last) in spans.items():
             lineage.consumed(name, first, last)
+            self._last_offsets[name] = last
         return bool(spans)
 
     def _name(self, topic: str, partition: int) -> str:
