@@ -151,5 +151,16 @@ class BackgroundServer:
         self.thread.join(timeout)
 
 
+def run_supervised(run: Callable[[], None], liveness: Liveness, service: str) -> None:
+    """A service's main loop under its watchdog; on :class:`ServiceFailed` the process exits
+    non-zero, so that its supervisor restarts it."""
+    liveness.start_watchdog()
+    try:
+        run()
+    except ServiceFailed as exc:
+        log.critical(f"{service} cannot go on; exiting for a restart", extra={"reason": str(exc)})
+        raise SystemExit(1) from exc
+
+
 def serve_health(host: str, port: int, status: StatusFn) -> BackgroundServer:
     return BackgroundServer(health_app(status), host, port).start()

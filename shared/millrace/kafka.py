@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from millrace.health import ServiceFailed
 from millrace.settings import CommonSettings
 from millrace.waiting import wait_until
 
@@ -143,6 +144,26 @@ def read_range(
         ]
         if batch:
             yield batch
+
+
+def abort_transaction(producer: Producer, failure: KafkaException | BufferError) -> None:
+    """After ``failure`` inside a transaction: abort whatever is open (a transaction left open
+    makes every later ``begin_transaction`` fail), or raise :class:`ServiceFailed` if the
+    producer cannot go on (a fatal error: another process took over its transactional id)."""
+    _raise_if_fatal(failure)
+    try:
+        producer.abort_transaction(30)
+    except KafkaException as abort_failure:
+        _raise_if_fatal(abort_failure)
+        # Nothing was open (begin_transaction itself failed): nothing to abort.
+        log.info("no transaction to abort", extra={"error": str(abort_failure)})
+
+
+def _raise_if_fatal(exc: KafkaException | BufferError) -> None:
+    if isinstance(exc, KafkaException):
+        error: KafkaError = exc.args[0]
+        if error.fatal():
+            raise ServiceFailed(f"fatal Kafka producer error: {error.str()}") from exc
 
 
 def has_data(message: Message) -> bool:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
-from millrace.health import ServiceFailed, serve_health
+from millrace.health import run_supervised, serve_health
 from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
 from millrace.logs import configure_logging
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_featurizer.settings import FeaturizerSettings
-
-log = logging.getLogger("millrace_featurizer")
 
 
 def main() -> None:
@@ -29,13 +24,8 @@ def main() -> None:
         transaction_timeout_s=settings.transaction_timeout_s,
     )
     runner.install_signal_handlers()
-    runner.liveness.start_watchdog()
     serve_health(settings.host, settings.port, runner.health)
-    try:
-        runner.run()
-    except ServiceFailed as exc:
-        log.critical("featurizer cannot go on; exiting for a restart", extra={"reason": str(exc)})
-        sys.exit(1)
+    run_supervised(runner.run, runner.liveness, "featurizer")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from typing import Any
 
 from confluent_kafka import (
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     Producer,
@@ -40,7 +39,15 @@ from millrace.envelope import MAX_EVENT_BYTES
 from millrace.features import load_feature_module
 from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent
 from millrace.health import Liveness, ServiceFailed
-from millrace.kafka import Brokers, client_config, consumer_config, has_data, read_range, watermarks
+from millrace.kafka import (
+    Brokers,
+    abort_transaction,
+    client_config,
+    consumer_config,
+    has_data,
+    read_range,
+    watermarks,
+)
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
 
@@ -217,15 +224,9 @@ class LiveFeaturizer:
     def _abort(self, exc: KafkaException | BufferError) -> None:
         """Abort whatever transaction is open, whatever failed inside it: a transaction left
         open makes every later ``begin_transaction`` fail."""
-        _raise_if_fatal(exc)
         FAILED_TRANSACTIONS.inc()
         log.error("transaction failed; aborting and reading the batch again", exc_info=exc)
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as abort_failure:
-            _raise_if_fatal(abort_failure)
-            # Nothing was open (begin_transaction itself failed): nothing to abort.
-            log.info("no transaction to abort", extra={"error": str(abort_failure)})
+        abort_transaction(self.producer, exc)
 
     def _produce(self, result: BatchResult) -> None:
         for key, value in result.features:
@@ -328,13 +329,6 @@ class LiveFeaturizer:
                 rewind_to.setdefault(source.partition, source.offset)
         for partition, offset in rewind_to.items():
             self.consumer.seek(TopicPartition(self.events_topic, partition, offset))
-
-
-def _raise_if_fatal(exc: KafkaException | BufferError) -> None:
-    if isinstance(exc, KafkaException):
-        error: KafkaError = exc.args[0]
-        if error.fatal():
-            raise ServiceFailed(f"fatal Kafka producer error: {error.str()}") from exc
 
 
 def _source(message: Message) -> SourceEvent:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 
 from millrace.features import feature_schema_hash, load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
-from millrace.health import ServiceFailed, serve_health
+from millrace.health import run_supervised, serve_health
 from millrace.join import Sample, join_all
 from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
 from millrace.logs import configure_logging
@@ -17,8 +15,6 @@ from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.service import make_checkpoints, make_loop, make_trainer
 from millrace_trainer.settings import TrainerSettings
-
-log = logging.getLogger("millrace_trainer")
 
 
 def main() -> None:
@@ -59,12 +55,7 @@ def main() -> None:
         settings.port,
         lambda: loop.liveness.status(version=trainer.version, batches=trainer.batches_total),
     )
-    loop.liveness.start_watchdog()
-    try:
-        loop.run()
-    except ServiceFailed as exc:
-        log.critical("trainer cannot go on; exiting for a restart", extra={"reason": str(exc)})
-        sys.exit(1)
+    run_supervised(loop.run, loop.liveness, "trainer")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from millrace.health import ServiceFailed
 from millrace.kafka import (
     Brokers,
     TopicSpec,
+    abort_transaction,
     client_config,
     consumer_config,
     ensure_topics,
@@ -91,19 +91,9 @@ class KafkaCheckpoints:
             )
             self.producer.commit_transaction(30)
         except KafkaException as exc:
-            self._abort(exc)
+            abort_transaction(self.producer, exc)
             raise CheckpointFailed(str(exc.args[0])) from exc
         return len(data)
-
-    def _abort(self, exc: KafkaException) -> None:
-        if exc.args[0].fatal():
-            raise ServiceFailed(f"fatal Kafka producer error: {exc.args[0].str()}") from exc
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as abort_failure:
-            if abort_failure.args[0].fatal():
-                raise ServiceFailed(str(abort_failure.args[0])) from abort_failure
-            log.info("no checkpoint transaction to abort", extra={"error": str(abort_failure)})
 
 
 class CheckpointFailed(RuntimeError):
