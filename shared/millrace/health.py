@@ -20,17 +20,24 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
+from millrace.errors import ServiceFailed
 from millrace.waiting import wait_until
+
+__all__ = [
+    "WATCHDOG_EXIT",
+    "BackgroundServer",
+    "Liveness",
+    "ServiceFailed",
+    "StatusFn",
+    "health_app",
+    "run_supervised",
+    "serve_health",
+]
 
 StatusFn = Callable[[], dict[str, Any]]
 log = logging.getLogger(__name__)
 #: The exit status of a process its watchdog ended (EX_SOFTWARE).
 WATCHDOG_EXIT = 70
-
-
-class ServiceFailed(RuntimeError):
-    """The main loop cannot go on (a fatal client error, or no progress for too long); the
-    process exits non-zero so that its supervisor restarts it."""
 
 
 class Liveness:

@@ -21,9 +21,6 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from millrace.envelope import describe_errors
-from millrace.json_values import JSON_INTEGER
-
-__all__ = ["JSON_INTEGER", "BodySizeLimit", "Problem", "install_error_contract", "problems"]
 
 _MEANINGS = {
     400: "the body could not be parsed",

@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from millrace.health import ServiceFailed
+from millrace.errors import ServiceFailed
 from millrace.settings import CommonSettings
 from millrace.waiting import wait_until
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from millrace.http import JSON_INTEGER, problems
+from millrace.http import problems
+from millrace.json_values import JSON_INTEGER
 from millrace_registry.deps import (
     MUTATING,
     NAME_PATTERN,

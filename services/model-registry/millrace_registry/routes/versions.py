@@ -8,7 +8,8 @@ import orjson
 from fastapi import APIRouter, File, Form, Header, HTTPException, Query, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from millrace.http import JSON_INTEGER, problems
+from millrace.http import problems
+from millrace.json_values import JSON_INTEGER
 from millrace.signing import SIGNATURE_HEX_CHARS, BadSignature
 from millrace_registry.deps import (
     MUTATING,

@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from millrace.http import JSON_INTEGER, problems
+from millrace.http import problems
+from millrace.json_values import JSON_INTEGER
 from millrace_predictor.deps import PredictorDep, parse_many, predict_timed
 from millrace_predictor.service import Predictor
 
