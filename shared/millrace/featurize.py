@@ -15,14 +15,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from millrace import collector
-from millrace.envelope import Event, InvalidEvent, parse_event
-from millrace.features.api import FeatureModule, feature_schema_hash, process_event
+from millrace.envelope import Event, InvalidEvent
+from millrace.features.api import (
+    FeatureModule,
+    event_decoder,
+    feature_schema_hash,
+    process_event,
+)
 from millrace.progress import Progress
-from millrace.records import encode, feature_record, label_record
-from millrace.state import StateWrite
+from millrace.records import FeatureRecord, LabelRecord, encode
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +35,12 @@ MAX_TS = "__max_ts"
 #: A feature or label record above this many bytes dead-letters its event (Kafka's default
 #: message limit is about 1 MB; a record that cannot be produced must not block a transaction).
 MAX_RECORD_BYTES = 256 * 1024
-StateLoader = Callable[[Iterable[str]], dict[str, dict[str, float]]]
+#: Reads the states of a batch's entities (entity -> the source partition it came from): every
+#: entity asked for is in the answer, a new one with an empty state.
+StateLoader = Callable[[Mapping[str, int]], dict[str, dict[str, float]]]
 
 
-@dataclass(frozen=True)
-class SourceEvent:
+class SourceEvent(msgspec.Struct, frozen=True, gc=False):
     value: bytes
     key: bytes | None
     partition: int
@@ -44,8 +50,7 @@ class SourceEvent:
     from_kafka: bool = True
 
 
-@dataclass(frozen=True)
-class DeadLetter:
+class DeadLetter(msgspec.Struct, frozen=True, gc=False):
     source: SourceEvent
     reason: str
     kind: str
@@ -53,13 +58,14 @@ class DeadLetter:
 
 @dataclass
 class BatchResult:
-    #: (entity key, canonical bytes) to produce, and the same records as dicts, in order.
+    #: (entity key, canonical bytes) to produce, and the same records, in order.
     features: list[tuple[str, bytes]] = field(default_factory=list)
     labels: list[tuple[str, bytes]] = field(default_factory=list)
-    feature_records: list[dict[str, Any]] = field(default_factory=list)
-    label_records: list[dict[str, Any]] = field(default_factory=list)
+    feature_records: list[FeatureRecord] = field(default_factory=list)
+    label_records: list[LabelRecord] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    writes: list[StateWrite] = field(default_factory=list)
+    #: partition -> entity -> the state fields the batch set (their latest values).
+    writes: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     newest_ts: int = 0
 
 
@@ -67,6 +73,7 @@ class Featurizer:
     def __init__(self, module: FeatureModule) -> None:
         self.module = module
         self.schema_hash = feature_schema_hash(module)
+        self.decoder = event_decoder(module)
 
     @property
     def schema_marker(self) -> str:
@@ -75,69 +82,84 @@ class Featurizer:
     def run_batch(self, batch: list[SourceEvent], load_state: StateLoader) -> BatchResult:
         result = BatchResult()
         parsed: list[tuple[SourceEvent, Event]] = []
+        entities: dict[str, int] = {}
         for source in batch:
             try:
-                parsed.append((source, _parse(source)))
-            except InvalidEvent as exc:
-                result.dead.append(DeadLetter(source, exc.reason, exc.kind))
-        states = load_state(event.key for _, event in parsed)
-        for source, event in parsed:
-            state = states.setdefault(event.key, {})
-            result.newest_ts = max(result.newest_ts, event.ts)
-            try:
-                self._check_lateness(event, state)
-                outcome = process_event(self.module, event, state)
-                feature = (
-                    _encoded(feature_record(event, outcome, self.schema_hash))
-                    if outcome.features is not None
-                    else None
-                )
-                label = (
-                    _encoded(label_record(event, outcome)) if outcome.label is not None else None
-                )
+                event = self._parse(source)
             except InvalidEvent as exc:
                 result.dead.append(DeadLetter(source, exc.reason, exc.kind))
                 continue
-            if feature is not None:
-                result.features.append((event.key, feature[1]))
-                result.feature_records.append(feature[0])
-            if label is not None:
-                result.labels.append((event.key, label[1]))
-                result.label_records.append(label[0])
-            update = dict(outcome.state_update)
-            if event.ts > state.get(MAX_TS, -1.0):
-                update[MAX_TS] = float(event.ts)
-            if update:
-                state.update(update)
-                result.writes.append(StateWrite(event.key, update, source.partition, source.offset))
+            parsed.append((source, event))
+            entities[event.key] = source.partition
+        states = load_state(entities)
+        for source, event in parsed:
+            self._run_one(source, event, states[event.key], result)
         return result
 
-    def _check_lateness(self, event: Event, state: dict[str, float]) -> None:
-        allowed = self.module.allowed_lateness_ms
+    def _run_one(
+        self, source: SourceEvent, event: Event, state: dict[str, float], result: BatchResult
+    ) -> None:
+        ts = event.ts
+        if ts > result.newest_ts:
+            result.newest_ts = ts
         newest = state.get(MAX_TS)
-        if allowed is not None and newest is not None and event.ts < newest - allowed:
+        allowed = self.module.allowed_lateness_ms
+        try:
+            if allowed is not None and newest is not None and ts < newest - allowed:
+                raise InvalidEvent(
+                    f"late event: ts {ts} is more than {allowed} ms behind {int(newest)}", "late"
+                )
+            outcome = process_event(self.module, event, state)
+            feature = label = None
+            if outcome.features is not None:
+                feature = FeatureRecord(
+                    outcome.subject, event.key, ts, outcome.features, event.id, self.schema_hash
+                )
+                feature_bytes = _encoded(feature)
+            if outcome.label is not None:
+                label = LabelRecord(outcome.subject, event.key, ts, outcome.label, event.id)
+                label_bytes = _encoded(label)
+        except InvalidEvent as exc:
+            result.dead.append(DeadLetter(source, exc.reason, exc.kind))
+            return
+        if feature is not None:
+            result.features.append((event.key, feature_bytes))
+            result.feature_records.append(feature)
+        if label is not None:
+            result.labels.append((event.key, label_bytes))
+            result.label_records.append(label)
+        update = outcome.state_update
+        if newest is None or ts > newest:
+            update = {**update, MAX_TS: float(ts)}
+        if update:
+            state.update(update)
+            by_entity = result.writes.get(source.partition)
+            if by_entity is None:
+                by_entity = result.writes[source.partition] = {}
+            written = by_entity.get(event.key)
+            if written is None:
+                by_entity[event.key] = dict(update)
+            else:
+                written.update(update)
+
+    def _parse(self, source: SourceEvent) -> Event:
+        if source.from_kafka and source.key is None:
+            # Without the key, the partitioner spreads one entity over several partitions, and
+            # two replicas would update its state concurrently and out of order.
             raise InvalidEvent(
-                f"late event: ts {event.ts} is more than {allowed} ms behind {int(newest)}",
-                "late",
+                "message has no key: the key must be the envelope's key", "missing_key"
             )
+        event = self.decoder.decode(source.value)
+        if source.key is not None and source.key.decode("utf-8", "replace") != event.key:
+            raise InvalidEvent("message key does not match the envelope's key", "key_mismatch")
+        return event
 
 
-def _encoded(record: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+def _encoded(record: FeatureRecord | LabelRecord) -> bytes:
     data = encode(record)
     if len(data) > MAX_RECORD_BYTES:
         raise InvalidEvent(f"record too large: {len(data)} bytes > {MAX_RECORD_BYTES}", "too_large")
-    return record, data
-
-
-def _parse(source: SourceEvent) -> Event:
-    if source.from_kafka and source.key is None:
-        # Without the key, the partitioner spreads one entity over several partitions, and two
-        # replicas would update its state concurrently and out of order.
-        raise InvalidEvent("message has no key: the key must be the envelope's key", "missing_key")
-    event = parse_event(source.value)
-    if source.key is not None and source.key.decode("utf-8", "replace") != event.key:
-        raise InvalidEvent("message key does not match the envelope's key", "key_mismatch")
-    return event
+    return data
 
 
 # -- a bounded set of events, state in memory ---------------------------------------------
@@ -145,8 +167,8 @@ def _parse(source: SourceEvent) -> Event:
 
 @dataclass
 class BackfillResult:
-    features: list[dict[str, Any]] = field(default_factory=list)
-    labels: list[dict[str, Any]] = field(default_factory=list)
+    features: list[FeatureRecord] = field(default_factory=list)
+    labels: list[LabelRecord] = field(default_factory=list)
     dead: list[tuple[bytes, str]] = field(default_factory=list)
     state: dict[str, dict[str, float]] = field(default_factory=dict)
     events: int = 0
@@ -163,7 +185,7 @@ def backfill(
 ) -> BackfillResult:
     result = BackfillResult()
 
-    def load(entities: Iterable[str]) -> dict[str, dict[str, float]]:
+    def load(entities: Mapping[str, int]) -> dict[str, dict[str, float]]:
         # The batch mutates what it is handed, so the in-memory store is the state itself.
         return {e: result.state.setdefault(e, {}) for e in entities}
 

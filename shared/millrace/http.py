@@ -20,8 +20,6 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from millrace.envelope import describe_errors
-
 _MEANINGS = {
     400: "the body could not be parsed",
     401: "no bearer token",
@@ -43,6 +41,15 @@ class Problem(BaseModel):
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error statuses, each a :class:`Problem`."""
     return {code: {"model": Problem, "description": _MEANINGS[code]} for code in codes}
+
+
+def describe_errors(errors: Any, whole: str = "request") -> str:
+    """The first three of pydantic's errors as one line: ``where: what; ...``."""
+    parts = []
+    for item in list(errors)[:3]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or whole
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or f"invalid {whole}"
 
 
 def install_error_contract(app: FastAPI) -> None:

@@ -18,7 +18,9 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, TypeVar
+
+from millrace.records import FeatureRecord, LabelRecord
 
 L = TypeVar("L")
 R = TypeVar("R")
@@ -68,15 +70,15 @@ class Pairs(Generic[L, R]):
             self.evicted += 1
 
 
-def join_all(features: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]) -> list[Sample]:
+def join_all(features: Sequence[FeatureRecord], labels: Sequence[LabelRecord]) -> list[Sample]:
     """Every feature record that has a label, in (time, id) order: a bounded data set (a
     backfill) as one batch."""
-    pairs: Pairs[dict[str, Any], dict[str, Any]] = Pairs()
+    pairs: Pairs[FeatureRecord, LabelRecord] = Pairs()
     for record in features:
-        pairs.add_left(record["id"], record)
+        pairs.add_left(record.id, record)
     joined = [
-        Sample(f["id"], int(f["ts"]), f["features"], r["label"])
+        Sample(f.id, f.ts, f.features, r.label)
         for r in labels
-        if (f := pairs.add_right(r["id"], r)) is not None
+        if (f := pairs.add_right(r.id, r)) is not None
     ]
     return sorted(joined, key=lambda s: (s.ts, s.id))

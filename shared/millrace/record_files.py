@@ -5,13 +5,12 @@ kind, subject id, entity key and event time as columns for querying."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from millrace.featurize import BackfillResult
+from millrace.records import FeatureRecord, LabelRecord, decode_features, decode_label
 
 _SCHEMA = pa.schema(
     [
@@ -30,9 +29,9 @@ def write_parquet(result: BackfillResult, path: Path) -> None:
     table = pa.Table.from_pydict(
         {
             "kind": ["features"] * len(result.features) + ["label"] * len(result.labels),
-            "id": [r["id"] for r in records],
-            "key": [r["key"] for r in records],
-            "ts": [r["ts"] for r in records],
+            "id": [r.id for r in records],
+            "key": [r.key for r in records],
+            "ts": [r.ts for r in records],
             "record": result.feature_bytes + result.label_bytes,
         },
         schema=_SCHEMA,
@@ -41,11 +40,14 @@ def write_parquet(result: BackfillResult, path: Path) -> None:
     pq.write_table(table, path)
 
 
-def read_parquet(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def read_parquet(path: Path) -> tuple[list[FeatureRecord], list[LabelRecord]]:
     """(feature records, label records) from :func:`write_parquet`'s file."""
     table = pq.read_table(path, columns=["kind", "record"]).to_pydict()
-    features: list[dict[str, Any]] = []
-    labels: list[dict[str, Any]] = []
+    features: list[FeatureRecord] = []
+    labels: list[LabelRecord] = []
     for kind, record in zip(table["kind"], table["record"], strict=True):
-        (features if kind == "features" else labels).append(orjson.loads(record))
+        if kind == "features":
+            features.append(decode_features(record))
+        else:
+            labels.append(decode_label(record))
     return features, labels

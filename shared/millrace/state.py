@@ -7,40 +7,51 @@ Layout (``<prefix>`` is the topic prefix)::
     <prefix>state:__fence__         hash    source partition -> last source offset applied
     <prefix>state:__schema__        string  "<module name>/v<version>" that wrote the state
 
-The featurizer writes a batch's state only after its Kafka transaction committed, with one Lua
-script per source partition that applies the batch's fields and moves that partition's fence
-together, and only if the batch is newer than the fence. So a replay applies nothing twice, and
-the gap a crash can leave (committed in Kafka, not yet in Redis) is visible as a fence behind
+The featurizer writes a batch's state only after its Kafka transaction committed, in one script
+call that, for each source partition of the batch, applies that partition's fields and moves its
+fence together, and only if the batch is newer than the fence. So a replay applies nothing twice,
+and the gap a crash can leave (committed in Kafka, not yet in Redis) is visible as a fence behind
 the committed offset: :meth:`LiveFeaturizer.recover` replays exactly that gap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
+import orjson
 import redis
 
+# KEYS: the fence hash, then each entity's hash in the order of ARGV[1], a JSON array of
+# [partition, last offset, [{field: value}, ...]]. Values travel as JSON numbers and are stored
+# with 17 significant digits: read back, they are the same doubles.
 _APPLY_BATCH = """
-local fence = redis.call('HGET', KEYS[1], ARGV[1])
-if fence and tonumber(fence) >= tonumber(ARGV[2]) then return 0 end
-local i = 3
-for k = 2, #KEYS do
-  local n = tonumber(ARGV[i])
-  redis.call('HSET', KEYS[k], unpack(ARGV, i + 1, i + 2 * n))
-  i = i + 1 + 2 * n
+local batch = cjson.decode(ARGV[1])
+local k = 2
+local applied = 0
+for _, part in ipairs(batch) do
+  local fence = redis.call('HGET', KEYS[1], part[1])
+  local fresh = not fence or tonumber(fence) < tonumber(part[2])
+  for _, fields in ipairs(part[3]) do
+    if fresh then
+      local args = {}
+      for name, value in pairs(fields) do
+        args[#args + 1] = name
+        args[#args + 1] = value
+      end
+      if #args > 0 then redis.call('HSET', KEYS[k], unpack(args)) end
+    end
+    k = k + 1
+  end
+  if fresh then
+    redis.call('HSET', KEYS[1], part[1], part[2])
+    applied = applied + 1
+  end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
+return applied
 """
 
-
-@dataclass(frozen=True)
-class StateWrite:
-    entity: str
-    fields: dict[str, float]
-    partition: int
-    offset: int
+#: partition -> entity -> the fields the batch set (the latest value of each).
+StateWrites = Mapping[int, Mapping[str, Mapping[str, float]]]
 
 
 class SchemaMismatch(RuntimeError):
@@ -97,23 +108,19 @@ class RedisState:
         raw = self.client.hgetall(self.fence_key)
         return {int(_text(k)): int(_text(v)) for k, v in raw.items()}
 
-    def apply(self, writes: Iterable[StateWrite], fences: Mapping[int, int]) -> int:
-        """Apply one batch: for each partition in ``fences`` (partition -> last source offset of
-        the batch), its writes and its fence move together, unless the fence is already there.
-        Returns how many partitions were applied (the others were replays)."""
-        by_partition: dict[int, dict[str, dict[str, float]]] = {p: {} for p in fences}
-        for w in writes:
-            by_partition[w.partition].setdefault(w.entity, {}).update(w.fields)
-        pipe = self.client.pipeline(transaction=False)
-        for partition, entities in by_partition.items():
-            keys = [self.fence_key, *(self.key(e) for e in entities)]
-            args: list[str | int] = [partition, fences[partition]]
-            for fields in entities.values():
-                args.append(len(fields))
-                for name, value in fields.items():
-                    args += [name, repr(float(value))]
-            self._apply(keys=keys, args=args, client=pipe)
-        return sum(pipe.execute()) if by_partition else 0
+    def apply(self, writes: StateWrites, fences: Mapping[int, int]) -> int:
+        """Apply one batch in one call: for each partition in ``fences`` (partition -> last
+        source offset of the batch), its writes and its fence move together, unless the fence
+        is already there. Returns how many partitions were applied (the others were replays)."""
+        if not fences:
+            return 0
+        keys = [self.fence_key]
+        batch = []
+        for partition, offset in fences.items():
+            entities = writes.get(partition, {})
+            keys += [self.key(entity) for entity in entities]
+            batch.append((str(partition), str(offset), list(entities.values())))
+        return int(self._apply(keys=keys, args=[orjson.dumps(batch)]))
 
 
 def _text(value: bytes | str) -> str:

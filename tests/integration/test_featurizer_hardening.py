@@ -27,7 +27,7 @@ class FragileFlights(FlightsFeatures):
 
     def features(self, event: Event, state: State) -> dict[str, float] | None:
         if event.type == "flight.scheduled":
-            _ = 1.0 / event.data["flight"]
+            _ = 1.0 / event.data.flight
         return super().features(event, state)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import orjson
@@ -15,8 +15,9 @@ from confluent_kafka import Consumer, Producer
 from millrace.features import load_feature_module
 from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, watermarks
+from millrace.records import FeatureRecord, LabelRecord, encode
 from millrace.settings import CommonSettings
-from millrace.state import RedisState, StateWrite
+from millrace.state import RedisState
 from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
@@ -28,8 +29,8 @@ pytestmark = pytest.mark.integration
 MODULE = "millrace_flights.features:FlightsFeatures"
 
 
-def canonical(records: list[dict]) -> list[bytes]:
-    return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records)
+def canonical(records: Sequence[FeatureRecord | LabelRecord]) -> list[bytes]:
+    return sorted(encode(r) for r in records)
 
 
 def setup_topics(kafka_bootstrap: str, redis_url: str, prefix: str) -> CommonSettings:
@@ -67,15 +68,17 @@ def running(settings: CommonSettings, replicas: int, batch_size: int = 500) -> I
 
 def test_fenced_batches_apply_once(redis_url, prefix):
     state = RedisState.from_url(redis_url, prefix)
-    writes = [StateWrite("N1", {"a": 1.0}, 0, 10), StateWrite("N1", {"a": 2.0}, 0, 11)]
-    assert state.apply(writes, {0: 11}) == 1
+    assert state.apply({0: {"N1": {"a": 2.0, "c": 0.1}}}, {0: 11}) == 1
     # The same batch again after a crash changes nothing, nor does an older one.
-    assert state.apply([StateWrite("N1", {"a": 9.0}, 0, 11)], {0: 11}) == 0
-    assert state.apply([StateWrite("N1", {"a": 9.0}, 0, 5)], {0: 5}) == 0
-    assert state.read("N1") == {"a": 2.0}
-    assert state.apply([StateWrite("N1", {"b": 3.0}, 1, 0)], {1: 0}) == 1
-    assert state.read("N1") == {"a": 2.0, "b": 3.0}
-    assert state.fences() == {0: 11, 1: 0}
+    assert state.apply({0: {"N1": {"a": 9.0}}}, {0: 11}) == 0
+    assert state.apply({0: {"N1": {"a": 9.0}}}, {0: 5}) == 0
+    assert state.read("N1") == {"a": 2.0, "c": 0.1}
+    # One call for several partitions: each is applied or not on its own fence.
+    batch = {0: {"N1": {"a": 7.0}}, 1: {"N1": {"b": 3.0}, "N2": {"b": 1e300}}, 2: {}}
+    assert state.apply(batch, {0: 11, 1: 0, 2: 4}) == 2
+    assert state.read("N1") == {"a": 2.0, "b": 3.0, "c": 0.1}
+    assert state.read("N2") == {"b": 1e300}
+    assert state.fences() == {0: 11, 1: 0, 2: 4}
 
 
 def test_two_live_replicas_equal_the_backfill(kafka_bootstrap, redis_url, prefix):

@@ -46,8 +46,8 @@ def test_killed_trainer_publishes_the_same_bytes(
         (settings.labels_topic, result.labels),
     ):
         for record in records:
-            if record["ts"] >= stream_from:
-                producer.produce(topic, encode(record), record["key"].encode())
+            if record.ts >= stream_from:
+                producer.produce(topic, encode(record), record.key.encode())
     producer.flush(30)
     del producer
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -17,6 +17,7 @@ from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.join import Sample, join_all
 from millrace.kafka import ensure_topics, pipeline_topics
+from millrace.records import FeatureRecord, LabelRecord
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_registry.app import create_app
@@ -37,13 +38,14 @@ HOUR = 3_600_000
 
 
 def load(
-    settings: TrainerSettings, topics_in_order: list[tuple[str, list[dict[str, Any]], list[bytes]]]
+    settings: TrainerSettings,
+    topics_in_order: list[tuple[str, Sequence[FeatureRecord | LabelRecord], list[bytes]]],
 ) -> None:
     ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
     for topic, records, raw in topics_in_order:
         for record, value in zip(records, raw, strict=True):
-            producer.produce(topic, value, record["key"].encode())
+            producer.produce(topic, value, record.key.encode())
             producer.poll(0)
     assert producer.flush(30) == 0
 
@@ -74,7 +76,7 @@ def test_two_freshly_loaded_topic_sets_train_the_same_model(
     cut = to_epoch_ms("2013-01-02")
     base = [s for s in join_all(result.features, result.labels) if s.ts < cut]
     stream = [
-        [(r, b) for r, b in zip(records, raw, strict=True) if r["ts"] >= cut]
+        [(r, b) for r, b in zip(records, raw, strict=True) if r.ts >= cut]
         for records, raw in (
             (result.features, result.feature_bytes),
             (result.labels, result.label_bytes),

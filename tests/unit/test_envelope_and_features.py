@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from millrace.envelope import InvalidEvent, parse_event
-from millrace.features import load_feature_module, process_event
+from millrace.features import event_decoder, load_feature_module, process_event
 from millrace.featurize import Featurizer, SourceEvent
 from millrace_flights.events import (
     DEPARTED,
@@ -77,16 +77,35 @@ def test_feature_module_rejects_bad_payloads(january_week):
         # JSON has no infinity; a number too large for a double decodes as one.
         raw = raw.replace(b'"HUGE"', b"1e999")
         with pytest.raises(InvalidEvent) as info:
-            process_event(module, parse_event(raw), {})
+            event_decoder(module).decode(raw)
         assert info.value.kind in ("invalid_data", "malformed_json")
+        assert next(iter(bad)) in info.value.reason or info.value.kind == "malformed_json"
     with pytest.raises(InvalidEvent) as info:
-        process_event(module, parse_event(orjson.dumps({**event, "type": "flight.boarded"})), {})
+        event_decoder(module).decode(orjson.dumps({**event, "type": "flight.boarded"}))
     assert info.value.kind == "unknown_type"
+    assert info.value.reason == "unknown event type 'flight.boarded'"
+
+
+def test_numbers_are_read_as_json_schema_defines_them(january_week):
+    """12.0 is an integer (the published schema says ``integer``); true and "12" are not."""
+    decoder = event_decoder(load_feature_module(MODULE))
+    event = next(e for e in january_week if e["type"] == SCHEDULED)
+    as_float = {**event, "ts": float(event["ts"]), "data": {**event["data"], "hour": 12.0}}
+    decoded = decoder.decode(orjson.dumps(as_float))
+    assert decoded.ts == event["ts"] and decoded.data.hour == 12
+    assert type(decoded.data.hour) is int
+    for bad in ({"hour": 12.5}, {"hour": "12"}, {"hour": True}, {"distance": "1"}):
+        with pytest.raises(InvalidEvent) as info:
+            decoder.decode(orjson.dumps({**event, "data": {**event["data"], **bad}}))
+        assert info.value.kind == "invalid_data"
+        assert info.value.reason.startswith(f"invalid {SCHEDULED}: data.{next(iter(bad))}: ")
 
 
 def test_stateful_features_use_the_aircrafts_previous_departure(january_week):
     module = load_feature_module(MODULE)
-    event = parse_event(orjson.dumps(next(e for e in january_week if e["type"] == SCHEDULED)))
+    event = event_decoder(module).decode(
+        orjson.dumps(next(e for e in january_week if e["type"] == SCHEDULED))
+    )
     fresh = process_event(module, event, {}).features
     assert fresh is not None and "has_prev" not in fresh
     state = {"prev_dep_delay": 45.0, "last_dep_ms": float(event.ts - 2 * 3_600_000)}

@@ -6,6 +6,7 @@ from millrace.artifacts import ArtifactRejected, dump_model, load_model, sha256_
 from millrace.evaluation import Scores
 from millrace.join import Pairs, join_all
 from millrace.learners import LogisticRegression
+from millrace.records import FeatureRecord, LabelRecord
 from millrace.signing import SigningKey, generate_keypair
 
 
@@ -76,11 +77,11 @@ def test_pairs_match_in_either_order_and_evict_the_oldest_over_the_limit() -> No
 
 def test_join_all_pairs_a_bounded_set_in_time_order() -> None:
     features = [
-        {"id": "b", "ts": 20, "features": {"x": 2.0}},
-        {"id": "a", "ts": 10, "features": {"x": 1.0}},
-        {"id": "c", "ts": 5, "features": {}},
+        FeatureRecord("b", "k", 20, {"x": 2.0}),
+        FeatureRecord("a", "k", 10, {"x": 1.0}),
+        FeatureRecord("c", "k", 5, {}),
     ]
-    labels = [{"id": "a", "ts": 11, "label": 1.0}, {"id": "b", "ts": 21, "label": 0.0}]
+    labels = [LabelRecord("a", "k", 11, 1.0), LabelRecord("b", "k", 21, 0.0)]
     samples = join_all(features, labels)
     assert [(s.id, s.ts, s.features, s.label) for s in samples] == [
         ("a", 10, {"x": 1.0}, 1.0),

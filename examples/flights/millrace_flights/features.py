@@ -17,43 +17,58 @@ The aircraft's history is known before this flight's prediction is asked for (se
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
+import msgspec
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from msgspec import Meta
 
-from millrace.envelope import Event, InvalidEvent, describe_validation_error
+from millrace.envelope import Event
 from millrace.features.api import FeatureModule, State
 from millrace.features.windows import Window
-from millrace.json_values import JSON_BOOLEAN, JSON_INTEGER, JSON_NUMBER
 from millrace_flights.events import DELAY_THRESHOLD_MIN, DEPARTED, SCHEDULED
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-Code = Field(min_length=1, max_length=8)
+#: 1970-01-01, day 0 of epoch time, was a Thursday (Monday is weekday 0).
+EPOCH_WEEKDAY = 3
+Code = Annotated[str, Meta(min_length=1, max_length=8)]
 
 
-class ScheduledFlight(BaseModel):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+class ScheduledFlight(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """The ``data`` of a ``flight.scheduled`` event (other fields are ignored)."""
 
-    flight_id: str = Field(min_length=1, max_length=64)
-    carrier: str = Code
-    flight: Annotated[int, Field(ge=0, le=100_000), JSON_INTEGER]
-    tailnum: str | None = Field(default=None, max_length=16)
-    origin: str = Code
-    dest: str = Code
-    distance: Annotated[float, Field(ge=0, le=20_000), JSON_NUMBER]
-    month: Annotated[int, Field(ge=1, le=12), JSON_INTEGER]
-    hour: Annotated[int, Field(ge=0, le=23), JSON_INTEGER]
-    # Up to the end of year 9999: what a datetime can hold.
-    sched_dep_ms: Annotated[int, Field(ge=0, le=253_402_300_799_999), JSON_INTEGER]
+    flight_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    carrier: Code
+    flight: Annotated[int, Meta(ge=0, le=100_000)]
+    tailnum: Annotated[str, Meta(max_length=16)] | None = None
+    origin: Code
+    dest: Code
+    distance: Annotated[float, Meta(ge=0, le=20_000)]
+    month: Annotated[int, Meta(ge=1, le=12)]
+    hour: Annotated[int, Meta(ge=0, le=23)]
+    # Up to the end of year 9999, as a calendar can show it.
+    sched_dep_ms: Annotated[int, Meta(ge=0, le=253_402_300_799_999)]
 
 
-class DepartedFlight(ScheduledFlight):
-    dep_delay: Annotated[float, Field(ge=-24 * 60, le=7 * 24 * 60), JSON_NUMBER]
-    delayed: Annotated[bool, JSON_BOOLEAN]
+class DepartedFlight(ScheduledFlight, frozen=True, gc=False, kw_only=True):
+    """The ``data`` of a ``flight.departed`` event: the flight and its departure delay."""
+
+    dep_delay: Annotated[float, Meta(ge=-24 * 60, le=7 * 24 * 60)]
+    delayed: bool
+
+
+class _OneHot(dict[str, str]):
+    """``"<prefix>=<value>"`` for each value, each name built once (this is the hot path)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, value: str) -> str:
+        name = self[value] = f"{self.prefix}={value}"
+        return name
 
 
 def load_weather_table() -> dict[tuple[str, int], dict[str, float]]:
@@ -108,42 +123,44 @@ class FlightsFeatures(FeatureModule):
         "wx_humid",
     )
     feature_event_types = frozenset({SCHEDULED})
-    payload_schemas: ClassVar[dict[str, type[BaseModel]]] = {
+    payload_schemas: ClassVar[dict[str, type[msgspec.Struct]]] = {
         SCHEDULED: ScheduledFlight,
         DEPARTED: DepartedFlight,
     }
     _weather: ClassVar[dict[tuple[str, int], dict[str, float]] | None] = None
+    _hours = tuple(f"hour={h}" for h in range(24))
+    _months = tuple(f"month={m}" for m in range(13))
+    _weekdays = tuple(f"dow={d}" for d in range(7))
 
     def __init__(self) -> None:
         if FlightsFeatures._weather is None:
             FlightsFeatures._weather = load_weather_table()
         self.weather = FlightsFeatures._weather
+        self._carriers = _OneHot("carrier")
+        self._origins = _OneHot("origin")
+        self._dests = _OneHot("dest")
 
     def subject(self, event: Event) -> str:
-        return str(event.data.get("flight_id"))
-
-    def validate(self, event: Event) -> None:
-        try:
-            self.payload_schemas[event.type].model_validate(event.data)
-        except ValidationError as exc:
-            raise InvalidEvent(f"invalid {event.type}: {describe_validation_error(exc)}") from None
+        flight: ScheduledFlight = event.data
+        return flight.flight_id
 
     def features(self, event: Event, state: State) -> dict[str, float] | None:
         if event.type != SCHEDULED:
             return None
-        d = event.data
-        sched_ms = int(d["sched_dep_ms"])
-        sched = datetime.fromtimestamp(sched_ms / 1000, tz=UTC)
+        d: ScheduledFlight = event.data
+        sched_ms = d.sched_dep_ms
         x = {
-            f"carrier={d['carrier']}": 1.0,
-            f"origin={d['origin']}": 1.0,
-            f"dest={d['dest']}": 1.0,
-            f"hour={d['hour']}": 1.0,
-            f"month={d['month']}": 1.0,
-            f"dow={sched.weekday()}": 1.0,
-            "distance_k": float(d["distance"]) / 1000.0,
+            self._carriers[d.carrier]: 1.0,
+            self._origins[d.origin]: 1.0,
+            self._dests[d.dest]: 1.0,
+            self._hours[d.hour]: 1.0,
+            self._months[d.month]: 1.0,
+            self._weekdays[(sched_ms // DAY_MS + EPOCH_WEEKDAY) % 7]: 1.0,
+            "distance_k": d.distance / 1000.0,
         }
-        x.update(self.weather.get((str(d["origin"]), sched_ms // HOUR_MS * HOUR_MS), {}))
+        weather = self.weather.get((d.origin, sched_ms - sched_ms % HOUR_MS))
+        if weather is not None:
+            x.update(weather)
         if "last_dep_ms" in state:
             prev = state["prev_dep_delay"]
             x["has_prev"] = 1.0
@@ -151,27 +168,27 @@ class FlightsFeatures(FeatureModule):
             x["prev_late"] = 1.0 if prev > DELAY_THRESHOLD_MIN else 0.0
             x["since_prev_log_h"] = math.log1p(max(event.ts - state["last_dep_ms"], 0) / HOUR_MS)
         week = self.late_7d.aggregate(state, event.ts)
-        if week.mean is not None:
-            x["late_rate_7d"] = week.mean
+        if week.count:
+            x["late_rate_7d"] = week.sum / week.count
             x["flights_7d_log"] = math.log1p(week.count)
-        today = self.delay_today.aggregate(state, event.ts).mean
-        if today is not None:
-            x["delay_today_h"] = min(max(today, -60.0), 300.0) / 60.0
+        today = self.delay_today.aggregate(state, event.ts)
+        if today.count:
+            x["delay_today_h"] = min(max(today.sum / today.count, -60.0), 300.0) / 60.0
         return x
 
     def label(self, event: Event) -> float | None:
         if event.type != DEPARTED:
             return None
-        return 1.0 if event.data["delayed"] else 0.0
+        flight: DepartedFlight = event.data
+        return 1.0 if flight.delayed else 0.0
 
     def update(self, event: Event, state: State) -> dict[str, float]:
         if event.type != DEPARTED:
             return {}
-        delay = float(event.data["dep_delay"])
+        flight: DepartedFlight = event.data
+        delay = flight.dep_delay
         late = 1.0 if delay > DELAY_THRESHOLD_MIN else 0.0
-        return {
-            "prev_dep_delay": delay,
-            "last_dep_ms": float(event.ts),
-            **self.late_7d.add(state, event.ts, late),
-            **self.delay_today.add(state, event.ts, delay),
-        }
+        update = {"prev_dep_delay": delay, "last_dep_ms": float(event.ts)}
+        update.update(self.late_7d.add(state, event.ts, late))
+        update.update(self.delay_today.add(state, event.ts, delay))
+        return update

@@ -22,6 +22,7 @@ def main() -> None:
         session_timeout_ms=settings.session_timeout_ms,
         stall_timeout_s=settings.stall_timeout_s,
         transaction_timeout_s=settings.transaction_timeout_s,
+        max_cached_entities=settings.max_cached_entities,
     )
     runner.install_signal_handlers()
     serve_health(settings.host, settings.port, runner.health)

@@ -35,6 +35,7 @@ from confluent_kafka import (
 )
 from prometheus_client import Counter, Gauge
 
+from millrace import collector
 from millrace.envelope import MAX_EVENT_BYTES
 from millrace.features import load_feature_module
 from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent
@@ -50,6 +51,7 @@ from millrace.kafka import (
 )
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
+from millrace_featurizer.owned_state import OwnedState
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class LiveFeaturizer:
         session_timeout_ms: int = 10_000,
         stall_timeout_s: float = 120.0,
         transaction_timeout_s: float = 5.0,
+        max_cached_entities: int = 1_000_000,
     ) -> None:
         self.featurizer = featurizer
         self.state = state
@@ -104,6 +107,8 @@ class LiveFeaturizer:
         self.transaction_timeout_s = transaction_timeout_s
         self.batches = 0
         self.events = 0
+        #: The states of the owned partitions' entities, between batches.
+        self.owned = OwnedState(state.read_many, max_cached_entities)
         #: Assigned partitions whose Redis state is not yet caught up (paused until it is).
         self._unrecovered: set[int] = set()
         # The transactional id is the same for every incarnation of a replica (its hostname:
@@ -169,15 +174,8 @@ class LiveFeaturizer:
         )
         log.info("featurizer running", extra={"topic": self.events_topic})
         try:
-            while not self.stopping.is_set():
-                self.liveness.check()
-                if self._unrecovered:
-                    self._recover()
-                    continue
-                messages = self.consumer.consume(self.batch_size, timeout=0.2)
-                batch = [_source(m) for m in messages if has_data(m)]
-                if not batch or self._process(batch):
-                    self.liveness.beat()
+            with collector.tuned():
+                self._loop()
         except ServiceFailed as exc:
             self.liveness.fail(str(exc))
             raise
@@ -187,9 +185,20 @@ class LiveFeaturizer:
                 self.producer.flush(10)
             log.info("featurizer stopped", extra={"batches": self.batches})
 
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            self.liveness.check()
+            if self._unrecovered:
+                self._recover()
+                continue
+            messages = self.consumer.consume(self.batch_size, timeout=0.2)
+            batch = [_source(m) for m in messages if has_data(m)]
+            if not batch or self._process(batch):
+                self.liveness.beat()
+
     def _process(self, batch: list[SourceEvent]) -> bool:
         """One batch in one transaction; False if it was aborted (and will be read again)."""
-        result = self.featurizer.run_batch(batch, self.state.read_many)
+        result = self.featurizer.run_batch(batch, self.owned.load)
         timeout = self.transaction_timeout_s
         try:
             self.producer.begin_transaction()
@@ -201,6 +210,8 @@ class LiveFeaturizer:
                 )
             self.producer.commit_transaction(timeout)
         except (KafkaException, BufferError) as exc:
+            # The batch changed the states in memory; it will be read again from Redis.
+            self.owned.clear()
             self._abort(exc)
             self._rewind()
             return False
@@ -212,7 +223,7 @@ class LiveFeaturizer:
         EVENTS_IN.inc(len(batch))
         FEATURES_OUT.inc(len(result.features))
         LABELS_OUT.inc(len(result.labels))
-        STATE_WRITES.inc(len(result.writes))
+        STATE_WRITES.inc(sum(len(entities) for entities in result.writes.values()))
         for dead in result.dead:
             DEAD.labels(dead.kind).inc()
             if dead.kind == "late":
@@ -269,9 +280,11 @@ class LiveFeaturizer:
         consumer.assign(partitions)
         consumer.pause(partitions)
         self._unrecovered.update(tp.partition for tp in partitions)
+        self.owned.drop_partitions(tp.partition for tp in partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._unrecovered.difference_update(tp.partition for tp in partitions)
+        self.owned.drop_partitions(tp.partition for tp in partitions)
 
     def _recover(self) -> None:
         """Bring Redis up to the committed offsets of the newly assigned partitions, then let
@@ -314,7 +327,7 @@ class LiveFeaturizer:
                 self._stay_in_group()
                 if partition not in self._unrecovered or self.stopping.is_set():
                     return False
-            self.state.apply([], {partition: end - 1})
+            self.state.apply({}, {partition: end - 1})
             return True
         finally:
             reader.close()

@@ -28,3 +28,6 @@ class FeaturizerSettings(HttpSettings):
     # Each transactional call's timeout. send_offsets_to_transaction gets 3 s more, past which
     # the process exits (librdkafka may otherwise block in it for good, see Liveness.bounded).
     transaction_timeout_s: float = Field(default=5.0, gt=0)
+    # Entity states kept in memory between batches (of the partitions this replica owns); past
+    # this many, the longest held are read from Redis again when next needed.
+    max_cached_entities: int = Field(default=1_000_000, ge=0)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from millrace import collector
 from millrace.http import BodySizeLimit, install_error_contract
 from millrace_predictor.deps import prediction_event_schema
 from millrace_predictor.routes import health, inference, predict
@@ -22,7 +23,10 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         predictor.start()
-        yield
+        # What start-up built (the app, the module's tables, the model) stays out of the
+        # collector's scans, and requests' short-lived objects are collected in bulk.
+        with collector.tuned():
+            yield
         predictor.stop()
 
     app = FastAPI(title="Millrace predictor", version="1", lifespan=lifespan)
@@ -31,11 +35,13 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
     install_error_contract(app)
     for router in (predict.router, inference.router, health.router):
         app.include_router(router)
-    _document_events(app, prediction_event_schema(predictor.module), predictor.settings.max_batch)
+    _document_events(app, *prediction_event_schema(predictor.module), predictor.settings.max_batch)
     return app
 
 
-def _document_events(app: FastAPI, event: dict[str, Any], max_batch: int) -> None:
+def _document_events(
+    app: FastAPI, event: dict[str, Any], components: dict[str, Any], max_batch: int
+) -> None:
     """Put the feature module's envelopes into the OpenAPI document: the routes read raw bodies
     (any content type, one parse), so FastAPI cannot derive them."""
     default_openapi = app.openapi
@@ -50,6 +56,7 @@ def _document_events(app: FastAPI, event: dict[str, Any], max_batch: int) -> Non
                 {"type": "object", "required": ["events"], "properties": {"events": events}}
             )
             document["components"]["schemas"]["InferInput"]["properties"]["data"] = events
+            document["components"]["schemas"].update(components)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -12,7 +12,7 @@ from fastapi import HTTPException
 from prometheus_client import Counter, Gauge, Histogram
 
 from millrace.envelope import Event, InvalidEvent
-from millrace.features import load_feature_module
+from millrace.features import event_decoder, load_feature_module
 from millrace.kafka import client_config
 from millrace.model_events import ModelEventFollower
 from millrace.registry_client import RegistryClient, RegistryError
@@ -39,6 +39,8 @@ class Predictor:
     def __init__(self, settings: PredictorSettings) -> None:
         self.settings = settings
         self.module = load_feature_module(settings.feature_module)
+        #: Envelopes of the module's event types, payloads by the module's schemas.
+        self.events = event_decoder(self.module)
         self.state = RedisState.from_url(settings.redis_url, settings.topic_prefix)
         self.client = RegistryClient.from_settings(settings)
         self.models = ModelHolder(

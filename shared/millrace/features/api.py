@@ -26,28 +26,29 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import ClassVar
 
-from pydantic import BaseModel
+import msgspec
 
-from millrace.envelope import Event, InvalidEvent
+from millrace.envelope import Event, EventDecoder, InvalidEvent
 
 State = Mapping[str, float]
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, gc=False):
     subject: str
     features: dict[str, float] | None = None
     label: float | None = None
-    state_update: dict[str, float] = field(default_factory=dict)
+    state_update: dict[str, float] = {}
 
 
 class FeatureModule(ABC):
-    """Subclass this, list ``event_types``, and implement the four methods."""
+    """Subclass this, list ``event_types``, declare their ``payload_schemas``, and implement
+    :meth:`subject` and whichever of :meth:`features`, :meth:`label` and :meth:`update` the
+    module needs."""
 
     name: ClassVar[str]
     version: ClassVar[int]
@@ -57,9 +58,11 @@ class FeatureModule(ABC):
     feature_names: ClassVar[tuple[str, ...]]
     #: How far behind its key's newest event time an event may be (None: never late).
     allowed_lateness_ms: ClassVar[int | None] = None
-    #: The payload (``data``) model of each event type, if the module declares them: the
-    #: predictor's OpenAPI document shows them, so clients and fuzzers know what is accepted.
-    payload_schemas: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    #: The payload (``data``) schema of each event type: a ``msgspec.Struct`` with its types and
+    #: ranges (``Annotated[int, msgspec.Meta(ge=0)]``). Every runner and the predictor decode
+    #: ``data`` into it (an event that does not fit is rejected with the reason), and the
+    #: predictor's OpenAPI document shows it. A type without a schema keeps ``data`` a dict.
+    payload_schemas: ClassVar[Mapping[str, type[msgspec.Struct]]] = {}
     #: The event types that yield features, i.e. what ``POST /predict`` takes (None: all).
     feature_event_types: ClassVar[frozenset[str] | None] = None
 
@@ -67,9 +70,10 @@ class FeatureModule(ABC):
     def subject(self, event: Event) -> str:
         """The id that joins this event's features with its label."""
 
-    @abstractmethod
     def validate(self, event: Event) -> None:
-        """Raise :class:`InvalidEvent` when ``event.data`` is not usable."""
+        """Raise :class:`InvalidEvent` when ``event.data`` is not usable beyond what its schema
+        says (a rule across fields, say)."""
+        return None
 
     def features(self, event: Event, state: State) -> dict[str, float] | None:
         """Features for the event's subject, from the event and the state before it."""
@@ -96,17 +100,22 @@ def process_event(module: FeatureModule, event: Event, state: State) -> Outcome:
         raise InvalidEvent(f"unknown event type {event.type!r}", "unknown_type")
     try:
         module.validate(event)
+        update = module.update(event, state)
+        if update and not all(map(math.isfinite, update.values())):
+            raise ValueError(f"state update has a value that is not a finite number: {update}")
         return Outcome(
-            subject=module.subject(event),
-            features=module.features(event, state),
-            label=module.label(event),
-            state_update=module.update(event, state),
+            module.subject(event), module.features(event, state), module.label(event), update
         )
     except InvalidEvent:
         raise
     except Exception as exc:
         reason = f"feature module failed: {type(exc).__name__}: {exc}"
         raise InvalidEvent(reason[:500], "module_error") from exc
+
+
+def event_decoder(module: FeatureModule) -> EventDecoder:
+    """The decoder of ``module``'s envelopes: its event types, their payload schemas."""
+    return EventDecoder(module.payload_schemas, module.event_types)
 
 
 def feature_schema_hash(module: FeatureModule) -> str:

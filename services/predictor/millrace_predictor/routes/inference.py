@@ -70,7 +70,7 @@ async def infer(name: str, body: InferRequest, predictor: PredictorDep) -> dict[
     """Input ``event``: BYTES, one JSON envelope (string or object) per element."""
     _check_model(predictor, name)
     tensor = body.inputs[0]
-    events = parse_many(tensor.data, predictor.settings.max_batch)
+    events = parse_many(predictor.events, tensor.data, predictor.settings.max_batch)
     result = await predict_timed(predictor, events)
     probabilities = [row["probability"] for row in result["predictions"]]
     return {

@@ -18,7 +18,7 @@ router = APIRouter(tags=["predict"], responses=problems(413, 422, 503))
 @router.post("/predict")
 async def predict(request: Request, predictor: PredictorDep) -> dict[str, Any]:
     """One event in the envelope the events topic carries (any content type)."""
-    result = await predict_timed(predictor, [parse_one(await request.body())])
+    result = await predict_timed(predictor, [parse_one(predictor.events, await request.body())])
     return {**result.pop("predictions")[0], **result}
 
 
@@ -31,5 +31,5 @@ async def predict_batch(request: Request, predictor: PredictorDep) -> dict[str, 
         raise HTTPException(422, f"malformed JSON: {exc}") from None
     if not isinstance(body, dict):
         raise HTTPException(422, 'expected {"events": [...]}')
-    events = parse_many(body.get("events"), predictor.settings.max_batch)
+    events = parse_many(predictor.events, body.get("events"), predictor.settings.max_batch)
     return await predict_timed(predictor, events)

@@ -1,0 +1,82 @@
+"""The entity states of the partitions this replica owns, kept in memory between batches.
+
+Per-key order is offset order and a partition has one owner at a time, so while this replica
+owns a partition, nobody else changes the states of its entities: after the first read from
+Redis, the state in memory is the state (Redis gets the same writes after each commit). What
+makes the memory untrustworthy is dropped with it:
+
+- an ownership change: a partition's states go when it is assigned or revoked, and the next
+  owner starts from Redis (after replaying any gap there, see :mod:`millrace_featurizer.live`);
+- a failed transaction: the batch's changes were made in memory and never committed, so
+  everything is dropped and read again.
+
+>>> reads = []
+>>> def read_many(entities):
+...     reads.append(sorted(entities))
+...     return {e: {} for e in entities}
+>>> owned = OwnedState(read_many, max_entities=10)
+>>> owned.load({"a": 0, "b": 1})["a"]["x"] = 1.0
+>>> owned.load({"a": 0, "c": 1})["a"], reads
+({'x': 1.0}, [['a', 'b'], ['c']])
+>>> owned.drop_partitions([0])
+>>> _ = owned.load({"a": 0}); reads[-1]
+['a']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+States = dict[str, dict[str, float]]
+
+
+class OwnedState:
+    """A read-through cache of entity states by source partition, at most ``max_entities``
+    (the longest held leave first)."""
+
+    def __init__(
+        self, read_many: Callable[[Iterable[str]], States], max_entities: int = 1_000_000
+    ) -> None:
+        self._read_many = read_many
+        self.max_entities = max_entities
+        self._partitions: dict[int, States] = {}
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return sum(len(states) for states in self._partitions.values())
+
+    def load(self, entities: Mapping[str, int]) -> States:
+        """The states of ``entities`` (entity -> partition), the missing ones read from Redis in
+        one call. The caller changes them in place, as its batch goes."""
+        found: States = {}
+        missing: list[str] = []
+        partitions = self._partitions
+        for entity, partition in entities.items():
+            owned = partitions.get(partition)
+            state = owned.get(entity) if owned is not None else None
+            if state is None:
+                missing.append(entity)
+            else:
+                found[entity] = state
+        self.hits += len(found)
+        self.misses += len(missing)
+        if missing:
+            for entity, state in self._read_many(missing).items():
+                found[entity] = state
+                partitions.setdefault(entities[entity], {})[entity] = state
+            self._bound()
+        return found
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+
+    def clear(self) -> None:
+        self._partitions.clear()
+
+    def _bound(self) -> None:
+        excess = len(self) - self.max_entities
+        for states in self._partitions.values():
+            while excess > 0 and states:
+                del states[next(iter(states))]
+                excess -= 1
