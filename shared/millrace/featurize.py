@@ -67,6 +67,8 @@ class BatchResult:
     #: partition -> entity -> the state fields the batch set (their latest values).
     writes: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     newest_ts: int = 0
+    #: How many source events the batch had.
+    events: int = 0
 
 
 class Featurizer:
@@ -80,7 +82,7 @@ class Featurizer:
         return f"{self.module.name}/v{self.module.version}"
 
     def run_batch(self, batch: list[SourceEvent], load_state: StateLoader) -> BatchResult:
-        result = BatchResult()
+        result = BatchResult(events=len(batch))
         parsed: list[tuple[SourceEvent, Event]] = []
         entities: dict[str, int] = {}
         for source in batch:

@@ -9,6 +9,11 @@ replays that gap from the events topic for its state only, producing nothing. Fe
 computed from the state of exactly the events before them, so a restarted or rebalanced featurizer
 emits what an uninterrupted one would have.
 
+A batch's commit and its Redis writes, which mostly wait on the broker and on Redis, run in a
+committer thread while the loop computes the next batch from the states in memory
+(:class:`~millrace_featurizer.owned_state.OwnedState`); the next transaction opens only once that
+commit is done. If it failed, both batches are read again and the states in memory dropped.
+
 That replay runs in the poll loop, not in the assignment callback: newly assigned partitions are
 paused until their state is caught up, and the loop keeps polling between replay chunks, so a long
 gap never exceeds ``max.poll.interval.ms``. A failed transaction is aborted and the batch read
@@ -24,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from confluent_kafka import (
@@ -109,6 +115,9 @@ class LiveFeaturizer:
         self.events = 0
         #: The states of the owned partitions' entities, between batches.
         self.owned = OwnedState(state.read_many, max_cached_entities)
+        #: One batch commits (Kafka, then Redis) in this thread while the next is computed.
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="featurizer-commit")
+        self._pending: Future[None] | None = None
         #: Assigned partitions whose Redis state is not yet caught up (paused until it is).
         self._unrecovered: set[int] = set()
         # The transactional id is the same for every incarnation of a replica (its hostname:
@@ -180,6 +189,7 @@ class LiveFeaturizer:
             self.liveness.fail(str(exc))
             raise
         finally:
+            self._committer.shutdown(wait=self.liveness.failure is None)
             self.consumer.close()
             if self.liveness.failure is None:
                 self.producer.flush(10)
@@ -189,38 +199,79 @@ class LiveFeaturizer:
         while not self.stopping.is_set():
             self.liveness.check()
             if self._unrecovered:
-                self._recover()
+                if self._settle():
+                    self._recover()
                 continue
             messages = self.consumer.consume(self.batch_size, timeout=0.2)
             batch = [_source(m) for m in messages if has_data(m)]
-            if not batch or self._process(batch):
+            if not batch:
+                if self._settle():
+                    self.liveness.beat()
+                continue
+            # Computed while the previous batch commits: its Kafka and Redis calls mostly wait.
+            result = self.featurizer.run_batch(batch, self.owned.load)
+            if self._settle() and self._begin(batch, result):
                 self.liveness.beat()
+        self._settle()
 
-    def _process(self, batch: list[SourceEvent]) -> bool:
-        """One batch in one transaction; False if it was aborted (and will be read again)."""
-        result = self.featurizer.run_batch(batch, self.owned.load)
-        timeout = self.transaction_timeout_s
+    def _begin(self, batch: list[SourceEvent], result: BatchResult) -> bool:
+        """Open the batch's transaction and produce its records, then hand the commit (and the
+        state writes after it) to the committer thread; False if the transaction failed."""
         try:
             self.producer.begin_transaction()
             self._produce(result)
-            positions = self.consumer.position(self.consumer.assignment())
-            with self.liveness.bounded("send_offsets_to_transaction", timeout + 3):
-                self.producer.send_offsets_to_transaction(
-                    positions, self.consumer.consumer_group_metadata(), timeout
-                )
-            self.producer.commit_transaction(timeout)
         except (KafkaException, BufferError) as exc:
-            # The batch changed the states in memory; it will be read again from Redis.
-            self.owned.clear()
-            self._abort(exc)
-            self._rewind()
+            self._failed(exc)
             return False
+        positions = self.consumer.position(self.consumer.assignment())
         in_batch = {s.partition for s in batch}
         fences = {tp.partition: tp.offset - 1 for tp in positions if tp.partition in in_batch}
+        self.owned.pin(entity for entities in result.writes.values() for entity in entities)
+        self._pending = self._committer.submit(
+            self._commit, positions, self.consumer.consumer_group_metadata(), result, fences
+        )
+        return True
+
+    def _commit(
+        self,
+        positions: list[TopicPartition],
+        group: object,
+        result: BatchResult,
+        fences: dict[int, int],
+    ) -> None:
+        """The committer thread: the offsets into the transaction, the commit, then Redis."""
+        timeout = self.transaction_timeout_s
+        with self.liveness.bounded("send_offsets_to_transaction", timeout + 3):
+            self.producer.send_offsets_to_transaction(positions, group, timeout)
+        self.producer.commit_transaction(timeout)
         self.state.apply(result.writes, fences)
         self.batches += 1
-        self.events += len(batch)
-        EVENTS_IN.inc(len(batch))
+        self.events += result.events
+        self._count(result)
+
+    def _settle(self) -> bool:
+        """Wait for the batch being committed; False if its transaction failed (it and all read
+        after it will be read again)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return True
+        try:
+            pending.result()
+        except (KafkaException, BufferError) as exc:
+            self._failed(exc)
+            return False
+        finally:
+            self.owned.pin(())
+        return True
+
+    def _failed(self, exc: KafkaException | BufferError) -> None:
+        # The batches in flight changed the states in memory: they are read again from Redis.
+        self.owned.clear()
+        self._abort(exc)
+        self._rewind()
+
+    def _count(self, result: BatchResult) -> None:
+        EVENTS_IN.inc(result.events)
         FEATURES_OUT.inc(len(result.features))
         LABELS_OUT.inc(len(result.labels))
         STATE_WRITES.inc(sum(len(entities) for entities in result.writes.values()))
@@ -230,7 +281,6 @@ class LiveFeaturizer:
                 LATE.inc()
         if result.newest_ts:
             LAG_MS.set(time.time() * 1000 - result.newest_ts)
-        return True
 
     def _abort(self, exc: KafkaException | BufferError) -> None:
         """Abort whatever transaction is open, whatever failed inside it: a transaction left
@@ -283,6 +333,10 @@ class LiveFeaturizer:
         self.owned.drop_partitions(tp.partition for tp in partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._pending is not None:
+            # The batch in flight finishes before its partitions go (its outcome is handled in
+            # the loop): the next owner then finds Redis at the committed offsets.
+            wait([self._pending])
         self._unrecovered.difference_update(tp.partition for tp in partitions)
         self.owned.drop_partitions(tp.partition for tp in partitions)
 

@@ -25,6 +25,7 @@ makes the memory untrustworthy is dropped with it:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 
 States = dict[str, dict[str, float]]
@@ -40,6 +41,7 @@ class OwnedState:
         self._read_many = read_many
         self.max_entities = max_entities
         self._partitions: dict[int, States] = {}
+        self._pinned: frozenset[str] = frozenset()
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
@@ -67,6 +69,11 @@ class OwnedState:
             self._bound()
         return found
 
+    def pin(self, entities: Iterable[str]) -> None:
+        """Keep these in memory whatever the bound (their changes are not in Redis yet: read
+        from there, they would be stale); the next call replaces the set."""
+        self._pinned = frozenset(entities)
+
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self._partitions.pop(partition, None)
@@ -77,6 +84,10 @@ class OwnedState:
     def _bound(self) -> None:
         excess = len(self) - self.max_entities
         for states in self._partitions.values():
-            while excess > 0 and states:
-                del states[next(iter(states))]
-                excess -= 1
+            if excess <= 0:
+                return
+            leaving = list(itertools.islice(states, excess + len(self._pinned)))
+            for entity in leaving:
+                if excess > 0 and entity not in self._pinned:
+                    del states[entity]
+                    excess -= 1

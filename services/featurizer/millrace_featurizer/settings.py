@@ -10,10 +10,10 @@ from millrace.settings import HttpSettings
 class FeaturizerSettings(HttpSettings):
     port: int = 8702
     group: str = "millrace-featurizer"
-    # Events per Kafka transaction at most (a batch also ends after 0.2 s): larger batches
-    # spread the commit's two round trips over more events (`bench/bench_featurizer.py
-    # --batch-size 1000` vs the default: 5000 gave about 1.3x the throughput).
-    batch_size: int = Field(default=5000, ge=1)
+    # Events per Kafka transaction at most (a batch also ends after 0.2 s). A batch is
+    # computed while the one before commits; measured on 60 days of flights, 10,000 gave 1.17x
+    # the throughput of 5,000 (the commit hides behind the computing; 5,000 gave 1.3x 1,000).
+    batch_size: int = Field(default=10_000, ge=1)
     partitions: int = 3
     # A stable, unique id per replica: a restarted replica then fences the transaction its dead
     # predecessor left open instead of readers waiting for it to expire. The default, the host

@@ -11,14 +11,14 @@ State layout: ``<name>.<slot>.start|count|sum`` for each of the window's buckets
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+
+import msgspec
 
 from millrace.features.api import State
 
 
-@dataclass(frozen=True)
-class Aggregate:
+class Aggregate(msgspec.Struct, frozen=True, gc=False):
     count: float
     sum: float
 
@@ -45,26 +45,25 @@ class Window:
     name: str
     size_ms: int
     step_ms: int = 0
+    #: The bucket width (the size, for a tumbling window) and the number of buckets.
+    step: int = field(init=False, repr=False)
+    slots: int = field(init=False, repr=False)
+    #: (start, count, sum) field names of each slot, built once: this is the hot path.
+    _slot_fields: tuple[tuple[str, str, str], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.size_ms <= 0 or self.step_ms < 0 or self.size_ms % self.step or "." in self.name:
+        step = self.step_ms or self.size_ms
+        if self.size_ms <= 0 or self.step_ms < 0 or self.size_ms % step or "." in self.name:
             raise ValueError(f"window {self.name!r}: size must be a positive multiple of step")
-
-    @property
-    def step(self) -> int:
-        return self.step_ms or self.size_ms
-
-    @property
-    def slots(self) -> int:
-        return self.size_ms // self.step
-
-    @cached_property
-    def _slot_fields(self) -> tuple[tuple[str, str, str], ...]:
-        """(start, count, sum) field names of each slot, built once: this is the hot path."""
-        return tuple(
+        slots = self.size_ms // step
+        names = tuple(
             (f"{self.name}.{slot}.start", f"{self.name}.{slot}.count", f"{self.name}.{slot}.sum")
-            for slot in range(self.slots)
+            for slot in range(slots)
         )
+        # A frozen dataclass sets its derived fields once, here.
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "slots", slots)
+        object.__setattr__(self, "_slot_fields", names)
 
     def add(self, state: State, ts: int, value: float) -> dict[str, float]:
         """State fields to set after adding ``value`` at event time ``ts``."""
