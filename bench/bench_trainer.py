@@ -155,11 +155,11 @@ def load_topics(bootstrap: str, result: BackfillResult, cut: int) -> TrainerSett
         (settings.labels_topic, result.labels, result.label_bytes),
     ):
         for r, value in zip(records, raw, strict=True):
-            if r["ts"] < cut:
+            if r.ts < cut:
                 continue
             while True:
                 try:
-                    producer.produce(topic, value, r["key"].encode())
+                    producer.produce(topic, value, r.key.encode())
                     break
                 except BufferError:
                     producer.poll(0.05)

@@ -17,8 +17,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
-import orjson
 from common import infrastructure, print_table, record
 from confluent_kafka import Consumer
 from rich.progress import Progress
@@ -26,6 +26,7 @@ from rich.progress import Progress
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import consumer_config, ensure_topics, has_data, pipeline_topics
+from millrace.records import FeatureRecord, LabelRecord, encode
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
 from millrace_featurizer.backfill import from_topic
@@ -36,8 +37,8 @@ from millrace_stack.replay import replay
 MODULE = "millrace_flights.features:FlightsFeatures"
 
 
-def canonical(records: list[dict]) -> Counter[bytes]:
-    return Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records)
+def canonical(records: Sequence[FeatureRecord | LabelRecord]) -> Counter[bytes]:
+    return Counter(encode(r) for r in records)
 
 
 def read_committed(bootstrap: str, topic: str, expect: int, progress: Progress) -> Counter[bytes]:
