@@ -42,7 +42,6 @@ class OwnedState:
         self.max_entities = max_entities
         self._partitions: dict[int, States] = {}
         self._pinned: frozenset[str] = frozenset()
-        self.hits = self.misses = 0
 
     def __len__(self) -> int:
         return sum(len(states) for states in self._partitions.values())
@@ -60,8 +59,6 @@ class OwnedState:
                 missing.append(entity)
             else:
                 found[entity] = state
-        self.hits += len(found)
-        self.misses += len(missing)
         if missing:
             for entity, state in self._read_many(missing).items():
                 found[entity] = state
