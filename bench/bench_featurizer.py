@@ -2,7 +2,7 @@
 
 All systems read the same pre-loaded events topic (same broker, 3 partitions) from its beginning,
 each in a fresh consumer group, three repetitions, timed from their first event or batch (start-up
-and the group join not counted):
+and the group join not counted) until their last is committed or flushed:
 
 - the limit: a bare consume -> produce loop with per-batch offset commits;
 - the live featurizer: the feature module, Redis state, dead letters, one Kafka transaction per
@@ -87,15 +87,15 @@ def live(bootstrap: str, redis_url: str, source: str, total: int, sink: str) -> 
     )
     thread = threading.Thread(target=runner.run)
     thread.start()
-    while runner.events == 0:  # the clock starts after the group join and the first batch
-        time.sleep(0.001)
-    first, started = runner.events, time.perf_counter()
-    while runner.events < total:
+    while runner.events_read == 0:  # the clock starts when the first batch has arrived
+        time.sleep(0.0002)
+    started = time.perf_counter()
+    while runner.events < total:  # and stops when the last is committed
         time.sleep(0.001)
     elapsed = time.perf_counter() - started
     runner.stopping.set()
     thread.join(30)
-    return (total - first) / elapsed
+    return total / elapsed
 
 
 def peer(script: str) -> Callable[[str, str, str, int, str], float]:

@@ -112,7 +112,9 @@ class LiveFeaturizer:
         self.liveness = Liveness(stall_timeout_s)
         self.transaction_timeout_s = transaction_timeout_s
         self.batches = 0
+        #: Events committed, and events read (committed or on their way).
         self.events = 0
+        self.events_read = 0
         #: The states of the owned partitions' entities, between batches.
         self.owned = OwnedState(state.read_many, max_cached_entities)
         #: One batch commits (Kafka, then Redis) in this thread while the next is computed.
@@ -204,6 +206,7 @@ class LiveFeaturizer:
                 continue
             messages = self.consumer.consume(self.batch_size, timeout=0.2)
             batch = [_source(m) for m in messages if has_data(m)]
+            self.events_read += len(batch)
             if not batch:
                 if self._settle():
                     self.liveness.beat()
