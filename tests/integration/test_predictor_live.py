@@ -356,3 +356,27 @@ def test_a_version_that_fails_verification_keeps_the_current_one(setup: Setup, t
     metrics = setup.predict.get("/metrics").text
     failed = re.search(r"^millrace_predictor_failed_loads_total ([0-9.]+)$", metrics, re.M)
     assert failed is not None and float(failed.group(1)) >= 1
+
+
+def test_a_version_trained_on_other_features_is_refused(setup: Setup):
+    """A model is bound to the feature code it learned from: trained on another module's
+    features, it would get inputs it never saw, silently."""
+    elsewhere = {"lineage": {"feature_schema": "0123456789abcdef"}}
+    version = setup.registry.publish(MODEL, trained_models(1)[0], elsewhere)["version"]
+    setup.registry.move_alias(MODEL, "production", version, 1, "another module's model")
+    wait_until(
+        lambda: str(version) in setup.predict.get("/ready").json()["refused"],
+        10,
+        "the predictor to refuse the version",
+    )
+    ready = setup.predict.get("/ready").json()
+    assert ready["version"] == 1
+    assert "trained on feature schema 0123456789abcdef" in ready["refused"][str(version)]
+    answer = setup.predict.post("/predict", content=orjson.dumps(setup.events[0]))
+    assert answer.status_code == 200 and answer.json()["version"] == 1
+    metrics = setup.predict.get("/metrics").text
+    refused = re.search(r"^millrace_predictor_refused_versions_total ([0-9.]+)$", metrics, re.M)
+    assert refused is not None and float(refused.group(1)) >= 1
+    # The versions trained on this module's features still serve.
+    setup.registry.move_alias(MODEL, "production", 2, version, "back to our features")
+    wait_until(lambda: setup.predict.get("/ready").json()["version"] == 2, 10, "version 2")

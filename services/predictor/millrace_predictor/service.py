@@ -12,7 +12,7 @@ from fastapi import HTTPException
 from prometheus_client import Counter, Gauge, Histogram
 
 from millrace.envelope import Event, InvalidEvent
-from millrace.features import event_decoder, load_feature_module
+from millrace.features import event_decoder, feature_schema_hash, load_feature_module
 from millrace.kafka import client_config
 from millrace.model_events import ModelEventFollower
 from millrace.registry_client import RegistryClient, RegistryError
@@ -49,6 +49,7 @@ class Predictor:
             settings.alias,
             settings.keep_versions,
             allow_pickle=settings.allow_pickle,
+            feature_schema=feature_schema_hash(self.module),
         )
         self.predictions_topic = settings.predictions_topic
         self.follower: ModelEventFollower | None = None

@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 
 SWAPS = Counter("millrace_predictor_swaps_total", "Model swaps")
 FAILED_LOADS = Counter("millrace_predictor_failed_loads_total", "Versions that failed to load")
+REFUSED = Counter(
+    "millrace_predictor_refused_versions_total",
+    "Versions refused: trained on features another feature module computes",
+)
+
+
+class VersionRefused(Exception):
+    """A version this predictor must not serve (the reason says why)."""
+
+
 SERVING_VERSION = Gauge("millrace_predictor_serving_version", "Version being served")
 
 
@@ -63,8 +73,14 @@ class ModelHolder:
         alias: str = "production",
         keep: int = 3,
         allow_pickle: bool = False,
+        feature_schema: str | None = None,
     ) -> None:
         self.client = client
+        #: The feature schema hash of the module this predictor runs: a version trained on
+        #: another's features is refused (its inputs would be silently wrong).
+        self.feature_schema = feature_schema
+        #: version -> why it was refused (kept, so a refused version is not fetched again).
+        self.refused: dict[int, str] = {}
         self.allow_pickle = allow_pickle
         self.model = model
         self.alias = alias
@@ -90,10 +106,20 @@ class ModelHolder:
                 if serving.current.version == version:
                     self.serving = Serving(serving.current, serving.previous, max(seq, serving.seq))
                     return True
+            if version in self.refused:
+                return False
             loaded = self._loaded.get(version)
             if loaded is None:
                 try:
                     loaded = self._load(version)
+                except VersionRefused as exc:
+                    REFUSED.inc()
+                    self.refused[version] = str(exc)
+                    log.error(
+                        "version refused; keeping the current one",
+                        extra={"version": version, "reason": str(exc)},
+                    )
+                    return False
                 except Exception as exc:
                     FAILED_LOADS.inc()
                     log.error(
@@ -122,6 +148,12 @@ class ModelHolder:
 
     def _load(self, version: int) -> LoadedModel:
         info = self.client.get_version(self.model, version)
+        trained_on = info.get("metadata", {}).get("lineage", {}).get("feature_schema")
+        if self.feature_schema and trained_on and trained_on != self.feature_schema:
+            raise VersionRefused(
+                f"version {version} was trained on feature schema {trained_on}, but this "
+                f"predictor's feature module computes {self.feature_schema}"
+            )
         learner = load_model(self.client.download(self.model, version), self.allow_pickle)
         learner.predict_proba_many([{}])  # warm up before it serves
         return LoadedModel(self.model, version, learner, float(info.get("created_at", 0.0)))

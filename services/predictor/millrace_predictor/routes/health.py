@@ -20,11 +20,14 @@ def health() -> dict[str, str]:
 
 @router.get("/ready", responses=problems(503))
 def ready(predictor: PredictorDep, response: Response) -> dict[str, Any]:
+    """503 until a version serves; ``refused`` names the versions this predictor will not
+    serve, and why."""
     model = predictor.models.current
+    refused = {str(v): reason for v, reason in predictor.models.refused.items()}
     if model is None:
         response.status_code = 503
-        return {"status": "loading"}
-    return {"status": "ready", "model": model.name, "version": model.version}
+        return {"status": "loading", "refused": refused}
+    return {"status": "ready", "model": model.name, "version": model.version, "refused": refused}
 
 
 @router.get(
