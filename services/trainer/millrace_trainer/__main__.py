@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 
 from millrace.features import feature_schema_hash, load_feature_module
@@ -15,6 +16,9 @@ from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.service import make_checkpoints, make_loop, make_trainer
 from millrace_trainer.settings import TrainerSettings
+from millrace_trainer.training import EmptyBaseline
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -46,7 +50,11 @@ def main() -> None:
             "until": settings.baseline_end.isoformat(),
         }
     )
-    trainer.start(checkpoints.load(), baseline, source)
+    try:
+        trainer.start(checkpoints.load(), baseline, source)
+    except EmptyBaseline as exc:
+        log.error("cannot start: %s", exc)
+        raise SystemExit(2) from None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: trainer.stopping.set())
     loop = make_loop(settings, trainer, checkpoints)

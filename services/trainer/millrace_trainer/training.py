@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge
 
 import millrace
 from millrace.artifacts import dump_model, load_model
+from millrace.errors import ServiceFailed
 from millrace.evaluation import RollingScores, Scores
 from millrace.join import Sample
 from millrace.learners import kernels
@@ -31,6 +32,11 @@ from millrace_trainer.batching import Batch, WindowedJoin
 from millrace_trainer.lineage import Lineage
 
 log = logging.getLogger(__name__)
+
+
+class EmptyBaseline(ServiceFailed):
+    """The baseline has nothing to learn from: publishing it would serve an untrained model."""
+
 
 SAMPLES = Counter("millrace_trainer_samples_total", "Joined samples learned")
 BATCHES = Counter("millrace_trainer_batches_total", "Mini-batches learned")
@@ -306,6 +312,13 @@ class StreamTrainer:
             )
             return
         samples = baseline()
+        if not samples:
+            raise EmptyBaseline(
+                f"the baseline ({', '.join(f'{k} {v}' for k, v in source.items())}) has no "
+                "labelled samples: the feature module found no events it reads there, or none "
+                "with a label. Point MILLRACE_BASELINE_PARQUET at a backfill of your own events "
+                "(`millrace backfill events.jsonl --out baseline.parquet`)."
+            )
         log.info("training the baseline", extra={"samples": len(samples)})
         self.learn_batch(samples, self.baseline_rounds)
         self.batches_total = 0  # stream positions count from the end of the baseline
