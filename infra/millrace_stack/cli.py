@@ -1,25 +1,32 @@
-"""The ``millrace`` command: run the local stack, replay the demo data."""
+"""The ``millrace`` command: run the local stack, produce events, backfill, replay the demo."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 from secrets import token_urlsafe
+from typing import Any
 
+import orjson
 import typer
 
+from millrace.envelope import InvalidEvent, parse_event
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.logs import configure_logging
 from millrace.progress import progress
 from millrace.record_files import write_parquet
-from millrace.settings import CommonSettings
+from millrace.settings import CommonSettings, UnknownSetting, check_config_keys, config_file
 from millrace.signing import generate_keypair
 from millrace.state import RedisState
 from millrace_featurizer import backfill as backfill_runner
+from millrace_featurizer.settings import FeaturizerSettings
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_predictor.settings import PredictorSettings
+from millrace_registry.settings import RegistrySettings
 from millrace_stack import stack
 from millrace_stack.replay import replay
+from millrace_trainer.settings import TrainerSettings
 
 app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_args_is_help=True)
 
@@ -39,7 +46,9 @@ def up(
         "2013-01-15", help="replay from this day (the baseline covers before)"
     ),
 ) -> None:
-    """Start Kafka, Redis, the four services and the replay in the background."""
+    """Start Kafka, Redis and the four services in the background, with the settings file
+    (MILLRACE_CONFIG, default ./millrace.toml); the demo's file also replays the flights."""
+    settings = checked_settings()
     cfg = stack.StackConfig(
         run_dir=run_dir,
         kafka_port=kafka_port,
@@ -54,12 +63,28 @@ def up(
 Millrace is up.
   predict   POST http://127.0.0.1:{stack.PORTS["predictor"]}/predict   (curl example: README)
   registry  http://127.0.0.1:{stack.PORTS["model-registry"]}/docs      production alias:
-            http://127.0.0.1:{stack.PORTS["model-registry"]}/models/flights-delay/aliases/production
+            http://127.0.0.1:{stack.PORTS["model-registry"]}/models/{settings.model_name}/aliases/production
   metrics   http://127.0.0.1:{{{stack.PORTS["featurizer"]},{stack.PORTS["trainer"]},{stack.PORTS["predictor"]}}}/metrics
   logs      {run_dir}/logs/*.log
   secrets   {run_dir}/secrets.env (the registry token; `set -a; . {run_dir}/secrets.env`)
   stop      make down"""
     )
+
+
+def checked_settings() -> stack.StackSettings:
+    """The stack's settings, after refusing a settings file with a key no service reads."""
+    services = (
+        stack.StackSettings,
+        FeaturizerSettings,
+        TrainerSettings,
+        PredictorSettings,
+        RegistrySettings,
+    )
+    try:
+        check_config_keys(config_file(), (name for s in services for name in s.model_fields))
+    except UnknownSetting as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return stack.StackSettings()
 
 
 @app.command("secrets")
@@ -105,6 +130,43 @@ def replay_command(
         progress(len(events), "replay"),
     )
     logging.getLogger("millrace_stack.replay").info("replay finished", extra={"events": count})
+
+
+@app.command("produce")
+def produce_command(
+    file: Path = typer.Argument(..., help="events: .jsonl, .csv or .parquet envelopes"),
+    speed: float = typer.Option(0.0, help="event time per wall time; 0 = as fast as possible"),
+) -> None:
+    """Publish your events to the events topic in event-time order, each keyed by its entity.
+
+    Every line is checked as an envelope first: a file with bad lines is refused, naming them."""
+    settings = checked_settings()
+    configure_logging("produce", settings.log_level)
+    if not file.exists():
+        raise typer.BadParameter(f"no such file: {file}")
+    events, problems = read_envelopes(file)
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:10])
+        raise typer.BadParameter(f"{len(problems)} events of {file} are not valid:\n{shown}")
+    events.sort(key=lambda e: e["ts"])  # stable: ties keep the file's order
+    count = replay(
+        settings.kafka, settings.events_topic, events, speed, progress(len(events), "produce")
+    )
+    typer.echo(f"{count} events -> {settings.events_topic}")
+
+
+def read_envelopes(file: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The file's envelopes as dicts, and a line per one that is not an envelope."""
+    events: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for source in backfill_runner.from_file(file):
+        try:
+            parse_event(source.value)
+        except InvalidEvent as exc:
+            problems.append(f"event {source.offset + 1}: {exc.reason}")
+            continue
+        events.append(orjson.loads(source.value))
+    return events, problems
 
 
 @app.command("backfill")

