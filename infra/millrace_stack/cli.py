@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from secrets import token_urlsafe
 from typing import Any
 
 import orjson
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from millrace.envelope import InvalidEvent, parse_event
 from millrace.features import load_feature_module
@@ -25,10 +28,21 @@ from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_predictor.settings import PredictorSettings
 from millrace_registry.settings import RegistrySettings
 from millrace_stack import stack
+from millrace_stack.project import check_module, init_project
 from millrace_stack.replay import replay
 from millrace_trainer.settings import TrainerSettings
 
 app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_args_is_help=True)
+
+
+@app.callback()
+def _module_path() -> None:
+    """Millrace: online learning and serving on Kafka."""
+    # A feature module of your own is imported from the settings file's folder, as the
+    # services started by `up` do (and from the working folder).
+    for folder in (Path.cwd(), config_file().resolve().parent):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
 
 
 RunDir = typer.Option(Path(".run"), envvar="MILLRACE_RUN_DIR", help="pids, logs and data")
@@ -167,6 +181,66 @@ def read_envelopes(file: Path) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         events.append(orjson.loads(source.value))
     return events, problems
+
+
+@app.command("init")
+def init_command(
+    name: str = typer.Argument(..., help="the Python package of your feature module"),
+    folder: Path = typer.Option(Path("."), "--dir", help="where to write it"),
+) -> None:
+    """Write the skeleton of your own feature module: the module, a generator of sample events,
+    its settings file and a test."""
+    try:
+        written = init_project(name, folder)
+    except (ValueError, FileExistsError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for path in written:
+        typer.echo(f"wrote {path}")
+    settings = written[3]
+    typer.echo(
+        f"""
+Next (README: "Your own data"):
+  cd {folder} && python -m {name}.generate events.jsonl     # or your own events
+  millrace check {name}.features:Features events.jsonl
+  millrace backfill events.jsonl --out baseline.parquet
+  MILLRACE_CONFIG={settings} millrace up
+  MILLRACE_CONFIG={settings} millrace produce events.jsonl"""
+    )
+
+
+@app.command("check")
+def check_command(
+    module: str = typer.Argument(..., help="package.module:Class of your feature module"),
+    events: Path = typer.Argument(..., help="a sample of events: .jsonl, .csv or .parquet"),
+) -> None:
+    """Run a feature module over a sample of events: what it produces, what it rejects and why.
+    Exits 1 when nothing passes."""
+    if not events.exists():
+        raise typer.BadParameter(f"no such file: {events}")
+    try:
+        report = check_module(module, events)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console = Console()
+    console.print(
+        f"{report.events} events: {report.feature_records} feature records, "
+        f"{report.labels} labels, {sum(report.rejected.values())} rejected"
+    )
+    for kind, count in report.rejected.most_common():
+        console.print(f"  rejected as {kind}: {count}")
+        for reason in report.reasons[kind]:
+            console.print(f"    {reason}", markup=False)
+    if report.features:
+        table = Table("feature", "records", "min", "mean", "max")
+        for name, summary in sorted(report.features.items()):
+            mean = summary.total / summary.count
+            table.add_row(
+                name, str(summary.count), f"{summary.low:.4g}", f"{mean:.4g}", f"{summary.high:.4g}"
+            )
+        console.print(table)
+    if not report.passed:
+        console.print("nothing passed: no feature record and no label")
+        raise typer.Exit(1)
 
 
 @app.command("backfill")

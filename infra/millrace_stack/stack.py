@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,8 +55,14 @@ def service_env(cfg: StackConfig) -> dict[str, str]:
         "MILLRACE_REGISTRY_URL": f"http://127.0.0.1:{PORTS['model-registry']}",
         "MILLRACE_DATA_DIR": str((cfg.run_dir / "registry").resolve()),
     }
-    if config_file().exists():  # the services read the same settings file, wherever they run
-        env["MILLRACE_CONFIG"] = str(config_file().resolve())
+    if config_file().exists():
+        # The services read the same settings file, and import a feature module of your own
+        # from the folder it is in.
+        config = config_file().resolve()
+        env["MILLRACE_CONFIG"] = str(config)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(config.parent), os.environ.get("PYTHONPATH", "")) if p
+        )
     return env
 
 

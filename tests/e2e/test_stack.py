@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 from confluent_kafka import Producer
 
 from millrace.settings import CommonSettings
 from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
-from millrace_stack.processes import ProcessTable, free_port
 from millrace_stack.replay import replay
-from millrace_stack.stack import MODULES
+from tests.e2e.stack import Stack, running_stack
 from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -29,82 +26,13 @@ MALFORMED = [
 ]
 
 
-class Stack:
-    def __init__(
-        self, procs: ProcessTable, settings: CommonSettings, ports: dict[str, int]
-    ) -> None:
-        self.procs = procs
-        self.settings = settings
-        self.ports = ports
-        self.registry = httpx.Client(
-            base_url=f"http://127.0.0.1:{ports['model-registry']}", timeout=10
-        )
-        self.predictor = httpx.Client(base_url=f"http://127.0.0.1:{ports['predictor']}", timeout=10)
-
-    def alias(self) -> int | None:
-        response = self.registry.get(f"/models/{MODEL}/aliases/production")
-        return response.json()["version"] if response.status_code == 200 else None
-
-    def versions(self) -> int:
-        return int(self.registry.get(f"/models/{MODEL}/versions").json()["total"])
-
-
 @pytest.fixture
 def stack(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Stack]:
-    procs = ProcessTable(tmp_path)
-    ports = {name: free_port() for name in MODULES}
-    common = {
-        "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "MILLRACE_REDIS_URL": redis_url,
-        "MILLRACE_TOPIC_PREFIX": prefix,
-        "MILLRACE_REGISTRY_URL": f"http://127.0.0.1:{ports['model-registry']}",
-    }
-    extra = {
-        "model-registry": {"MILLRACE_DATA_DIR": str(tmp_path / "registry")},
-        "trainer": {
-            "MILLRACE_BASELINE_END": "2013-01-03",
-            "MILLRACE_PUBLISH_EVERY": "12",  # an hour of five-minute batches
-        },
-        "predictor": {"MILLRACE_POLL_INTERVAL_S": "30"},
-    }
-    modules = MODULES
-    s = Stack(
-        procs,
-        CommonSettings(kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix),
-        ports,
-    )
-    try:
-        for name, module in modules.items():
-            env = {**common, **extra.get(name, {}), "MILLRACE_PORT": str(ports[name])}
-            procs.start(name, [sys.executable, "-m", module], env)
-            if name == "model-registry":
-                wait_until(lambda: _answers(s.registry, "/health"), 60, "the registry")
-        for name in ("featurizer", "trainer"):
-            wait_until(
-                lambda n=name: _answers(
-                    httpx.Client(base_url=f"http://127.0.0.1:{ports[n]}"), "/health"
-                ),
-                180,
-                name,
-            )
-        wait_until(
-            lambda: _answers(s.predictor, "/ready"), 120, "the predictor to load the baseline"
-        )
+    trainer = {"MILLRACE_BASELINE_END": "2013-01-03", "MILLRACE_PUBLISH_EVERY": "12"}
+    with running_stack(
+        tmp_path, kafka_bootstrap, redis_url, prefix, MODEL, {"trainer": trainer}
+    ) as s:
         yield s
-    finally:
-        for name in reversed(modules):
-            procs.stop(name)
-        for name in modules:
-            sys.stderr.write(
-                f"--- {name} log (tail) ---\n{procs.log_path(name).read_text()[-3000:]}\n"
-            )
-
-
-def _answers(client: httpx.Client, path: str) -> bool:
-    try:
-        return client.get(path).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_stream_to_prediction_and_rollback(stack: Stack, kafka_bootstrap: str):

@@ -1,0 +1,1 @@
+"""A Millrace feature module of your own (written by ``millrace init``)."""
