@@ -25,7 +25,7 @@ def init_project(name: str, folder: Path) -> list[Path]:
     if not name.isidentifier() or name.startswith("millrace"):
         raise ValueError(f"{name!r} must be a Python package name (and not start with millrace)")
     folder = folder.resolve()
-    substitutions = {"name": name, "folder": str(folder)}
+    substitutions = {"name": name}
     files = {
         folder / name / "__init__.py": (TEMPLATES / "project" / "__init__.py").read_text(),
         folder / name / "features.py": (TEMPLATES / "project" / "features.py").read_text(),

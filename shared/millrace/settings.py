@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -61,8 +61,8 @@ class CommonSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Arguments, then the environment, then the settings file.
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
-        return init_settings, env_settings, dotenv_settings, toml, file_secret_settings
+        settings_file = _SettingsFile(settings_cls, config_file())
+        return init_settings, env_settings, dotenv_settings, settings_file, file_secret_settings
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -174,6 +174,24 @@ class HttpSettings(CommonSettings):
 
 def _reveal(secret: SecretStr | None) -> str | None:
     return secret.get_secret_value() if secret is not None else None
+
+
+class _SettingsFile(TomlConfigSettingsSource):
+    """The settings file: a relative path in it is relative to the file's folder, so the file
+    means the same wherever a process runs (on the host, or mounted into a container)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls, toml_file=path)
+        self.folder = path.resolve().parent
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        for name, value in values.items():
+            field = self.settings_cls.model_fields.get(name)
+            is_path = field is not None and Path in (field.annotation, *get_args(field.annotation))
+            if is_path and isinstance(value, str) and not Path(value).is_absolute():
+                values[name] = str(self.folder / value)
+        return values
 
 
 class UnknownSetting(ValueError):

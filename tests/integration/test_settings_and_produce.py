@@ -12,6 +12,7 @@ from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.settings import CommonSettings
 from millrace_featurizer.settings import FeaturizerSettings
 from millrace_stack.cli import app
+from millrace_trainer.settings import TrainerSettings
 from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -64,3 +65,12 @@ def test_produce_publishes_in_event_time_order_and_refuses_bad_files(
     messages = read_topic(kafka_bootstrap, settings.events_topic, expect=4)
     assert [orjson.loads(m.value())["id"] for m in messages] == ["e0", "e1", "e3", "e2"]
     assert [m.key() for m in messages] == [b"sensor-1", b"sensor-1", b"s-2", b"sensor-1"]
+
+
+def test_a_relative_path_in_the_settings_file_is_relative_to_the_file(tmp_path: Path, monkeypatch):
+    config = tmp_path / "project" / "millrace.toml"
+    config.parent.mkdir()
+    config.write_text('baseline_parquet = "data/baseline.parquet"\n')
+    monkeypatch.setenv("MILLRACE_CONFIG", str(config))
+    monkeypatch.chdir(tmp_path)
+    assert TrainerSettings().baseline_parquet == config.parent / "data" / "baseline.parquet"

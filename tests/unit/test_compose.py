@@ -60,7 +60,9 @@ def test_environment_matches_the_settings_the_code_reads(compose):
     for name, settings_cls in SETTINGS.items():
         service = compose["services"][name]
         env = {k: str(v) for k, v in service["environment"].items()}
+        # The settings file and the import path of a feature module of the user's own.
         fields = {f"MILLRACE_{f.upper()}" for f in settings_cls.model_fields}
+        fields |= {"MILLRACE_CONFIG", "PYTHONPATH"}
         unknown = set(env) - fields
         assert not unknown, f"{name} sets variables its settings do not read: {unknown}"
         settings = settings_cls(**{k[len("MILLRACE_") :].lower(): v for k, v in env.items()})
@@ -68,6 +70,19 @@ def test_environment_matches_the_settings_the_code_reads(compose):
             published = service["ports"][0].split(":")
             assert int(published[1]) == settings.port == settings_cls.model_fields["port"].default
         assert settings.kafka_bootstrap == "kafka:9092"
+
+
+def test_the_project_folder_persists_kafka_and_reaches_the_host(compose):
+    services = compose["services"]
+    for name in SETTINGS:
+        assert "${MILLRACE_PROJECT:-.}:/project:ro" in services[name]["volumes"], name
+    assert compose["x-millrace-env"]["MILLRACE_CONFIG"] == "/project/millrace.toml"
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
+    assert "kafka-data:/var/lib/kafka/data" in services["kafka"]["volumes"]
+    assert "HOST://localhost:9092" in kafka["KAFKA_ADVERTISED_LISTENERS"]
+    assert services["kafka"]["ports"] == ["127.0.0.1:9092:29092"]
+    assert services["replay"]["profiles"] == ["demo"]
 
 
 def test_service_urls_point_at_compose_services(compose):
