@@ -19,6 +19,8 @@ from millrace_stack.processes import ProcessTable, free_port
 # Benchmarks run throwaway local stacks: the public development secrets are fine here (and the
 # services they start inherit the setting).
 os.environ.setdefault("MILLRACE_DEV_MODE", "1")
+# The demo's settings (the flights module and model), wherever a benchmark is started from.
+os.environ.setdefault("MILLRACE_CONFIG", str(Path(__file__).resolve().parents[1] / "millrace.toml"))
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

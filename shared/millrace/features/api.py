@@ -125,6 +125,11 @@ def feature_schema_hash(module: FeatureModule) -> str:
 
 def load_feature_module(path: str) -> FeatureModule:
     """Instantiate a module from ``package.module:ClassName`` (or a dotted path)."""
+    if not path:
+        raise ValueError(
+            "no feature module: set feature_module in the settings file (millrace.toml, or "
+            "the file MILLRACE_CONFIG names) or MILLRACE_FEATURE_MODULE"
+        )
     module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), attr)
