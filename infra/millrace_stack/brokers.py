@@ -185,23 +185,27 @@ class KafkaNode:
             raise InfraError(f"Kafka did not become ready: {exc}\n{tail}") from None
 
 
-def redis_server_binary() -> str:
-    """Find ``redis-server``; install Debian's package when running as root."""
-    found = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+def debian_program(program: str, package: str) -> str:
+    """The path of ``program``; when it is missing, install Debian's ``package`` (as root)."""
+    found = shutil.which(program) or (
+        f"/usr/bin/{program}" if Path(f"/usr/bin/{program}").exists() else None
     )
     if found:
         return found
     if os.geteuid() != 0:
-        raise InfraError("redis-server is not installed: run `sudo apt-get install redis-server`")
+        raise InfraError(f"{program} is not installed: run `sudo apt-get install {package}`")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", package]):
         result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0:
-            raise InfraError(f"installing redis-server failed: {result.stderr[-2000:]}")
-    # Debian's package starts a system service on 6379; ours run on their own ports.
-    subprocess.run(["service", "redis-server", "stop"], capture_output=True)
-    return "/usr/bin/redis-server"
+            raise InfraError(f"installing {package} failed: {result.stderr[-2000:]}")
+    # A package may start a system service on its default port; ours run on their own.
+    subprocess.run(["service", package, "stop"], capture_output=True)
+    return f"/usr/bin/{program}"
+
+
+def redis_server_binary() -> str:
+    return debian_program("redis-server", "redis-server")
 
 
 @dataclass

@@ -27,12 +27,13 @@ from millrace_featurizer.settings import FeaturizerSettings
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_predictor.settings import PredictorSettings
 from millrace_registry.settings import RegistrySettings
-from millrace_stack import stack
+from millrace_stack import models_cli, stack
 from millrace_stack.project import check_module, init_project
 from millrace_stack.replay import replay
 from millrace_trainer.settings import TrainerSettings
 
 app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_args_is_help=True)
+app.add_typer(models_cli.app, name="models")
 
 
 @app.callback()
@@ -75,10 +76,12 @@ def up(
     typer.echo(
         f"""
 Millrace is up.
+  console   http://127.0.0.1:{stack.PORTS["model-registry"]}/ui/   (changes ask for the token below)
   predict   POST http://127.0.0.1:{stack.PORTS["predictor"]}/predict   (curl example: README)
   registry  http://127.0.0.1:{stack.PORTS["model-registry"]}/docs      production alias:
             http://127.0.0.1:{stack.PORTS["model-registry"]}/models/{settings.model_name}/aliases/production
   metrics   http://127.0.0.1:{{{stack.PORTS["featurizer"]},{stack.PORTS["trainer"]},{stack.PORTS["predictor"]}}}/metrics
+  scrape    prometheus --config.file={run_dir}/observability/prometheus.yml   (optional)
   logs      {run_dir}/logs/*.log
   secrets   {run_dir}/secrets.env (the registry token; `set -a; . {run_dir}/secrets.env`)
   stop      make down"""

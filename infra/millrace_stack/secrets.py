@@ -41,6 +41,14 @@ def ensure_secrets(run_dir: Path) -> dict[str, str]:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as out:
             out.writelines(f"{name}={value}\n" for name, value in values.items())
+    return read_secrets(run_dir) or {}
+
+
+def read_secrets(run_dir: Path) -> dict[str, str] | None:
+    """The run folder's secrets, or None when ``make up`` has not made them."""
+    path = secrets_path(run_dir)
+    if not path.exists():
+        return None
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     return {name.strip(): value.strip() for name, value in pairs}
 

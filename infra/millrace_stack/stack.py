@@ -15,6 +15,7 @@ from millrace.kafka import Brokers, client_config, watermarks
 from millrace.settings import CommonSettings, config_file
 from millrace.waiting import wait_until
 from millrace_stack.brokers import KafkaNode, RedisNode
+from millrace_stack.observability import write_prometheus_config
 from millrace_stack.processes import ProcessTable
 from millrace_stack.secrets import service_secrets
 
@@ -109,6 +110,7 @@ def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
             wait_http(f"http://127.0.0.1:{PORTS[name]}/health")
     for name in ("featurizer", "trainer", "predictor"):
         wait_http(f"http://127.0.0.1:{PORTS[name]}/health", timeout=300)
+    write_prometheus_config(cfg.run_dir / "observability", PORTS)
     if not settings.demo_replay:
         say(f"send your events to {settings.events_topic} (`millrace produce FILE`)")
         return

@@ -124,6 +124,32 @@ class RegistryClient:
         result: dict[str, Any] = response.json()
         return result
 
+    def list_models(self) -> list[str]:
+        models: list[str] = self._request("GET", "/models").json()["models"]
+        return models
+
+    def list_aliases(self, model: str) -> list[dict[str, Any]]:
+        """Every alias of ``model``: ``{"alias", "version", "seq", "updated_at"}``."""
+        aliases: list[dict[str, Any]] = self._request("GET", f"/models/{model}/aliases").json()[
+            "items"
+        ]
+        return aliases
+
+    def promote(
+        self, model: str, version: int, alias: str = "production", reason: str = ""
+    ) -> dict[str, Any]:
+        """Point ``alias`` at ``version`` from whatever it names now."""
+        body = {"alias": alias, "reason": reason}
+        result: dict[str, Any] = self._request(
+            "POST", f"/models/{model}/versions/{version}/promote", json=body
+        ).json()
+        return result
+
+    def console_targets(self) -> dict[str, Any]:
+        """The services the registry samples, and what each said last (a predictor's refusals)."""
+        result: dict[str, Any] = self._request("GET", "/console/targets").json()
+        return result
+
     def list_versions(
         self, model: str, limit: int = 100, offset: int = 0, tag: tuple[str, str] | None = None
     ) -> dict[str, Any]:

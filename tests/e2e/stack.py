@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 
 from millrace.settings import CommonSettings
 from millrace_stack.processes import ProcessTable, free_port
@@ -27,6 +28,16 @@ class Stack:
             base_url=f"http://127.0.0.1:{ports['model-registry']}", timeout=10
         )
         self.predictor = httpx.Client(base_url=f"http://127.0.0.1:{ports['predictor']}", timeout=10)
+        #: Each service's environment, to restart it as it was.
+        self.envs: dict[str, dict[str, str]] = {}
+
+    def start(self, name: str) -> None:
+        self.procs.start(name, [sys.executable, "-m", MODULES[name]], self.envs[name])
+
+    def restart_registry(self) -> None:
+        self.procs.stop("model-registry")
+        self.start("model-registry")
+        wait_until(lambda: _answers(self.registry, "/health"), 60, "the registry to restart")
 
     def alias(self) -> int | None:
         response = self.registry.get(f"/models/{self.model}/aliases/production")
@@ -61,6 +72,12 @@ def running_stack(
         **extra,
         "model-registry": {
             "MILLRACE_DATA_DIR": str(tmp_path / "registry"),
+            "MILLRACE_METRICS_TARGETS": orjson.dumps(
+                {
+                    role: [f"http://127.0.0.1:{ports[role]}"]
+                    for role in ("featurizer", "trainer", "predictor")
+                }
+            ).decode(),
             **extra.get("model-registry", {}),
         },
         "predictor": {"MILLRACE_POLL_INTERVAL_S": "30", **extra.get("predictor", {})},
@@ -72,9 +89,9 @@ def running_stack(
         model,
     )
     try:
-        for name, module in MODULES.items():
-            own = {**common, **extra.get(name, {}), "MILLRACE_PORT": str(ports[name])}
-            procs.start(name, [sys.executable, "-m", module], own)
+        for name in MODULES:
+            s.envs[name] = {**common, **extra.get(name, {}), "MILLRACE_PORT": str(ports[name])}
+            s.start(name)
             if name == "model-registry":
                 wait_until(lambda: _answers(s.registry, "/health"), 60, "the registry")
         for name in ("featurizer", "trainer"):

@@ -56,7 +56,7 @@ def test_every_service_has_build_command_env_and_health(compose):
             )
 
 
-def test_environment_matches_the_settings_the_code_reads(compose):
+def test_environment_matches_the_settings_the_code_reads(compose, monkeypatch):
     for name, settings_cls in SETTINGS.items():
         service = compose["services"][name]
         env = {k: str(v) for k, v in service["environment"].items()}
@@ -65,7 +65,10 @@ def test_environment_matches_the_settings_the_code_reads(compose):
         fields |= {"MILLRACE_CONFIG", "PYTHONPATH"}
         unknown = set(env) - fields
         assert not unknown, f"{name} sets variables its settings do not read: {unknown}"
-        settings = settings_cls(**{k[len("MILLRACE_") :].lower(): v for k, v in env.items()})
+        with monkeypatch.context() as patch:
+            for variable, value in env.items():
+                patch.setenv(variable, value)
+            settings = settings_cls()
         if "port" in settings_cls.model_fields:
             published = service["ports"][0].split(":")
             assert int(published[1]) == settings.port == settings_cls.model_fields["port"].default
@@ -101,3 +104,22 @@ def test_no_secret_in_the_file_ports_on_loopback_and_the_private_key_in_the_trai
         assert ("MILLRACE_SIGNING_KEY" in env) == (name == "trainer"), name
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"
+
+
+def test_the_console_samples_each_service_and_prometheus_scrapes_each(compose):
+    services = compose["services"]
+    env = services["model-registry"]["environment"]
+    targets = json.loads(env["MILLRACE_METRICS_TARGETS"])
+    scraped = json.loads((ROOT / "infra/observability/targets/compose.json").read_text())
+    for name, settings_cls in SETTINGS.items():
+        if name == "replay":
+            continue
+        port = settings_cls.model_fields["port"].default
+        assert {"targets": [f"{name}:{port}"], "labels": {"service": name}} in scraped
+        if name != "model-registry":
+            assert targets[name] == [f"http://{name}:{port}"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["observability"]
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            assert source.endswith("-data") or (ROOT / source).exists(), volume

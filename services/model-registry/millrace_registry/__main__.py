@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from millrace.kafka import TopicSpec, ensure_topics, wait_for_broker
@@ -13,6 +15,8 @@ from millrace_registry.settings import RegistrySettings
 def main() -> None:
     settings = RegistrySettings()
     configure_logging("model-registry", settings.log_level)
+    # The console's sampler calls every service every few seconds: no line per request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.announce:
         wait_for_broker(settings.kafka)
         ensure_topics(

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from millrace.http import BodySizeLimit, install_error_contract
 from millrace.model_events import ModelEventPublisher
+from millrace_registry.console.sampler import Sampler
+from millrace_registry.console.series import SeriesStore
 from millrace_registry.deps import StoreDep
-from millrace_registry.routes import aliases, versions
+from millrace_registry.routes import aliases, console, versions
 from millrace_registry.settings import RegistrySettings
 from millrace_registry.store import Conflict, NotFound, RegistryStore
+
+#: The operator console: static files shipped with the package (uPlot included, no CDN).
+CONSOLE_FILES = Path(__file__).parent / "console" / "static"
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
@@ -24,7 +32,19 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.announce:
             app.state.publisher = ModelEventPublisher(settings.kafka, settings.model_events_topic)
+        sampler = None
+        if settings.metrics_targets:
+            sampler = Sampler(
+                settings.metrics_targets,
+                app.state.series,
+                settings.metrics_interval_s,
+                settings.metrics_retention_hours * 3600,
+            )
+            sampler.start()
         yield
+        if sampler is not None:
+            sampler.stop()
+            sampler.join(timeout=10)
         if app.state.publisher is not None:
             app.state.publisher.close()
             app.state.publisher = None
@@ -35,6 +55,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     settings.token()
     app.state.verifier = settings.verifier() if settings.verify_signatures else None
     app.state.store = RegistryStore(settings.data_dir)
+    app.state.series = SeriesStore(settings.data_dir / "console.db")
     app.state.publisher = None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_contract(app)
@@ -42,6 +63,16 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     app.add_exception_handler(Conflict, _status(409))
     app.include_router(versions.router)
     app.include_router(aliases.router)
+    app.include_router(console.router)
+    app.mount("/ui", StaticFiles(directory=CONSOLE_FILES, html=True), name="console")
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/ui/")
 
     @app.get("/health")
     def health(store: StoreDep) -> dict[str, Any]:

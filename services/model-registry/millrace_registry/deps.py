@@ -7,6 +7,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request
+from prometheus_client import Counter
 
 from millrace.http import problems
 from millrace.model_events import ModelEventPublisher
@@ -14,6 +15,8 @@ from millrace.signing import VerifyKey
 from millrace_registry.settings import RegistrySettings
 from millrace_registry.store import AliasMove, RegistryStore
 
+ALIAS_MOVES = Counter("millrace_registry_alias_moves_total", "Alias moves", ["kind"])
+PUBLISHED = Counter("millrace_registry_versions_published_total", "Versions published")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 NAME_RULE = "letters, digits, '.', '_', '-'; at most 64; starting with a letter or digit"
 
@@ -81,6 +84,7 @@ class Announcer:
         self.publisher = publisher
 
     def __call__(self, move: AliasMove) -> AliasMove:
+        ALIAS_MOVES.labels(move.kind).inc()
         if self.publisher is not None:
             self.publisher.announce(move.as_dict())
         return move

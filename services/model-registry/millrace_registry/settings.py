@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from millrace.settings import HttpSettings
 
 
@@ -17,3 +19,12 @@ class RegistrySettings(HttpSettings):
     # version an alias points at or the last `retain_history_moves` alias moves reference.
     retain_versions: int = 0
     retain_history_moves: int = 20
+    # The console's time series: the service instances the registry samples (role -> base
+    # URLs; the defaults are the local stack's ports), how often, and for how long points stay.
+    metrics_targets: dict[str, list[str]] = {
+        "featurizer": ["http://127.0.0.1:8702"],
+        "trainer": ["http://127.0.0.1:8703"],
+        "predictor": ["http://127.0.0.1:8701"],
+    }
+    metrics_interval_s: float = Field(default=10.0, gt=0)
+    metrics_retention_hours: float = Field(default=48.0, gt=0)

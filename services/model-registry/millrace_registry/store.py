@@ -311,6 +311,13 @@ class RegistryStore:
         )
         return dict(row)
 
+    def list_aliases(self, model: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM aliases WHERE model = ? ORDER BY alias", (model,)
+            ).fetchall()
+        return [dict(r) for r in rows]
+
     def move_alias(
         self,
         model: str,

@@ -44,6 +44,12 @@ class Rollback(BaseModel):
     reason: str = Field(default="", max_length=1000)
 
 
+@router.get("/models/{name}/aliases", dependencies=Readable, responses=READING)
+def list_aliases(name: ModelName, store: StoreDep) -> dict[str, Any]:
+    """Every alias of the model and the version it points at."""
+    return {"items": store.list_aliases(name)}
+
+
 @router.get("/models/{name}/aliases/{alias}", dependencies=Readable, responses=READING)
 def get_alias(name: ModelName, alias: AliasName, store: StoreDep) -> dict[str, Any]:
     return store.get_alias(name, alias)

@@ -14,6 +14,7 @@ from millrace.signing import SIGNATURE_HEX_CHARS, BadSignature
 from millrace_registry.deps import (
     MUTATING,
     NAME_PATTERN,
+    PUBLISHED,
     READING,
     AnnounceDep,
     Authorized,
@@ -132,7 +133,9 @@ def publish(
     published, created = store.publish(name, data, signature, meta, idempotency_key)
     if not created:
         response.status_code = 200
-    elif settings.retain_versions:
+        return published
+    PUBLISHED.inc()
+    if settings.retain_versions:
         store.prune(name, settings.retain_versions, settings.retain_history_moves)
     return published
 

@@ -1,0 +1,220 @@
+"""``millrace models``: the registry's versions, aliases and moves from a terminal.
+
+Reads go to ``registry_url``; changes send the registry token from the settings
+(``MILLRACE_REGISTRY_TOKEN``), or, on a machine running ``make up``, the one in its run folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from millrace.registry_client import RegistryClient, RegistryError
+from millrace.settings import CommonSettings, MissingSecret
+from millrace_stack.secrets import TOKEN, read_secrets
+
+app = typer.Typer(
+    help="Versions, aliases and rollbacks in the model registry.", no_args_is_help=True
+)
+
+
+def _out() -> Console:
+    """A console measured now (the terminal's width may change between commands)."""
+    return Console()
+
+
+Model = typer.Option(None, "--model", "-m", help="default: model_name from the settings")
+Alias = typer.Option("production", "--alias", help="the alias to act on")
+Reason = typer.Option("", "--reason", help="recorded in the alias history")
+RunDir = typer.Option(Path(".run"), envvar="MILLRACE_RUN_DIR", help="where `make up` keeps secrets")
+
+
+def _client(run_dir: Path, writes: bool = False) -> tuple[RegistryClient, CommonSettings]:
+    settings = CommonSettings()
+    token = settings.read_token()
+    if writes or token is None:
+        try:
+            token = settings.token()
+        except MissingSecret:
+            local = read_secrets(run_dir) or {}
+            if writes and TOKEN not in local:
+                raise
+            token = local.get(TOKEN, token)
+    return RegistryClient(settings.registry_url, token, retries=1), settings
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    _out().print(f"[red]{exc}[/red]", highlight=False)
+    return typer.Exit(1)
+
+
+def _when(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _score(value: Any) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+@app.command("list")
+def list_models(run_dir: Path = RunDir) -> None:
+    """Every model, its newest version and where its aliases point."""
+    client, _ = _client(run_dir)
+    try:
+        table = Table("model", "versions", "newest", "aliases")
+        for name in client.list_models():
+            versions = client.list_versions(name, limit=1)
+            newest = versions["items"][0]["version"] if versions["items"] else ""
+            aliases = ", ".join(f"{a['alias']}→v{a['version']}" for a in client.list_aliases(name))
+            table.add_row(name, str(versions["total"]), str(newest), aliases)
+    except (RegistryError, OSError) as exc:
+        raise _fail(exc) from None
+    _out().print(table)
+
+
+@app.command()
+def show(
+    model: str | None = Model,
+    version: int | None = typer.Argument(None, help="one version's lineage and scores"),
+    limit: int = typer.Option(20, help="versions to list, newest first"),
+    run_dir: Path = RunDir,
+) -> None:
+    """A model's versions with lineage and prequential scores, or one version in full; and
+    the versions its predictors refuse to serve."""
+    client, settings = _client(run_dir)
+    name = model or settings.model_name
+    try:
+        if version is not None:
+            _out().print_json(data=client.get_version(name, version))
+            return
+        pointing: dict[int, list[str]] = {}
+        for alias in client.list_aliases(name):
+            pointing.setdefault(alias["version"], []).append(alias["alias"])
+        items = client.list_versions(name, limit=limit)["items"]
+        refusals = _refusals(client)
+    except (RegistryError, OSError) as exc:
+        raise _fail(exc) from None
+    table = Table(
+        "version",
+        "published",
+        "aliases",
+        "parent",
+        "log-loss",
+        "AUC",
+        "samples",
+        "schema",
+        title=f"{name}: newest {len(items)}",
+    )
+    for item in items:
+        lineage = item["metadata"].get("lineage", {})
+        scores = item["metadata"].get("metrics", {}).get("prequential", {})
+        table.add_row(
+            str(item["version"]),
+            _when(item["created_at"]),
+            ", ".join(pointing.get(item["version"], [])),
+            str(lineage.get("parent") or ""),
+            _score(scores.get("log_loss")),
+            _score(scores.get("auc")),
+            str(scores.get("samples", "")),
+            str(lineage.get("feature_schema", ""))[:12],
+        )
+    _out().print(table)
+    for line in refusals:
+        _out().print(f"[yellow]{line}[/yellow]", highlight=False)
+
+
+def _refusals(client: RegistryClient) -> list[str]:
+    """What the predictors the registry samples refuse to serve, and why."""
+    try:
+        targets = client.console_targets()["targets"]
+    except RegistryError:
+        return []
+    return [
+        f"predictor {t['url']} refuses version {v}: {why}"
+        for t in targets
+        for v, why in ((t.get("detail") or {}).get("refused") or {}).items()
+    ]
+
+
+@app.command()
+def history(
+    model: str | None = Model,
+    alias: str = Alias,
+    limit: int = typer.Option(20, help="moves to list, newest first"),
+    run_dir: Path = RunDir,
+) -> None:
+    """An alias's moves, newest first, with who made them and why."""
+    client, settings = _client(run_dir)
+    name = model or settings.model_name
+    try:
+        moves = client.history(name, alias, limit)
+    except (RegistryError, OSError) as exc:
+        raise _fail(exc) from None
+    table = Table("when", "from", "to", "kind", "by", "reason", title=f"{name} {alias}")
+    for move in moves:
+        style = "red" if move["reason"].startswith("guardrail") else None
+        table.add_row(
+            _when(move["at"]),
+            str(move["from_version"] or ""),
+            str(move["to_version"]),
+            move["kind"],
+            move["actor"],
+            move["reason"],
+            style=style,
+        )
+    _out().print(table)
+
+
+@app.command()
+def promote(
+    version: int = typer.Argument(..., help="the version the alias should name"),
+    model: str | None = Model,
+    alias: str = Alias,
+    expect: int | None = typer.Option(
+        None, "--expect", help="compare-and-set: move only if the alias names this version now"
+    ),
+    reason: str = Reason,
+    run_dir: Path = RunDir,
+) -> None:
+    """Point an alias at a version (with --expect, only if it still names the expected one)."""
+    client, settings = _client(run_dir, writes=True)
+    name = model or settings.model_name
+    try:
+        if expect is None:
+            move = client.promote(name, version, alias, reason or "promoted from the CLI")
+        else:
+            move = client.move_alias(name, alias, version, expect, reason or "set from the CLI")
+    except (RegistryError, OSError) as exc:
+        raise _fail(exc) from None
+    _moved(name, move)
+
+
+@app.command()
+def rollback(
+    model: str | None = Model,
+    alias: str = Alias,
+    to: int | None = typer.Option(None, "--to", help="default: the version before the current"),
+    reason: str = Reason,
+    run_dir: Path = RunDir,
+) -> None:
+    """Move an alias back: to --to, or to the version it named before."""
+    client, settings = _client(run_dir, writes=True)
+    name = model or settings.model_name
+    try:
+        move = client.rollback(name, alias, to, reason or "rollback from the CLI")
+    except (RegistryError, OSError) as exc:
+        raise _fail(exc) from None
+    _moved(name, move)
+
+
+def _moved(model: str, move: dict[str, Any]) -> None:
+    _out().print(
+        f"{model} {move['alias']}: v{move['from_version']} → v{move['to_version']} "
+        f"({move['kind']}, seq {move['seq']})",
+        highlight=False,
+    )

@@ -1,0 +1,47 @@
+"""The console's data: the sampled time series and the status of every sampled instance."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from millrace_registry.console.series import SeriesStore
+from millrace_registry.deps import READING, Readable, SettingsDep
+
+router = APIRouter(prefix="/console", tags=["console"], responses=READING)
+#: At most this many points per series in one answer; older points are averaged into buckets.
+MAX_POINTS = 720
+
+
+def _series_store(request: Request) -> SeriesStore:
+    store: SeriesStore = request.app.state.series
+    return store
+
+
+@router.get("/series", dependencies=Readable)
+def series(
+    request: Request,
+    settings: SettingsDep,
+    hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24.0,
+) -> dict[str, Any]:
+    """Every series of the last ``hours``: ``points`` are ``[unix seconds, value]``."""
+    now = time.time()
+    step = max(settings.metrics_interval_s, hours * 3600 / MAX_POINTS)
+    return {
+        "from": now - hours * 3600,
+        "to": now,
+        "step": step,
+        "series": _series_store(request).series(now - hours * 3600, step),
+    }
+
+
+@router.get("/targets", dependencies=Readable)
+def targets(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    """Each sampled instance: whether its last scrape answered, and what a predictor refuses."""
+    return {
+        "interval_s": settings.metrics_interval_s,
+        "configured": settings.metrics_targets,
+        "targets": _series_store(request).targets(),
+    }
