@@ -25,6 +25,8 @@ millrace_predictor_latency_seconds_bucket{version="3",le="0.01"} 100
 millrace_predictor_latency_seconds_bucket{version="3",le="+Inf"} 110
 millrace_predictor_live_log_loss{version="3"} 0.5
 millrace_predictor_live_log_loss{version="2"} 0.6
+millrace_predictor_live_labels{version="3"} 100
+millrace_predictor_live_labels{version="2"} 300
 """
 PREDICTOR_AFTER = """
 millrace_predictor_requests_total{version="3",status="200"} 290
@@ -34,6 +36,8 @@ millrace_predictor_latency_seconds_bucket{version="3",le="0.01"} 300
 millrace_predictor_latency_seconds_bucket{version="3",le="+Inf"} 310
 millrace_predictor_live_log_loss{version="3"} 0.4
 millrace_predictor_live_log_loss{version="2"} 0.6
+millrace_predictor_live_labels{version="3"} 150
+millrace_predictor_live_labels{version="2"} 300
 """
 
 
@@ -48,7 +52,10 @@ def test_predictor_rates_quantiles_and_quality_per_version():
     # 200 new requests: 0 under 5 ms, 200 under 10 ms; the 99th percentile is in (5, 10] ms.
     assert 5.0 < got[("predictor.p99_ms", v3)] <= 10.0
     assert got[("predictor.live_log_loss", v3)] == 0.4
-    assert got[("predictor.live_log_loss", (("version", "2"),))] == 0.6
+    # Version 2 met no new label: its unchanged score is not a new point.
+    assert ("predictor.live_log_loss", (("version", "2"),)) not in got
+    first = values(derive("predictor", parse(PREDICTOR_BEFORE), None, 0.0))
+    assert first[("predictor.live_log_loss", (("version", "2"),))] == 0.6
 
 
 def test_no_rates_without_an_earlier_scrape_and_a_restarted_counter_counts_from_zero():

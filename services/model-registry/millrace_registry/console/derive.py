@@ -187,14 +187,19 @@ def _predictor(p: _Pair) -> list[Point]:
         ).items()
         if (q := quantile(0.99, buckets)) is not None
     }
+    # A version's live scores stay in the predictor's metrics after it stops being scored;
+    # only versions that met new labels since the last scrape get a point.
+    grown = p.increases("millrace_predictor_live_labels", "version")
+    scored = None if grown is None else {labels for labels, n in grown.items() if n > 0}
+
+    def live(name: str) -> dict[Labels, float]:
+        values = p.gauges(name, "version")
+        return values if scored is None else {k: v for k, v in values.items() if k in scored}
+
     return [
         *_points("predictor.serving_version", p.gauges("millrace_predictor_serving_version")),
-        *_points(
-            "predictor.live_log_loss", p.gauges("millrace_predictor_live_log_loss", "version")
-        ),
-        *_points(
-            "predictor.live_accuracy", p.gauges("millrace_predictor_live_accuracy", "version")
-        ),
+        *_points("predictor.live_log_loss", live("millrace_predictor_live_log_loss")),
+        *_points("predictor.live_accuracy", live("millrace_predictor_live_accuracy")),
         *_points("predictor.live_labels", p.gauges("millrace_predictor_live_labels", "version")),
         *_points(
             "predictor.requests_per_s", p.rates("millrace_predictor_requests_total", "version")

@@ -74,6 +74,12 @@ class SeriesStore:
                 raise
             self._db.execute("COMMIT")
 
+    def first_at(self, since: float) -> float | None:
+        """When the oldest point since ``since`` was taken (None without one)."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(at) FROM points WHERE at >= ?", (since,)).fetchone()
+        return None if row[0] is None else float(row[0])
+
     def series(self, since: float, step: float) -> list[dict[str, Any]]:
         """Every series since ``since``, averaged over buckets of ``step`` seconds."""
         with self._lock:

@@ -26,15 +26,15 @@ def series(
     settings: SettingsDep,
     hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24.0,
 ) -> dict[str, Any]:
-    """Every series of the last ``hours``: ``points`` are ``[unix seconds, value]``."""
+    """Every series of the last ``hours``: ``points`` are ``[unix seconds, value]``, averaged
+    into at most MAX_POINTS buckets over the span the points cover."""
     now = time.time()
-    step = max(settings.metrics_interval_s, hours * 3600 / MAX_POINTS)
-    return {
-        "from": now - hours * 3600,
-        "to": now,
-        "step": step,
-        "series": _series_store(request).series(now - hours * 3600, step),
-    }
+    since = now - hours * 3600
+    store = _series_store(request)
+    first = store.first_at(since)
+    span = now - (first if first is not None else since)
+    step = max(settings.metrics_interval_s, span / MAX_POINTS)
+    return {"from": since, "to": now, "step": step, "series": store.series(since, step)}
 
 
 @router.get("/targets", dependencies=Readable)

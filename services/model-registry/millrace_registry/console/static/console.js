@@ -104,9 +104,13 @@ function drawMarks(u, marks) {
 // -- the page's parts -----------------------------------------------------------------------
 
 function seriesNamed(all, name) { return all.filter((s) => s.name === name); }
+// The newest versions only: a long-lived model has hundreds, and the newest tell the story.
+const VERSIONS_DRAWN = 6;
+
 function byVersion(all, name, prefix) {
   return seriesNamed(all, name)
     .sort((a, b) => Number(a.labels.version) - Number(b.labels.version))
+    .slice(-VERSIONS_DRAWN)
     .map((s) => ({ label: `${prefix} v${s.labels.version}`, points: s.points }));
 }
 function one(all, name, label, color) {
@@ -119,11 +123,11 @@ function latest(all, name) {
 }
 
 function moveMarks(moves) {
-  return moves.map((m) => ({
-    at: m.at,
-    guardrail: m.reason.startsWith("guardrail"),
-    label: `${m.reason.startsWith("guardrail") ? "guardrail ↩" : m.kind} v${m.to_version}`,
-  }));
+  return moves.map((m) => {
+    const guardrail = m.reason.startsWith("guardrail");
+    const back = guardrail || m.kind === "rollback";
+    return { at: m.at, guardrail, label: `${back ? "↩" : "→"}v${m.to_version}${guardrail ? " guardrail" : ""}` };
+  });
 }
 
 // The window shown: the chosen hours, or less when the data starts later (a young stack).
