@@ -7,10 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from millrace.http import problems
 from millrace_registry.console.series import SeriesStore
 from millrace_registry.deps import READING, Readable, SettingsDep
 
-router = APIRouter(prefix="/console", tags=["console"], responses=READING)
+router = APIRouter(prefix="/console", tags=["console"], responses={**READING, **problems(422)})
 #: At most this many points per series in one answer; older points are averaged into buckets.
 MAX_POINTS = 720
 
