@@ -46,8 +46,13 @@ def measure(stored: int) -> dict[str, float]:
             store.publish("m", artifact + str(i).encode(), "0" * 128, {"metrics": {"i": i}})
         store.move_alias("m", "production", 1, None, "bench", "seed")
         store.close()
+        # No console sampling: the measured requests are the only work.
         settings = RegistrySettings(
-            data_dir=Path(tmp), registry_token=TOKEN, verify_key=PUBLIC, announce=False
+            data_dir=Path(tmp),
+            registry_token=TOKEN,
+            verify_key=PUBLIC,
+            announce=False,
+            metrics_targets={},
         )
         with TestClient(create_app(settings)) as http:
             current = [1]

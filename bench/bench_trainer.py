@@ -341,7 +341,9 @@ def main() -> None:
     with infrastructure() as (bootstrap, _redis), tempfile.TemporaryDirectory() as tmp:
         topics = load_topics(bootstrap, result, cut)
         expected, records = learnable_samples(topics)
-        registry = RegistrySettings(data_dir=Path(tmp), announce=False, kafka_bootstrap=bootstrap)
+        registry = RegistrySettings(
+            data_dir=Path(tmp), announce=False, kafka_bootstrap=bootstrap, metrics_targets={}
+        )
         port = free_port()
         server = BackgroundServer(create_app(registry), "127.0.0.1", port).start()
         client = RegistryClient.from_settings(registry, signs=True, url=f"http://127.0.0.1:{port}")
