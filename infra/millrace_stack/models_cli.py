@@ -10,6 +10,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -48,8 +49,15 @@ def _client(run_dir: Path, writes: bool = False) -> tuple[RegistryClient, Common
     return RegistryClient(settings.registry_url, token, retries=1), settings
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    _out().print(f"[red]{exc}[/red]", highlight=False)
+def _fail(exc: Exception, settings: CommonSettings) -> typer.Exit:
+    if isinstance(exc, httpx.HTTPError):
+        message = (
+            f"cannot reach the registry at {settings.registry_url} ({exc}): is it running? "
+            "(registry_url in the settings, MILLRACE_REGISTRY_URL in the environment)"
+        )
+    else:
+        message = str(exc)
+    _out().print(f"[red]{message}[/red]", highlight=False)
     return typer.Exit(1)
 
 
@@ -64,7 +72,7 @@ def _score(value: Any) -> str:
 @app.command("list")
 def list_models(run_dir: Path = RunDir) -> None:
     """Every model, its newest version and where its aliases point."""
-    client, _ = _client(run_dir)
+    client, settings = _client(run_dir)
     try:
         table = Table("model", "versions", "newest", "aliases")
         for name in client.list_models():
@@ -72,8 +80,8 @@ def list_models(run_dir: Path = RunDir) -> None:
             newest = versions["items"][0]["version"] if versions["items"] else ""
             aliases = ", ".join(f"{a['alias']}→v{a['version']}" for a in client.list_aliases(name))
             table.add_row(name, str(versions["total"]), str(newest), aliases)
-    except (RegistryError, OSError) as exc:
-        raise _fail(exc) from None
+    except (RegistryError, httpx.HTTPError) as exc:
+        raise _fail(exc, settings) from None
     _out().print(table)
 
 
@@ -97,8 +105,8 @@ def show(
             pointing.setdefault(alias["version"], []).append(alias["alias"])
         items = client.list_versions(name, limit=limit)["items"]
         refusals = _refusals(client)
-    except (RegistryError, OSError) as exc:
-        raise _fail(exc) from None
+    except (RegistryError, httpx.HTTPError) as exc:
+        raise _fail(exc, settings) from None
     table = Table(
         "version",
         "published",
@@ -153,8 +161,8 @@ def history(
     name = model or settings.model_name
     try:
         moves = client.history(name, alias, limit)
-    except (RegistryError, OSError) as exc:
-        raise _fail(exc) from None
+    except (RegistryError, httpx.HTTPError) as exc:
+        raise _fail(exc, settings) from None
     table = Table("when", "from", "to", "kind", "by", "reason", title=f"{name} {alias}")
     for move in moves:
         style = "red" if move["reason"].startswith("guardrail") else None
@@ -189,8 +197,8 @@ def promote(
             move = client.promote(name, version, alias, reason or "promoted from the CLI")
         else:
             move = client.move_alias(name, alias, version, expect, reason or "set from the CLI")
-    except (RegistryError, OSError) as exc:
-        raise _fail(exc) from None
+    except (RegistryError, httpx.HTTPError) as exc:
+        raise _fail(exc, settings) from None
     _moved(name, move)
 
 
@@ -207,8 +215,8 @@ def rollback(
     name = model or settings.model_name
     try:
         move = client.rollback(name, alias, to, reason or "rollback from the CLI")
-    except (RegistryError, OSError) as exc:
-        raise _fail(exc) from None
+    except (RegistryError, httpx.HTTPError) as exc:
+        raise _fail(exc, settings) from None
     _moved(name, move)
 
 

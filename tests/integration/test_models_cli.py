@@ -83,3 +83,12 @@ def test_changes_need_the_token(registry: RegistryClient, monkeypatch: pytest.Mo
     wrong = runner.invoke(app, ["models", "rollback"])
     assert wrong.exit_code == 1 and "403" in wrong.output
     assert registry.get_alias("m") == 3
+
+
+def test_an_unreachable_registry_is_named(monkeypatch: pytest.MonkeyPatch):
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MILLRACE_REGISTRY_URL", url)
+    monkeypatch.setenv("COLUMNS", "300")
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 1
+    assert f"cannot reach the registry at {url}" in result.output
