@@ -104,6 +104,10 @@ def main() -> None:
                     **env,
                     "MILLRACE_PORT": str(ports["registry"]),
                     "MILLRACE_DATA_DIR": f"{tmp}/registry",
+                    # As deployed: the console samples the predictor while it is measured.
+                    "MILLRACE_METRICS_TARGETS": orjson.dumps(
+                        {"predictor": [f"http://127.0.0.1:{ports['predictor']}"]}
+                    ).decode(),
                 },
             )
             wait_http(f"http://127.0.0.1:{ports['registry']}/health")
