@@ -7,6 +7,8 @@ Reads go to ``registry_url``; changes send the registry token from the settings
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +51,21 @@ def _client(run_dir: Path, writes: bool = False) -> tuple[RegistryClient, Common
     return RegistryClient(settings.registry_url, token, retries=1), settings
 
 
-def _fail(exc: Exception, settings: CommonSettings) -> typer.Exit:
-    if isinstance(exc, httpx.HTTPError):
-        message = (
-            f"cannot reach the registry at {settings.registry_url} ({exc}): is it running? "
-            "(registry_url in the settings, MILLRACE_REGISTRY_URL in the environment)"
+@contextmanager
+def _answered(settings: CommonSettings) -> Iterator[None]:
+    """The registry's refusals and an unreachable registry as a message and exit status 1."""
+    try:
+        yield
+    except RegistryError as exc:
+        _out().print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        _out().print(
+            f"[red]cannot reach the registry at {settings.registry_url} ({exc}): is it running? "
+            "(registry_url in the settings, MILLRACE_REGISTRY_URL in the environment)[/red]",
+            highlight=False,
         )
-    else:
-        message = str(exc)
-    _out().print(f"[red]{message}[/red]", highlight=False)
-    return typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
 def _when(seconds: float) -> str:
@@ -73,15 +80,13 @@ def _score(value: Any) -> str:
 def list_models(run_dir: Path = RunDir) -> None:
     """Every model, its newest version and where its aliases point."""
     client, settings = _client(run_dir)
-    try:
+    with _answered(settings):
         table = Table("model", "versions", "newest", "aliases")
         for name in client.list_models():
             versions = client.list_versions(name, limit=1)
             newest = versions["items"][0]["version"] if versions["items"] else ""
             aliases = ", ".join(f"{a['alias']}→v{a['version']}" for a in client.list_aliases(name))
             table.add_row(name, str(versions["total"]), str(newest), aliases)
-    except (RegistryError, httpx.HTTPError) as exc:
-        raise _fail(exc, settings) from None
     _out().print(table)
 
 
@@ -96,7 +101,7 @@ def show(
     the versions its predictors refuse to serve."""
     client, settings = _client(run_dir)
     name = model or settings.model_name
-    try:
+    with _answered(settings):
         if version is not None:
             _out().print_json(data=client.get_version(name, version))
             return
@@ -105,8 +110,6 @@ def show(
             pointing.setdefault(alias["version"], []).append(alias["alias"])
         items = client.list_versions(name, limit=limit)["items"]
         refusals = _refusals(client)
-    except (RegistryError, httpx.HTTPError) as exc:
-        raise _fail(exc, settings) from None
     table = Table(
         "version",
         "published",
@@ -159,10 +162,8 @@ def history(
     """An alias's moves, newest first, with who made them and why."""
     client, settings = _client(run_dir)
     name = model or settings.model_name
-    try:
+    with _answered(settings):
         moves = client.history(name, alias, limit)
-    except (RegistryError, httpx.HTTPError) as exc:
-        raise _fail(exc, settings) from None
     table = Table("when", "from", "to", "kind", "by", "reason", title=f"{name} {alias}")
     for move in moves:
         style = "red" if move["reason"].startswith("guardrail") else None
@@ -192,13 +193,11 @@ def promote(
     """Point an alias at a version (with --expect, only if it still names the expected one)."""
     client, settings = _client(run_dir, writes=True)
     name = model or settings.model_name
-    try:
+    with _answered(settings):
         if expect is None:
             move = client.promote(name, version, alias, reason or "promoted from the CLI")
         else:
             move = client.move_alias(name, alias, version, expect, reason or "set from the CLI")
-    except (RegistryError, httpx.HTTPError) as exc:
-        raise _fail(exc, settings) from None
     _moved(name, move)
 
 
@@ -213,10 +212,8 @@ def rollback(
     """Move an alias back: to --to, or to the version it named before."""
     client, settings = _client(run_dir, writes=True)
     name = model or settings.model_name
-    try:
+    with _answered(settings):
         move = client.rollback(name, alias, to, reason or "rollback from the CLI")
-    except (RegistryError, httpx.HTTPError) as exc:
-        raise _fail(exc, settings) from None
     _moved(name, move)
 
 

@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from millrace.http import problems
 from millrace.model_events import ModelEventPublisher
 from millrace.signing import VerifyKey
+from millrace_registry.console.series import SeriesStore
 from millrace_registry.settings import RegistrySettings
 from millrace_registry.store import AliasMove, RegistryStore
 
@@ -26,6 +27,11 @@ def get_store(request: Request) -> RegistryStore:
     return store
 
 
+def get_series(request: Request) -> SeriesStore:
+    series: SeriesStore = request.app.state.series
+    return series
+
+
 def get_settings(request: Request) -> RegistrySettings:
     settings: RegistrySettings = request.app.state.settings
     return settings
@@ -37,6 +43,7 @@ def get_verifier(request: Request) -> VerifyKey | None:
 
 
 StoreDep = Annotated[RegistryStore, Depends(get_store)]
+SeriesDep = Annotated[SeriesStore, Depends(get_series)]
 VerifierDep = Annotated[VerifyKey | None, Depends(get_verifier)]
 SettingsDep = Annotated[RegistrySettings, Depends(get_settings)]
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN, description=f"model name: {NAME_RULE}")]

@@ -5,25 +5,19 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from millrace.http import problems
-from millrace_registry.console.series import SeriesStore
-from millrace_registry.deps import READING, Readable, SettingsDep
+from millrace_registry.deps import READING, Readable, SeriesDep, SettingsDep
 
 router = APIRouter(prefix="/console", tags=["console"], responses={**READING, **problems(422)})
 #: At most this many points per series in one answer; older points are averaged into buckets.
 MAX_POINTS = 720
 
 
-def _series_store(request: Request) -> SeriesStore:
-    store: SeriesStore = request.app.state.series
-    return store
-
-
 @router.get("/series", dependencies=Readable)
 def series(
-    request: Request,
+    store: SeriesDep,
     settings: SettingsDep,
     hours: Annotated[float, Query(gt=0, le=24 * 31)] = 24.0,
 ) -> dict[str, Any]:
@@ -31,7 +25,6 @@ def series(
     into at most MAX_POINTS buckets over the span the points cover."""
     now = time.time()
     since = now - hours * 3600
-    store = _series_store(request)
     first = store.first_at(since)
     span = now - (first if first is not None else since)
     step = max(settings.metrics_interval_s, span / MAX_POINTS)
@@ -39,10 +32,10 @@ def series(
 
 
 @router.get("/targets", dependencies=Readable)
-def targets(request: Request, settings: SettingsDep) -> dict[str, Any]:
+def targets(store: SeriesDep, settings: SettingsDep) -> dict[str, Any]:
     """Each sampled instance: whether its last scrape answered, and what a predictor refuses."""
     return {
         "interval_s": settings.metrics_interval_s,
         "configured": settings.metrics_targets,
-        "targets": _series_store(request).targets(),
+        "targets": store.targets(),
     }
