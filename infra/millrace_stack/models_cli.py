@@ -37,7 +37,10 @@ Reason = typer.Option("", "--reason", help="recorded in the alias history")
 RunDir = typer.Option(Path(".run"), envvar="MILLRACE_RUN_DIR", help="where `make up` keeps secrets")
 
 
-def _client(run_dir: Path, writes: bool = False) -> tuple[RegistryClient, CommonSettings]:
+def _client(
+    run_dir: Path, model: str | None = None, writes: bool = False
+) -> tuple[RegistryClient, CommonSettings, str]:
+    """A client of the configured registry, its settings, and the model to act on."""
     settings = CommonSettings()
     token = settings.read_token()
     if writes or token is None:
@@ -48,7 +51,8 @@ def _client(run_dir: Path, writes: bool = False) -> tuple[RegistryClient, Common
             if writes and TOKEN not in local:
                 raise
             token = local.get(TOKEN, token)
-    return RegistryClient(settings.registry_url, token, retries=1), settings
+    client = RegistryClient(settings.registry_url, token, retries=1)
+    return client, settings, model or settings.model_name
 
 
 @contextmanager
@@ -79,7 +83,7 @@ def _score(value: Any) -> str:
 @app.command("list")
 def list_models(run_dir: Path = RunDir) -> None:
     """Every model, its newest version and where its aliases point."""
-    client, settings = _client(run_dir)
+    client, settings, _ = _client(run_dir)
     with _answered(settings):
         table = Table("model", "versions", "newest", "aliases")
         for name in client.list_models():
@@ -99,8 +103,7 @@ def show(
 ) -> None:
     """A model's versions with lineage and prequential scores, or one version in full; and
     the versions its predictors refuse to serve."""
-    client, settings = _client(run_dir)
-    name = model or settings.model_name
+    client, settings, name = _client(run_dir, model)
     with _answered(settings):
         if version is not None:
             _out().print_json(data=client.get_version(name, version))
@@ -160,8 +163,7 @@ def history(
     run_dir: Path = RunDir,
 ) -> None:
     """An alias's moves, newest first, with who made them and why."""
-    client, settings = _client(run_dir)
-    name = model or settings.model_name
+    client, settings, name = _client(run_dir, model)
     with _answered(settings):
         moves = client.history(name, alias, limit)
     table = Table("when", "from", "to", "kind", "by", "reason", title=f"{name} {alias}")
@@ -191,8 +193,7 @@ def promote(
     run_dir: Path = RunDir,
 ) -> None:
     """Point an alias at a version (with --expect, only if it still names the expected one)."""
-    client, settings = _client(run_dir, writes=True)
-    name = model or settings.model_name
+    client, settings, name = _client(run_dir, model, writes=True)
     with _answered(settings):
         if expect is None:
             move = client.promote(name, version, alias, reason or "promoted from the CLI")
@@ -210,8 +211,7 @@ def rollback(
     run_dir: Path = RunDir,
 ) -> None:
     """Move an alias back: to --to, or to the version it named before."""
-    client, settings = _client(run_dir, writes=True)
-    name = model or settings.model_name
+    client, settings, name = _client(run_dir, model, writes=True)
     with _answered(settings):
         move = client.rollback(name, alias, to, reason or "rollback from the CLI")
     _moved(name, move)

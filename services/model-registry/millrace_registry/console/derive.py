@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -123,17 +123,12 @@ class _Pair:
         return out
 
     def increases(self, name: str, by: str | None = None) -> dict[Labels, float] | None:
-        """How much a counter grew, summed by label ``by``; None without an earlier scrape. A
-        counter that went down restarted, so all of its value now is the increase."""
+        """How much a counter grew, summed by label ``by``; None without an earlier scrape."""
         if self.before is None or self.seconds <= 0:
             return None
         out: dict[Labels, float] = {}
-        for key, value in self.now.items():
-            if key[0] != name:
-                continue
-            earlier = self.before.get(key, 0.0)
-            grown = value - earlier if value >= earlier else value
-            group = _only(key[1], by)
+        for labels, grown in self._growth(name, self.before):
+            group = _only(labels, by)
             out[group] = out.get(group, 0.0) + grown
         return out
 
@@ -143,17 +138,22 @@ class _Pair:
 
     def bucket_increases(self, name: str, by: str) -> dict[Labels, dict[float, float]]:
         """A histogram's bucket increases per label ``by``: {labels: {upper bound: count}}."""
-        grown = self.increases(name)
-        if grown is None or self.before is None:
+        if self.before is None or self.seconds <= 0:
             return {}
-        out: dict[Labels, dict[float, float]] = defaultdict(dict)
+        out: defaultdict[Labels, defaultdict[float, float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        for labels, grown in self._growth(name, self.before):
+            out[_only(labels, by)][float(dict(labels)["le"])] += grown
+        return {labels: dict(buckets) for labels, buckets in out.items()}
+
+    def _growth(self, name: str, before: Scrape) -> Iterator[tuple[Labels, float]]:
+        """Each sample of counter ``name`` and how much it grew since ``before``. A counter that
+        went down restarted, so all of its value now is growth."""
         for (sample, labels), value in self.now.items():
-            if sample != name:
-                continue
-            earlier = self.before.get((sample, labels), 0.0)
-            bound = float(dict(labels)["le"])
-            out[_only(labels, by)][bound] = value - earlier if value >= earlier else value
-        return out
+            if sample == name:
+                earlier = before.get((sample, labels), 0.0)
+                yield labels, value - earlier if value >= earlier else value
 
 
 def _featurizer(p: _Pair) -> list[Point]:
