@@ -43,6 +43,29 @@ def read_topic(
     return messages
 
 
+class CommittedCount:
+    """How many committed messages ``topic`` holds, read on as it grows (one reader)."""
+
+    def __init__(self, brokers: Brokers, topic: str) -> None:
+        self._consumer = Consumer(consumer_config(brokers, f"test-counter-{uuid.uuid4().hex}"))
+        self._consumer.subscribe([topic])
+        self.count = 0
+
+    def read(self, idle: float = 0.0) -> int:
+        """The count after what has arrived; with ``idle``, after none came for that long."""
+        last = time.monotonic()
+        while True:
+            batch = [m for m in self._consumer.consume(1000, timeout=0.2) if not m.error()]
+            self.count += len(batch)
+            if batch:
+                last = time.monotonic()
+            elif time.monotonic() - last >= idle:
+                return self.count
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
 def wait_until(
     check: Callable[[], object], timeout: float, what: str, interval: float = 0.5
 ) -> object:

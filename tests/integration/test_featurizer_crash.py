@@ -13,7 +13,7 @@ import pytest
 from millrace.state import RedisState
 from millrace_stack.processes import ProcessTable, free_port
 from millrace_stack.replay import replay
-from tests.helpers import read_topic
+from tests.helpers import CommittedCount, read_topic, wait_until
 from tests.integration.test_featurizer_live import canonical, expected, setup_topics
 
 pytestmark = pytest.mark.integration
@@ -36,22 +36,26 @@ def test_sigkilled_featurizer_commits_each_feature_exactly_once(
     }
     command = [sys.executable, "-m", "millrace_featurizer"]
     rng = random.Random(2013)
-    # A live run: the week streams in over ~30 s while the featurizer is killed and restarted.
+    # A live run: the week streams in over ~75 s while the featurizer is killed and restarted.
     stream = threading.Thread(
         target=replay,
         args=(kafka_bootstrap, settings.events_topic, events),
-        kwargs={"speed": 20_000},
+        kwargs={"speed": 8_000},
     )
     stream.start()
-    committed_at_kill = []
+    committed = CommittedCount(kafka_bootstrap, settings.features_topic)
+    committed_at_kill: list[int] = []
     try:
         for _ in range(4):
             procs.start("featurizer", command, env)
-            time.sleep(rng.uniform(2.0, 5.0))
+            # Killed on progress, not on a timer: once this incarnation has committed, at a
+            # random point of the batches after it (a cold start's first commit takes seconds).
+            before = committed_at_kill[-1] if committed_at_kill else 0
+            wait_until(lambda b=before: committed.read() > b, 90, "a commit after the restart")
+            time.sleep(rng.uniform(0.0, 1.0))
             procs.kill("featurizer")
-            committed_at_kill.append(
-                len(read_topic(kafka_bootstrap, settings.features_topic, idle=0.5))
-            )
+            assert stream.is_alive(), "the stream ended before the last kill: slow it down"
+            committed_at_kill.append(committed.read(idle=0.5))
         stream.join()
         procs.start("featurizer", command, env)
         features = read_topic(
@@ -60,6 +64,7 @@ def test_sigkilled_featurizer_commits_each_feature_exactly_once(
         time.sleep(2)  # anything beyond the expected count would be a duplicate: let it show
         features += read_topic(kafka_bootstrap, settings.features_topic, idle=1.0)[len(features) :]
     finally:
+        committed.close()
         stream.join()
         procs.stop("featurizer")
         sys.stderr.write(procs.log_path("featurizer").read_text()[-4000:])
