@@ -1,5 +1,8 @@
 # One image for every Millrace process; the compose file picks the command.
-FROM python:3.11-slim
+# The base is a build argument: the official python:3.11-slim by default; `make images` passes
+# its Debian-built stand-in on a machine that cannot reach a registry.
+ARG PYTHON_IMAGE=python:3.11-slim
+FROM ${PYTHON_IMAGE}
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./

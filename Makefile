@@ -10,7 +10,7 @@ BENCH_VENV  ?= .venv-bench
 BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: install up down status test lint unit bench parity chaos clean
+.PHONY: install up down status test lint unit bench parity chaos clean docker images compose-test
 
 install: $(STAMP)
 
@@ -37,8 +37,32 @@ lint: install
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+# The tests include the compose stack under a real Docker engine (tests/e2e/test_compose_stack.py):
+# `images` starts the engine and builds what it runs, cached, so a second run rebuilds nothing.
 test: lint
+	@if bash deploy/docker/dockerd.sh; then $(MAKE) --no-print-directory images; \
+	else echo "no Docker engine could be started here: the compose test will skip"; fi
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# A Docker engine on the default socket (Debian's docker.io, started by hand where no init system
+# does it, left running) and Docker Compose v2 as its CLI plugin (built from the Go module proxy
+# once, where the client has none).
+docker:
+	bash deploy/docker/dockerd.sh
+	bash deploy/docker/compose-plugin.sh
+
+# Every image the compose file runs (on a machine without a registry: a debootstrapped Debian
+# base and stand-ins for the official Kafka, Redis and Python images; see deploy/docker/).
+images: install docker
+	PY=$(PY) bash deploy/docker/images.sh
+
+# The README's compose commands, for real: up with the demo, a version >= 2 served, rollback,
+# the console, a host producer, docker kill, down and up again; figures into bench/results.json.
+compose-test: lint
+	@if bash deploy/docker/dockerd.sh; then $(MAKE) --no-print-directory images; \
+	else echo "no Docker engine could be started here: the compose test will skip"; fi
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_compose_stack.py
+	cd bench && ../$(PY) -c 'import json, common; common.record(json.load(open("../test-artifacts/compose.json")))'
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(PYTHON) -m venv $(BENCH_VENV)

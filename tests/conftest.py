@@ -1,8 +1,10 @@
 """Real Kafka and Redis for the tests.
 
-In order of preference: an existing cluster (``KAFKA_BOOTSTRAP`` / ``REDIS_URL``), testcontainers
-when a Docker engine answers, otherwise the project's own launcher (the real broker from Maven
-Central jars and Debian's redis-server) as local processes on free ports.
+In order of preference: an existing cluster (``KAFKA_BOOTSTRAP`` / ``REDIS_URL``), containers
+through testcontainers when ``MILLRACE_TEST_CONTAINERS=1`` and a Docker engine holds the images
+(tests/containers.py), otherwise the project's own launcher (the real broker from Maven Central
+jars and Debian's redis-server) as local processes on free ports. The local processes stay the
+default: they also give the SASL listener and the broker restarts some tests need.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 from millrace.signing import generate_keypair
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable, free_port
+from tests.containers import kafka_container, redis_container
 
 # The tests' own secrets (never the public development values), seen by every settings object
 # and every service process the tests start.
@@ -34,14 +37,19 @@ os.environ["MILLRACE_CONFIG"] = str(Path(__file__).resolve().parents[1] / "millr
 
 
 #: The images the container fixtures run: the compose file's, named by the same variables.
-KAFKA_IMAGE = os.environ.get("KAFKA_IMAGE", "apache/kafka:4.1.0")
-REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "redis:7.4")
+# `make images` writes the names it built to .cache/images/images.env.
+_BUILT = Path(__file__).resolve().parents[1] / ".cache" / "images" / "images.env"
+_IMAGES = dict(
+    line.split("=", 1) for line in (_BUILT.read_text().split() if _BUILT.exists() else [])
+)
+KAFKA_IMAGE = os.environ.get("KAFKA_IMAGE", _IMAGES.get("KAFKA_IMAGE", "apache/kafka:4.1.0"))
+REDIS_IMAGE = os.environ.get("REDIS_IMAGE", _IMAGES.get("REDIS_IMAGE", "redis:7.4"))
 
 
 def _docker_engine() -> bool:
-    """Containers only where an engine answers and both images are there (nothing is pulled:
-    on a machine without a registry, `make images` builds them); else local processes."""
-    if os.environ.get("MILLRACE_TEST_CONTAINERS", "1") == "0" or shutil.which("docker") is None:
+    """Containers when asked for, where an engine answers and both images are there (nothing is
+    pulled: on a machine without a registry, `make images` builds them)."""
+    if os.environ.get("MILLRACE_TEST_CONTAINERS") != "1" or shutil.which("docker") is None:
         return False
     try:
         for image in (KAFKA_IMAGE, REDIS_IMAGE):
@@ -91,10 +99,8 @@ def kafka_bootstrap(kafka_node: KafkaNode | None) -> Iterator[str]:
     elif os.environ.get("KAFKA_BOOTSTRAP"):
         yield os.environ["KAFKA_BOOTSTRAP"]
     else:
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
-            yield container.get_bootstrap_server()
+        with kafka_container(KAFKA_IMAGE) as bootstrap:
+            yield bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -118,10 +124,8 @@ def redis_url(infra_dir: Path) -> Iterator[str]:
         yield os.environ["REDIS_URL"]
         return
     if _docker_engine():
-        from testcontainers.redis import RedisContainer
-
-        with RedisContainer(REDIS_IMAGE) as container:
-            yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+        with redis_container(REDIS_IMAGE) as url:
+            yield url
         return
     procs = ProcessTable(infra_dir)
     node = RedisNode(infra_dir / "redis", free_port())

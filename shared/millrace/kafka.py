@@ -47,11 +47,13 @@ def wait_for_broker(brokers: Brokers, timeout: float = 60.0) -> None:
     """Block until an AdminClient gets metadata from the broker, or raise TimeoutError."""
     # Refused connections are expected while the broker starts; the timeout reports the last.
     client = admin(brokers, log_level=0)
+    address = client_config(brokers)["bootstrap.servers"]
     wait_until(
         lambda: client.list_topics(timeout=2).brokers,
         timeout,
-        f"Kafka at {client_config(brokers)['bootstrap.servers']}",
+        f"Kafka at {address}",
         errors=(KafkaException,),
+        announce=f"waiting for Kafka at {address} (set by MILLRACE_KAFKA_BOOTSTRAP)",
     )
 
 

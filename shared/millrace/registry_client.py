@@ -100,9 +100,11 @@ class RegistryClient:
         wait_until(
             lambda: self._http.get("/health").raise_for_status(),
             timeout,
-            "the registry",
+            f"the registry at {self._http.base_url}",
             0.3,
             errors=(httpx.HTTPError,),
+            announce=f"waiting for the registry at {self._http.base_url}"
+            " (set by MILLRACE_REGISTRY_URL)",
         )
 
     def signature(self, artifact: bytes) -> str:

@@ -11,6 +11,8 @@ TimeoutError: nothing not ready after 0.05 s
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,6 +27,11 @@ from tenacity import (
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
+#: How often a long wait says again that it is still waiting.
+ANNOUNCE_EVERY_S = 30.0
+
 
 def wait_until(
     probe: Callable[[], T],
@@ -32,14 +39,24 @@ def wait_until(
     what: str,
     interval: float = 0.5,
     errors: tuple[type[BaseException], ...] = (),
+    announce: str | None = None,
 ) -> T:
     """Call ``probe`` every ``interval`` seconds until it returns something truthy, and return
     that. An exception of a type in ``errors`` counts as "not yet"; any other propagates. After
-    ``timeout`` seconds raise :class:`TimeoutError` naming ``what`` and the last such error."""
+    ``timeout`` seconds raise :class:`TimeoutError` naming ``what`` and the last such error.
+    With ``announce``, a wait that is not over at once logs it, and again every 30 s."""
+    last_said = [float("-inf")]
+
+    def say_still_waiting(_: object) -> None:
+        if announce is not None and time.monotonic() - last_said[0] >= ANNOUNCE_EVERY_S:
+            last_said[0] = time.monotonic()
+            log.warning(announce)
+
     retrying = Retrying(
         stop=stop_after_delay(timeout),
         wait=wait_fixed(interval),
         retry=retry_if_exception_type(errors) | retry_if_result(lambda value: not value),
+        before_sleep=say_still_waiting,
     )
     try:
         return retrying(probe)
