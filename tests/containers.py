@@ -42,6 +42,11 @@ def kafka_container(image: str) -> Iterator[str]:
         "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
         "KAFKA_LOG_DIRS": "/tmp/kafka-logs",
+        # As the local launcher has them: a fresh broker's first transactions otherwise meet
+        # coordinators still loading 50 partitions each (the hazard the README's Failures names).
+        "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
+        "KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3",
+        "KAFKA_NUM_PARTITIONS": "3",
     }
     container = DockerContainer(image).with_bind_ports(9092, port)
     for name, value in environment.items():

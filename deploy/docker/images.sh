@@ -81,5 +81,7 @@ PYTHON_IMAGE=$PYTHON_IMAGE
 KAFKA_IMAGE=$KAFKA_IMAGE
 REDIS_IMAGE=$REDIS_IMAGE
 ENV
-step "images (for compose: cat $WORK/images.env >> .env)"
+# Every run's time, for the record (`make compose-test`: the first and the latest).
+echo "$SECONDS" >>"$WORK/build-seconds"
+step "images in $SECONDS s (for compose: cat $WORK/images.env >> .env)"
 cat "$WORK/images.env"

@@ -148,17 +148,32 @@ def read_range(
             yield batch
 
 
-def abort_transaction(producer: Producer, failure: KafkaException | BufferError) -> None:
+def abort_transaction(
+    producer: Producer, failure: KafkaException | BufferError, attempts: int = 2
+) -> None:
     """After ``failure`` inside a transaction: abort whatever is open (a transaction left open
     makes every later ``begin_transaction`` fail), or raise :class:`ServiceFailed` if the
-    producer cannot go on (a fatal error: another process took over its transactional id)."""
+    producer cannot go on (a fatal error: another process took over its transactional id).
+
+    An abort that times out (a coordinator still loading, moving) is still in progress inside
+    librdkafka: it is completed by calling the abort again, never by another call (which fails
+    with ``_CONFLICT`` for as long as the abort is pending)."""
     _raise_if_fatal(failure)
-    try:
-        producer.abort_transaction(30)
-    except KafkaException as abort_failure:
-        _raise_if_fatal(abort_failure)
-        # Nothing was open (begin_transaction itself failed): nothing to abort.
-        log.info("no transaction to abort", extra={"error": str(abort_failure)})
+    for attempt in range(1, attempts + 1):
+        try:
+            producer.abort_transaction(30)
+            return
+        except KafkaException as abort_failure:
+            _raise_if_fatal(abort_failure)
+            if abort_failure.args[0].code() == KafkaError._STATE:
+                # Nothing was open (begin_transaction itself failed): nothing to abort.
+                log.info("no transaction to abort", extra={"error": str(abort_failure)})
+                return
+            log.warning(
+                "abort not completed; calling it again",
+                extra={"attempt": attempt, "error": str(abort_failure)},
+            )
+    raise ServiceFailed(f"the transaction could not be aborted in {attempts} attempts")
 
 
 def _raise_if_fatal(exc: KafkaException | BufferError) -> None:
