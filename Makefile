@@ -59,7 +59,7 @@ images: install docker
 # The README's compose commands, for real: up with the demo, a version >= 2 served, rollback,
 # the console, a host producer, SIGKILLs, down and up again; figures into bench/results.json.
 compose-test: lint images
-	$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_compose_stack.py
+	MILLRACE_COMPOSE_TEST=1 $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_compose_stack.py
 	cd bench && ../$(PY) -c 'import json, common; common.record(json.load(open("../test-artifacts/compose.json")))'
 	cd bench && ../$(PY) -c 'import common; t = open("../.cache/images/build-seconds").read().split(); \
 	common.record({"compose_first_build_s": int(t[0]), "compose_cached_build_s": int(t[-1])})'
