@@ -66,7 +66,7 @@ else
   PYTHON_IMAGE=millrace-python:3.11-slim
   timed build "$PYTHON_IMAGE" "$(context python "$CA")"
   jars=$("$PY" -c 'from millrace_stack.brokers import ensure_kafka_jars; print(ensure_kafka_jars())')
-  dir=$(context kafka)
+  dir=$(context kafka infra/millrace_stack/kafka-log4j2.properties)
   cp -a "$jars" "$dir/libs"
   KAFKA_IMAGE=millrace-kafka:$(basename "$(ls "$jars"/kafka_2.13-*.jar)" .jar | cut -d- -f2)
   timed build "$KAFKA_IMAGE" "$dir"

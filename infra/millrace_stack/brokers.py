@@ -26,19 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = Path(__file__).with_name("kafka-pom.xml")
 JAR_CACHE = Path(os.environ.get("MILLRACE_KAFKA_LIB", REPO_ROOT / ".cache" / "kafka" / "lib"))
 
-_LOG4J2 = """\
-status = warn
-appender.out.type = Console
-appender.out.name = OUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = OUT
-logger.kafka.name = kafka
-logger.kafka.level = WARN
-logger.org.name = org.apache.kafka
-logger.org.level = WARN
-"""
+#: The broker's logging, shared with the Kafka image `make images` builds.
+LOG4J2 = Path(__file__).with_name("kafka-log4j2.properties")
 
 
 class InfraError(RuntimeError):
@@ -143,7 +132,7 @@ class KafkaNode:
                 ]
             )
         )
-        (self.data_dir / "log4j2.properties").write_text(_LOG4J2)
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2.read_text())
         return config
 
     def _java(self, lib: Path, *args: str) -> list[str]:

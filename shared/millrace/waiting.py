@@ -45,11 +45,12 @@ def wait_until(
     that. An exception of a type in ``errors`` counts as "not yet"; any other propagates. After
     ``timeout`` seconds raise :class:`TimeoutError` naming ``what`` and the last such error.
     With ``announce``, a wait that is not over at once logs it, and again every 30 s."""
-    last_said = [float("-inf")]
+    last_said = float("-inf")
 
     def say_still_waiting(_: object) -> None:
-        if announce is not None and time.monotonic() - last_said[0] >= ANNOUNCE_EVERY_S:
-            last_said[0] = time.monotonic()
+        nonlocal last_said
+        if announce is not None and time.monotonic() - last_said >= ANNOUNCE_EVERY_S:
+            last_said = time.monotonic()
             log.warning(announce)
 
     retrying = Retrying(

@@ -194,7 +194,10 @@ def test_readme_compose_commands_serve_roll_back_and_survive_down_up(project: Pa
         b"compose-test/scheduled" in (m.value() or b"")
         for m in read_topic("localhost:9092", "millrace.events", idle=5.0, timeout=120)
     )
-    trainer_log = lambda: compose(project, "logs", "--no-color", "trainer")  # noqa: E731
+
+    def trainer_log() -> str:
+        return compose(project, "logs", "--no-color", "trainer")
+
     wait_until(lambda: "restored checkpoint" in trainer_log(), 120, "the trainer's restore")
     assert "training the baseline" not in trainer_log(), "the trainer started over"
     figures["compose_restart_resumed"] = versions()[: len(published)] == published
