@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 import orjson
 import redis
 
+from millrace.waiting import wait_until
+
 # KEYS: the fence hash, then each entity's hash in the order of ARGV[1], a JSON array of
 # [partition, last offset, [{field: value}, ...]]. Values travel as JSON numbers and are stored
 # with 17 significant digits: read back, they are the same doubles.
@@ -69,6 +71,19 @@ class RedisState:
     def from_url(cls, url: str, prefix: str) -> RedisState:
         client: redis.Redis = redis.Redis.from_url(url)
         return cls(client, prefix)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until Redis answers a PING (saying so while it does not), or raise
+        TimeoutError naming the address."""
+        kwargs = self.client.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        wait_until(
+            self.client.ping,
+            timeout,
+            f"Redis at {where}",
+            errors=(redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError),
+            announce=f"waiting for Redis at {where} (set by MILLRACE_REDIS_URL)",
+        )
 
     def key(self, entity: str) -> str:
         return f"{self.prefix}state:{entity}"

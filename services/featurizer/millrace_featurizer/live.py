@@ -178,6 +178,7 @@ class LiveFeaturizer:
     def run(self) -> None:
         """Featurize until :attr:`stopping` is set; raises :class:`ServiceFailed` when the loop
         cannot go on."""
+        self.state.wait_ready()
         self.state.claim_schema(self.featurizer.schema_marker)
         self.producer.init_transactions(30)
         self.consumer.subscribe(

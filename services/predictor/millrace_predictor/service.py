@@ -63,6 +63,7 @@ class Predictor:
 
     def start(self) -> None:
         s = self.settings
+        self.state.wait_ready()
         # Follow the moves from now on first, then read the alias's current state: a move in
         # between arrives both ways, and the sequence numbers keep the newer.
         if s.follow_model_events:
