@@ -56,10 +56,11 @@ docker:
 images: install docker
 	PY=$(PY) bash deploy/docker/images.sh
 
-# The README's compose commands, for real: up with the demo, a version >= 2 served, rollback,
-# the console, a host producer, SIGKILLs, down and up again; figures into bench/results.json.
+# The compose tests alone (make test runs them too): the README's commands (a version >= 2
+# served, rollback, the console, a host producer, SIGKILLs and an exact account, Prometheus,
+# down and up again), your own module, scaled replicas; figures into bench/results.json.
 compose-test: lint images
-	MILLRACE_COMPOSE_TEST=1 $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_compose_stack.py
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_compose_stack.py
 	cd bench && ../$(PY) -c 'import json, common; common.record(json.load(open("../test-artifacts/compose.json")))'
 	cd bench && ../$(PY) -c 'import common; t = open("../.cache/images/build-seconds").read().split(); \
 	common.record({"compose_first_build_s": int(t[0]), "compose_cached_build_s": int(t[-1])})'

@@ -3,7 +3,8 @@
 # Where a registry answers, the official bases are used (python:3.11-slim; apache/kafka and
 # redis are the compose file's defaults and need no build). Where none does, a base is made
 # from Debian packages (debootstrap + docker import) and the stand-ins are built on it:
-# millrace-python, millrace-kafka (Apache Kafka's jars from Maven Central), millrace-redis.
+# millrace-python, millrace-kafka (Apache Kafka's jars from Maven Central), millrace-redis and
+# millrace-prometheus (Debian's packages; Grafana has none, so it has no stand-in).
 # The chosen names are written to .cache/images/images.env for compose and the tests.
 # Every step is cached: an image already built from unchanged inputs is not built again.
 set -euo pipefail
@@ -18,6 +19,11 @@ mkdir -p "$WORK"
 step() { printf '\n== %s\n' "$*"; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 timed() { local t0=$SECONDS; "$@"; echo "   ($((SECONDS - t0)) s)"; }
+# docker build -q, without the client's notice that BuildKit (buildx, not packaged here) is not
+# used: the legacy builder is what this engine has.
+quiet_build() {
+  docker build -q "$@" 2> >(grep -v -e 'legacy builder is deprecated' -e 'buildx' -e '^$' >&2) >/dev/null
+}
 
 registry_answers() {
   have_image python:3.11-slim && return 0
@@ -49,7 +55,7 @@ context() {
 
 build() {
   local tag=$1 dir=$2; shift 2
-  docker build -q --build-arg "BASE_IMAGE=$BASE" -t "$tag" "$@" "$dir" >/dev/null
+  quiet_build --build-arg "BASE_IMAGE=$BASE" -t "$tag" "$@" "$dir"
   echo "   $tag"
 }
 
@@ -58,6 +64,7 @@ if registry_answers; then
   PYTHON_IMAGE=python:3.11-slim
   KAFKA_IMAGE=${KAFKA_IMAGE:-apache/kafka:4.1.0}
   REDIS_IMAGE=${REDIS_IMAGE:-redis:7.4}
+  PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-prom/prometheus:v2.53.0}
 else
   step "no registry: a Debian $SUITE base from $MIRROR"
   timed make_base
@@ -72,14 +79,18 @@ else
   timed build "$KAFKA_IMAGE" "$dir"
   REDIS_IMAGE=millrace-redis:7
   timed build "$REDIS_IMAGE" "$(context redis)"
+  # Grafana is not packaged by Debian: the observability profile's grafana has no stand-in.
+  PROMETHEUS_IMAGE=millrace-prometheus:debian
+  timed build "$PROMETHEUS_IMAGE" "$(context prometheus)"
 fi
 
 step "millrace:local on $PYTHON_IMAGE"
-timed docker build -q --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" -t millrace:local . >/dev/null
+timed quiet_build --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" -t millrace:local .
 cat >"$WORK/images.env" <<ENV
 PYTHON_IMAGE=$PYTHON_IMAGE
 KAFKA_IMAGE=$KAFKA_IMAGE
 REDIS_IMAGE=$REDIS_IMAGE
+PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE
 ENV
 # Every run's time, for the record (`make compose-test`: the first and the latest).
 echo "$SECONDS" >>"$WORK/build-seconds"

@@ -1,7 +1,7 @@
 """`docker compose up`, for real: the README's commands under a Docker engine, on the images
 `make images` built (the official ones where a registry answers, the Debian stand-ins where
-none does). Skipped, saying why, where no engine or no images are there (`make compose-test`
-starts the engine and builds them first)."""
+none does); your own module; scaled replicas. Skipped, saying why, where no engine or no images
+are there (`make test` and `make compose-test` start the engine and build them first)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
+from millrace.features import load_feature_module
+from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.record_files import write_parquet
+from millrace.settings import CommonSettings
+from millrace_featurizer.backfill import from_topic
+from millrace_stack.project import init_project
+from millrace_stack.templates.project.features import Features
+from millrace_stack.templates.project.generate import generate
 from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGES_ENV = ROOT / ".cache" / "images" / "images.env"
 FIGURES = ROOT / "test-artifacts" / "compose.json"
 PROJECT = "millrace-compose-test"
+DAY_MS = 86_400_000
+EVERY_PROFILE = ("--profile", "demo", "--profile", "observability")
+PROMETHEUS = "http://127.0.0.1:9090"
 PREDICT, REGISTRY, MODEL = "http://127.0.0.1:8701", "http://127.0.0.1:8700", "flights-delay"
 SCHEDULED = {
     "schema": "millrace.event/v1",
@@ -42,8 +57,6 @@ SCHEDULED = {
 
 
 def _why_not() -> str | None:
-    if os.environ.get("MILLRACE_COMPOSE_TEST") != "1":
-        return "the compose stack runs under `make compose-test` (MILLRACE_COMPOSE_TEST=1)"
     if shutil.which("docker") is None:
         return "no docker client (make compose-test installs Debian's docker.io)"
     if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode:
@@ -78,7 +91,7 @@ def project(tmp_path: Path) -> Iterator[Path]:
         yield folder
     finally:
         compose(folder, "logs", "--no-color", "--tail", "40", check=False)
-        compose(folder, "--profile", "demo", "down", "-v", check=False)
+        compose(folder, *EVERY_PROFILE, "down", "-v", check=False)
 
 
 def compose(folder: Path, *args: str, check: bool = True) -> str:
@@ -127,6 +140,57 @@ def crash(folder: Path, service: str) -> str:
     state = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True).stdout)
     os.kill(int(state[0]["State"]["Pid"]), signal.SIGKILL)
     return str(state[0]["State"]["StartedAt"])
+
+
+SERVICES = {"model-registry", "featurizer", "trainer", "predictor"}
+
+
+def scraped_services() -> set[str]:
+    """The services whose last scrape succeeded."""
+    try:
+        targets = httpx.get(f"{PROMETHEUS}/api/v1/targets", timeout=5).json()["data"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return set()
+    return {t["labels"]["service"] for t in targets["activeTargets"] if t["health"] == "up"}
+
+
+def prometheus_value(query: str) -> float:
+    answer = httpx.get(f"{PROMETHEUS}/api/v1/query", params={"query": query}, timeout=5).json()
+    return float(answer["data"]["result"][0]["value"][1])
+
+
+def host_settings() -> CommonSettings:
+    """The compose stack's settings as a client on the host sees them (whatever the tests'
+    own environment says)."""
+    return CommonSettings(kafka_bootstrap="localhost:9092", topic_prefix="millrace.")
+
+
+def records_out(settings: CommonSettings) -> Counter[bytes]:
+    """Every committed feature, label and dead-letter record, as bytes."""
+    topics = (settings.features_topic, settings.labels_topic, settings.dead_letter_topic)
+    return Counter(e.value for topic in topics for e in from_topic(settings.kafka, topic))
+
+
+def records_wanted(settings: CommonSettings) -> Counter[bytes]:
+    """What the backfill of the events topic as it stands makes: the records the live
+    featurizer must have committed, each once."""
+    featurizer = Featurizer(load_feature_module(settings.feature_module))
+    truth = backfill(featurizer, from_topic(settings.kafka, settings.events_topic))
+    return Counter(truth.feature_bytes + truth.label_bytes) + Counter(v for v, _ in truth.dead)
+
+
+def assert_every_record_once(settings: CommonSettings) -> int:
+    """The output topics hold exactly what the backfill of every event sent makes, byte for
+    byte (waiting for the featurizers to catch up); returns how many records that is."""
+    wanted = records_wanted(settings)
+    total = sum(wanted.values())
+    try:
+        wait_until(lambda: records_out(settings) == wanted, 300, "every record committed", 3.0)
+    except TimeoutError:
+        got = records_out(settings)
+        lost, twice = sum((wanted - got).values()), sum((got - wanted).values())
+        raise AssertionError(f"of {total} records: {lost} lost, {twice} extra") from None
+    return total
 
 
 def test_readme_compose_commands_serve_roll_back_and_survive_down_up(project: Path):
@@ -179,10 +243,20 @@ def test_readme_compose_commands_serve_roll_back_and_survive_down_up(project: Pa
             f"{service} restarted and healthy",
         )
 
+    # Nothing lost, nothing twice: the replay stopped, every record is there once.
+    compose(project, "--profile", "demo", "stop", "replay")
+    on_host = host_settings()
+    figures["compose_events_accounted"] = assert_every_record_once(on_host)
+
+    # The observability profile's Prometheus scrapes every service by its compose name.
+    compose(project, "--profile", "observability", "up", "-d", "prometheus")
+    wait_until(lambda: scraped_services() == SERVICES, 120, "Prometheus scraping every service")
+    assert prometheus_value('count({__name__=~"millrace_.+"})') > 10, "no Millrace series"
+
     # down and up: topics, Redis's state and the versions are on volumes; the trainer resumes.
     published = versions()
     redis_keys = int(compose(project, "exec", "-T", "redis", "redis-cli", "dbsize").strip())
-    compose(project, "--profile", "demo", "down")
+    compose(project, *EVERY_PROFILE, "down")
     compose(project, "up", "-d", "--wait")
     assert versions()[: len(published)] == published
     assert (
@@ -203,3 +277,89 @@ def test_readme_compose_commands_serve_roll_back_and_survive_down_up(project: Pa
     figures["compose_restart_resumed"] = versions()[: len(published)] == published
     FIGURES.parent.mkdir(exist_ok=True)
     FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def test_compose_serves_a_module_of_ones_own(project: Path, tmp_path: Path):
+    """README "Your own data", under compose: `MILLRACE_PROJECT=<folder> docker compose up`."""
+    own = tmp_path / "jobs-project"
+    init_project("jobs", own)
+    events = generate(days=5, machines=8)
+    cut = events[0]["ts"] + DAY_MS
+    history = [e for e in events if e["ts"] < cut]
+    write_parquet(
+        backfill(Featurizer(Features()), from_envelopes(history)), own / "baseline.parquet"
+    )
+    stream = own / "events.jsonl"
+    stream.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events if e["ts"] >= cut))
+    with (project / ".env").open("a") as env:
+        env.write(f"MILLRACE_PROJECT={own}\n")
+
+    compose(project, "up", "-d", "--wait")
+    host = {
+        **os.environ,
+        "MILLRACE_KAFKA_BOOTSTRAP": "localhost:9092",
+        "MILLRACE_CONFIG": str(own / "millrace.toml"),
+    }
+    produced = subprocess.run(
+        [sys.executable, "-m", "millrace_stack.cli", "produce", str(stream)],
+        env=host, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+    started = next(e for e in reversed(events) if e["type"] == "job.started")
+
+    def learned_answer() -> dict[str, object] | None:
+        try:
+            answer = httpx.post(f"{PREDICT}/predict", json=started, timeout=5)
+        except httpx.HTTPError:
+            return None
+        body = answer.json() if answer.status_code == 200 else {}
+        return body if int(body.get("version", 0)) > 1 else None
+
+    answer = wait_until(learned_answer, 300, "a learned version of jobs served")
+    assert answer["model"] == "jobs" and 0.0 < float(answer["probability"]) < 1.0
+
+
+def test_compose_scales_predictors_and_featurizers(project: Path):
+    """Two predictors (`--scale`, a host port each) and two featurizers (each its own instance
+    id) share the work; a crashed featurizer comes back under its id and fences its old self:
+    the records are still exactly the backfill's."""
+    with (project / ".env").open("a") as env:
+        env.write("MILLRACE_PREDICTOR_PORTS=8711-8712\n")
+    scaled = ("--profile", "demo", "--profile", "scale", "up", "-d", "--scale", "predictor=2")
+    compose(project, *scaled)
+    ports = [
+        compose(project, "port", "--index", str(i), "predictor", "8701").strip().rsplit(":", 1)[1]
+        for i in (1, 2)
+    ]
+    assert sorted(ports) == ["8711", "8712"]
+    for port in ports:
+        wait_until(lambda p=port: answers_on(p), 120, f"the predictor on {port}")
+
+    on_host = host_settings()
+    group = on_host.topic_prefix + "millrace-featurizer"
+    wait_until(lambda: len(assigned_members(on_host, group)) == 2, 120, "two featurizers sharing")
+    before = crash(project, "featurizer-1")
+    wait_until(
+        lambda: container_restarted(project, "featurizer-1", before), 120, "featurizer-1 back"
+    )
+    wait_until(lambda: len(assigned_members(on_host, group)) == 2, 120, "both sharing again")
+    compose(project, "--profile", "demo", "stop", "replay")
+    assert_every_record_once(on_host)
+
+
+def answers_on(port: str) -> bool:
+    try:
+        response = httpx.post(f"http://127.0.0.1:{port}/predict", json=SCHEDULED, timeout=5)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def assigned_members(settings: CommonSettings, group: str) -> list[str]:
+    """The members of ``group`` that hold at least one partition."""
+    client = AdminClient(settings.kafka)
+    try:
+        described = client.describe_consumer_groups([group])[group].result(timeout=10)
+    except KafkaException:
+        return []
+    return [m.member_id for m in described.members if m.assignment.topic_partitions]
