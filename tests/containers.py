@@ -37,9 +37,10 @@ def kafka_container(image: str) -> Iterator[str]:
     """A single-node KRaft broker; yields its bootstrap address on the host."""
     port = free_port()
     environment = compose_kafka_environment() | {
-        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
-        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        # As compose has them: the broker reaches itself on PLAINTEXT inside the container (its
+        # transaction coordinator writes markers that way), clients on HOST, published.
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093,HOST://:29092",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://localhost:9092,HOST://127.0.0.1:{port}",
         "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
         "KAFKA_LOG_DIRS": "/tmp/kafka-logs",
         # As the local launcher has them: a fresh broker's first transactions otherwise meet
@@ -48,7 +49,7 @@ def kafka_container(image: str) -> Iterator[str]:
         "KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3",
         "KAFKA_NUM_PARTITIONS": "3",
     }
-    container = DockerContainer(image).with_bind_ports(9092, port)
+    container = DockerContainer(image).with_bind_ports(29092, port)
     for name, value in environment.items():
         container = container.with_env(name, value)
     with container:

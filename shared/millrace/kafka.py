@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +146,29 @@ def read_range(
         ]
         if batch:
             yield batch
+
+
+def retry_retriable(call: Callable[[float], object], what: str, timeout: float) -> None:
+    """``call(seconds_left)`` until it succeeds, calling it again after a retriable error (a
+    coordinator loading or moving, a timed-out commit still in progress) as librdkafka's
+    transactional API asks for ``send_offsets_to_transaction`` and ``commit_transaction``:
+    aborting instead would race the call still pending inside the client. An error that needs
+    an abort, a fatal one, or one past ``timeout`` seconds propagates."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            call(max(deadline - time.monotonic(), 1.0))
+            return
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            late = time.monotonic() + _RETRY_PAUSE_S >= deadline
+            if late or not error.retriable() or error.txn_requires_abort() or error.fatal():
+                raise
+            log.warning(f"{what} failed; calling it again", extra={"error": str(error)})
+            time.sleep(_RETRY_PAUSE_S)
+
+
+_RETRY_PAUSE_S = 0.5
 
 
 def abort_transaction(

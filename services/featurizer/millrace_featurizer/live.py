@@ -53,6 +53,7 @@ from millrace.kafka import (
     consumer_config,
     has_data,
     read_range,
+    retry_retriable,
     watermarks,
 )
 from millrace.settings import CommonSettings
@@ -246,8 +247,12 @@ class LiveFeaturizer:
         """The committer thread: the offsets into the transaction, the commit, then Redis."""
         timeout = self.transaction_timeout_s
         with self.liveness.bounded("send_offsets_to_transaction", timeout + 3):
-            self.producer.send_offsets_to_transaction(positions, group, timeout)
-        self.producer.commit_transaction(timeout)
+            retry_retriable(
+                lambda left: self.producer.send_offsets_to_transaction(positions, group, left),
+                "send_offsets_to_transaction",
+                timeout,
+            )
+        retry_retriable(self.producer.commit_transaction, "commit_transaction", timeout)
         self.state.apply(result.writes, fences)
         self.batches += 1
         self.events += result.events

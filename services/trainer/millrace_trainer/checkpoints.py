@@ -19,6 +19,7 @@ from millrace.kafka import (
     consumer_config,
     ensure_topics,
     read_range,
+    retry_retriable,
     watermarks,
 )
 
@@ -86,10 +87,13 @@ class KafkaCheckpoints:
         try:
             self.producer.begin_transaction()
             self.producer.produce(self.topic, data, self.key.encode())
-            self.producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), 20
+            group = consumer.consumer_group_metadata()
+            retry_retriable(
+                lambda left: self.producer.send_offsets_to_transaction(offsets, group, left),
+                "send_offsets_to_transaction",
+                20,
             )
-            self.producer.commit_transaction(30)
+            retry_retriable(self.producer.commit_transaction, "commit_transaction", 30)
         except KafkaException as exc:
             abort_transaction(self.producer, exc)
             raise CheckpointFailed(str(exc.args[0])) from exc
