@@ -9,7 +9,9 @@ answers && { echo "docker engine: answering on $SOCKET"; exit 0; }
 if ! command -v dockerd >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "no Docker engine, and installing docker.io needs root"; exit 1; }
   echo "installing Debian's docker.io"
+  t0=$SECONDS
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null
+  echo "installed in $((SECONDS - t0)) s"
 fi
 [ "$(id -u)" = 0 ] || { echo "dockerd must be started as root (no engine on $SOCKET)"; exit 1; }
 mkdir -p /var/lib/docker /var/run/docker
