@@ -1,5 +1,7 @@
 """A trainer SIGKILLed at random points and restarted publishes exactly the versions, byte for
-byte, that an uninterrupted trainer publishes from the same baseline and the same offsets."""
+byte, that an uninterrupted trainer publishes from the same baseline and the same offsets: with
+the built-in learner, and with a River learner (its state is pickle, restored only from a
+checkpoint whose signature verified)."""
 
 from __future__ import annotations
 
@@ -27,8 +29,11 @@ from tests.helpers import serve, wait_until
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize(
+    "learner", ["logistic_regression", "river.linear_model.LogisticRegression"]
+)
 def test_killed_trainer_publishes_the_same_bytes(
-    kafka_bootstrap, redis_url, prefix, tmp_path: Path
+    kafka_bootstrap, redis_url, prefix, tmp_path: Path, learner: str
 ):
     settings = CommonSettings(
         kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix
@@ -74,6 +79,9 @@ def test_killed_trainer_publishes_the_same_bytes(
                 "MILLRACE_GATE_MARGIN": "0.02",  # the gate and its parent model in checkpoints
                 "MILLRACE_PROMOTION": "none",
                 "MILLRACE_SESSION_TIMEOUT_MS": "6000",
+                "MILLRACE_LEARNER": learner,
+                # Polls small enough that checkpoints are written between the kills.
+                "MILLRACE_POLL_SIZE": "200",
             }
 
         def versions(run: str) -> int:
@@ -107,6 +115,8 @@ def test_killed_trainer_publishes_the_same_bytes(
             wait_until(lambda: versions("b") >= total, 240, "trainer b to catch up", interval=0.5)
             time.sleep(3)  # a duplicate publish would show up now
             assert versions("b") == total
+            restarts = procs.log_path("b").read_text()
+            assert restarts.count("restored checkpoint") >= 2, "the restarts restored nothing"
         finally:
             for name in ("a", "b"):
                 procs.stop(name)

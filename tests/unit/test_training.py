@@ -12,6 +12,7 @@ from millrace.learners import LogisticRegression, RiverLearner
 from millrace.records import FeatureRecord, LabelRecord, decode_features, decode_label
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.batching import WindowedJoin
+from millrace_trainer.checkpoints import VerifiedCheckpoint
 from millrace_trainer.training import EmptyBaseline, StreamTrainer
 
 HOUR = 3_600_000
@@ -292,7 +293,8 @@ def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records: list
     assert sabotaged.lineage.parent_scores.samples == sabotaged.lineage.samples == 2000
     assert len(sabotaged.rolling.window) == 3
     restored = StreamTrainer(LogisticRegression(), None, "m", "-", gate_margin=0.0)
-    restored.restore(__import__("orjson").loads(__import__("orjson").dumps(sabotaged.snapshot())))
+    snapshot = __import__("orjson").loads(__import__("orjson").dumps(sabotaged.snapshot()))
+    restored.restore(VerifiedCheckpoint(snapshot, 0, signed=True))
     assert not restored.gate_passes()
     assert restored.rolling.total().as_dict() == sabotaged.rolling.total().as_dict()
 

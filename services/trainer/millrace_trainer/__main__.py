@@ -14,6 +14,7 @@ from millrace.logs import configure_logging
 from millrace.record_files import read_parquet
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_trainer.checkpoints import CheckpointRefused
 from millrace_trainer.service import make_checkpoints, make_loop, make_trainer
 from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.training import EmptyBaseline
@@ -55,7 +56,7 @@ def main() -> None:
         source = {"baseline_parquet": "not set"}
     try:
         trainer.start(checkpoints.load(), baseline, source)
-    except EmptyBaseline as exc:
+    except (EmptyBaseline, CheckpointRefused) as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(2) from None
     for sig in (signal.SIGTERM, signal.SIGINT):

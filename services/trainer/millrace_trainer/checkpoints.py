@@ -1,11 +1,16 @@
 """Trainer checkpoints on a compacted Kafka topic, committed in the same transaction as the
 consumed offsets: after a crash the trainer restores exactly the state that matches where its
-consumer group resumes, so no batch is learned twice or skipped."""
+consumer group resumes, so no batch is learned twice or skipped.
+
+Each record is signed with the trainer's Ed25519 key (the one it signs models with) and verified
+before anything in it is read: a River learner's state is pickle, and anyone who can write to the
+topic could otherwise have the trainer unpickle their bytes."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,17 +27,60 @@ from millrace.kafka import (
     retry_retriable,
     watermarks,
 )
+from millrace.learners import PickleRefused, learner_from_state
+from millrace.signing import BadSignature, SigningKey
 
 log = logging.getLogger(__name__)
 
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
+#: The record header holding the hex Ed25519 signature of the record's value.
+SIGNATURE_HEADER = "millrace-signature"
+
+
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    """A checkpoint's state whose signature was checked against the trainer's key: the only
+    kind :meth:`StreamTrainer.restore` takes (the pickle of a River learner inside included)."""
+
+    state: dict[str, Any]
+    offset: int
+    #: False only for a checkpoint from before they were signed (no pickle in it).
+    signed: bool
+
+
+def _unsigned(state: dict[str, Any], offset: int, where: str) -> VerifiedCheckpoint:
+    """A checkpoint from before checkpoints were signed: taken for this release, with a
+    warning, if nothing in it is pickle (no code runs from it); refused otherwise."""
+    try:
+        for learner in (state.get("learner"), state.get("parent_learner")):
+            if learner is not None:
+                learner_from_state(learner)
+    except PickleRefused:
+        raise CheckpointRefused(
+            f"{where} carries no signature and holds a pickled learner: refusing to start from it"
+        ) from None
+    log.warning(
+        "unsigned checkpoint (written before checkpoints were signed) restored; the next "
+        "release refuses unsigned checkpoints",
+        extra={"where": where},
+    )
+    return VerifiedCheckpoint(state, offset, signed=False)
+
+
+class CheckpointRefused(RuntimeError):
+    """The newest checkpoint was not signed by this trainer's key: the trainer does not start
+    from it (nor silently without it)."""
 
 
 class KafkaCheckpoints:
-    def __init__(self, brokers: Brokers, topic: str, key: str, transactional_id: str) -> None:
+    def __init__(
+        self, brokers: Brokers, topic: str, key: str, transactional_id: str, signer: SigningKey
+    ) -> None:
         self.brokers = brokers
         self.topic = topic
         self.key = key
+        self.signer = signer
+        self.verifier = signer.verify_key()
         ensure_topics(
             brokers,
             [
@@ -55,8 +103,9 @@ class KafkaCheckpoints:
         )
         self.producer.init_transactions(30)
 
-    def load(self) -> dict[str, Any] | None:
-        """The newest committed checkpoint for this key, or None."""
+    def load(self) -> VerifiedCheckpoint | None:
+        """The newest committed checkpoint for this key, verified; None if there is none.
+        Raises :class:`CheckpointRefused` if its signature is missing or does not verify."""
         reader = Consumer(
             consumer_config(
                 self.brokers,
@@ -67,16 +116,31 @@ class KafkaCheckpoints:
                 },
             )
         )
-        latest: bytes | None = None
+        latest = None
         try:
             low, high = watermarks(reader, self.topic)[0]
             for batch in read_range(reader, self.topic, 0, low, high, batch_size=100):
                 for message in batch:
                     if message.key() == self.key.encode():
-                        latest = message.value()
+                        latest = message
         finally:
             reader.close()
-        return orjson.loads(latest) if latest else None
+        if latest is None:
+            return None
+        value, offset = latest.value() or b"", latest.offset() or 0
+        where = f"the checkpoint of {self.key!r} at {self.topic}/0 offset {offset}"
+        signature = dict(latest.headers() or []).get(SIGNATURE_HEADER)
+        if signature is None:
+            return _unsigned(orjson.loads(value), offset, where)
+        try:
+            text = signature.decode(errors="replace") if isinstance(signature, bytes) else signature
+            self.verifier.verify(value, text)
+        except BadSignature:
+            raise CheckpointRefused(
+                f"{where} is not signed by this trainer's key (MILLRACE_SIGNING_KEY): someone "
+                "else wrote it; refusing to start from it"
+            ) from None
+        return VerifiedCheckpoint(orjson.loads(value), offset, signed=True)
 
     def commit(
         self, state: dict[str, Any], offsets: list[TopicPartition], consumer: Consumer
@@ -86,7 +150,10 @@ class KafkaCheckpoints:
         data = orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY)
         try:
             self.producer.begin_transaction()
-            self.producer.produce(self.topic, data, self.key.encode())
+            signature = self.signer.sign(data).encode()
+            self.producer.produce(
+                self.topic, data, self.key.encode(), headers=[(SIGNATURE_HEADER, signature)]
+            )
             group = consumer.consumer_group_metadata()
             retry_retriable(
                 lambda left: self.producer.send_offsets_to_transaction(offsets, group, left),

@@ -53,6 +53,7 @@ def make_checkpoints(settings: TrainerSettings) -> KafkaCheckpoints:
         f"{settings.topic_prefix}trainer-checkpoints",
         key=f"{group}/{settings.model_name}",
         transactional_id=f"{group}-{settings.instance_id}",
+        signer=settings.signer(),
     )
 
 

@@ -29,6 +29,7 @@ from millrace.learners import kernels
 from millrace.learners.base import Classifier, WindowStats, learner_from_state
 from millrace.registry_client import RegistryClient, RegistryError
 from millrace_trainer.batching import Batch, WindowedJoin
+from millrace_trainer.checkpoints import VerifiedCheckpoint
 from millrace_trainer.lineage import Lineage
 
 log = logging.getLogger(__name__)
@@ -269,21 +270,26 @@ class StreamTrainer:
             "parent_learner": self.parent_learner.state() if self.parent_learner else None,
         }
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        self.learner = learner_from_state(snapshot["learner"])
+    def restore(self, checkpoint: VerifiedCheckpoint) -> None:
+        """Back to a checkpoint's state; a pickled (River) learner state in it is loaded only
+        if its signature was verified."""
+        snapshot, trusted = checkpoint.state, checkpoint.signed
+        self.learner = learner_from_state(snapshot["learner"], allow_pickle=trusted)
         self.join.restore(snapshot["join"], snapshot["needed"])
         self.version = snapshot["version"]
         self.batches_total = int(snapshot["batches_total"])
         self.lineage = Lineage.from_state(snapshot["lineage"])
         self.rolling.restore(snapshot["rolling"])
         parent = snapshot["parent_learner"]
-        self.parent_learner = learner_from_state(parent) if parent is not None else None
+        self.parent_learner = (
+            learner_from_state(parent, allow_pickle=trusted) if parent is not None else None
+        )
 
     # -- start-up ------------------------------------------------------------------------
 
     def start(
         self,
-        checkpoint: dict[str, Any] | None,
+        checkpoint: VerifiedCheckpoint | None,
         baseline: Callable[[], Sequence[Sample]],
         source: dict[str, Any],
     ) -> None:
