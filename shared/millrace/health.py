@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from millrace.errors import ServiceFailed
@@ -128,6 +128,11 @@ class Liveness:
         return {"status": "failed" if self.failure else "stalled", "reason": problem, **details}
 
 
+def metrics_response() -> Response:
+    """This process's Prometheus metrics, in the text format (every service's ``/metrics``)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
 def health_app(status: StatusFn) -> Starlette:
     """``/health`` (200 while ``status()['status'] == 'ok'``, else 503) and ``/metrics``."""
 
@@ -135,7 +140,11 @@ def health_app(status: StatusFn) -> Starlette:
         body = status()
         return JSONResponse(body, status_code=200 if body.get("status") == "ok" else 503)
 
-    return Starlette(routes=[Route("/health", health), Mount("/metrics", make_asgi_app())])
+    async def metrics(_request: Request) -> Response:
+        return metrics_response()
+
+    # A route, not a mounted app: a mount answers /metrics with a redirect to /metrics/.
+    return Starlette(routes=[Route("/health", health), Route("/metrics", metrics)])
 
 
 class BackgroundServer:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from millrace.health import WATCHDOG_EXIT, Liveness
+from starlette.testclient import TestClient
+
+from millrace.health import WATCHDOG_EXIT, Liveness, health_app
 
 
 def test_a_call_past_its_bound_is_a_problem_and_the_watchdog_exits():
@@ -38,3 +40,13 @@ def test_beats_keep_it_alive_and_a_failure_sticks():
     liveness.fail("fenced")
     liveness.beat()
     assert liveness.status() == {"status": "failed", "reason": "fenced"}
+
+
+def test_health_app_answers_metrics_at_the_path_itself():
+    """`curl host:port/metrics` as the README gives it: 200 with Prometheus text, no redirect."""
+    client = TestClient(health_app(lambda: {"status": "ok"}), follow_redirects=False)
+    answer = client.get("/metrics")
+    assert answer.status_code == 200, answer.headers
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert "python_info" in answer.text or "process_" in answer.text
+    assert client.get("/health").json() == {"status": "ok"}

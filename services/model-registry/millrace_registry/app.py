@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from millrace.health import metrics_response
 from millrace.http import BodySizeLimit, install_error_contract
 from millrace.model_events import ModelEventPublisher
 from millrace_registry.console.sampler import Sampler
@@ -68,7 +68,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response()
 
     @app.get("/", include_in_schema=False)
     def home() -> RedirectResponse:

@@ -1,7 +1,7 @@
 """Any River classifier behind Millrace's learner interface.
 
 River models serialize only with pickle, so this learner's state is pickle bytes: an artifact
-holding it is loaded only after its sha256 and HMAC signature have been verified
+holding it is loaded only after its sha256 and Ed25519 signature have been verified
 (``load_model(..., allow_pickle=True)``); unsigned, it is refused.
 """
 

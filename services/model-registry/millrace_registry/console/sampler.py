@@ -37,7 +37,7 @@ class Sampler(threading.Thread):
         self.interval_s = interval_s
         self.retention_s = retention_s
         self.clock = clock
-        # A service mounting its metrics app answers /metrics with a redirect to /metrics/.
+        # Redirects followed: a service behind a proxy, or an older one, may redirect.
         self._client = httpx.Client(timeout=min(5.0, interval_s), follow_redirects=True)
         self._last: dict[str, tuple[float, Scrape]] = {}
         self._was_up: dict[str, bool] = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from millrace.health import metrics_response
 from millrace.http import problems
 from millrace_predictor.deps import PredictorDep
 
@@ -36,4 +36,4 @@ def ready(predictor: PredictorDep, response: Response) -> dict[str, Any]:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
 def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return metrics_response()
