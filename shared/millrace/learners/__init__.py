@@ -4,10 +4,10 @@ estimators, and only from verified artifacts). :func:`make_learner` builds one b
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from millrace.dotted import load_object
 from millrace.learners.base import (
     Classifier,
     Learner,
@@ -46,10 +46,9 @@ def make_learner(name: str, params: Mapping[str, Any] | None = None) -> Classifi
     params = dict(params or {})
     if name == LogisticRegression.kind:
         return LogisticRegression(**params)
-    module, _, attr = name.rpartition(".")
     try:
-        estimator_class = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
+        estimator_class = load_object(name, "learner")
+    except ValueError as exc:
         raise ValueError(
             f"unknown learner {name!r}: use {LogisticRegression.kind!r} or the dotted path of a "
             f"River classifier ({exc})"

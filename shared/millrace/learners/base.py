@@ -106,7 +106,25 @@ class Learner(ABC):
 
 
 class Classifier(Learner):
-    """A binary classifier: probabilities of the positive class."""
+    """A binary classifier: probabilities of the positive class.
+
+    Every subclass that names a ``kind`` is registered under it, which is how
+    :func:`learner_from_state` finds its class again: a learner of one's own registers by being
+    defined (and imported before its states are loaded)."""
+
+    registered: ClassVar[dict[str, type[Classifier]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if kind is None:
+            return
+        taken = Classifier.registered.get(kind)
+        if taken is not None and taken.__qualname__ != cls.__qualname__:
+            raise TypeError(
+                f"learner kind {kind!r} is taken by {taken.__module__}.{taken.__name__}"
+            )
+        Classifier.registered[kind] = cls
 
     @abstractmethod
     def predict_proba_many(self, X: Any) -> np.ndarray:
@@ -151,15 +169,10 @@ class Classifier(Learner):
 def learner_from_state(state: dict[str, Any], allow_pickle: bool = False) -> Classifier:
     """Rebuild a learner; pickle-based states (River) only with ``allow_pickle`` — that is, from
     bytes whose signature was verified."""
-    from millrace.learners.logreg import LogisticRegression
-    from millrace.learners.river_adapter import RiverLearner
-
-    kinds: dict[str, type[Classifier]] = {
-        cls.kind: cls for cls in (LogisticRegression, RiverLearner)
-    }
+    kinds = Classifier.registered
     kind = state.get("kind")
     if not isinstance(kind, str) or kind not in kinds:
-        raise ValueError(f"unknown learner kind {kind!r}")
+        raise ValueError(f"unknown learner kind {kind!r} (registered: {sorted(kinds)})")
     if kinds[kind].uses_pickle and not allow_pickle:
         raise PickleRefused(f"a {kind} state is pickle: refused unless its artifact is signed")
     return kinds[kind].from_state(state)
