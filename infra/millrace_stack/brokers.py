@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis
 
+from millrace.errors import MillraceError
 from millrace.kafka import wait_for_broker
 from millrace.waiting import wait_until
 from millrace_stack.processes import ProcessTable, port_open
@@ -30,7 +31,7 @@ JAR_CACHE = Path(os.environ.get("MILLRACE_KAFKA_LIB", REPO_ROOT / ".cache" / "ka
 LOG4J2 = Path(__file__).with_name("kafka-log4j2.properties")
 
 
-class InfraError(RuntimeError):
+class InfraError(MillraceError, RuntimeError):
     pass
 
 

@@ -14,13 +14,14 @@ from typing import Any
 
 import orjson
 
+from millrace.errors import MillraceError
 from millrace.learners.base import Classifier, learner_from_state
 from millrace.signing import BadSignature, VerifyKey
 
 FORMAT_V1 = "millrace.model/v1"
 
 
-class ArtifactRejected(ValueError):
+class ArtifactRejected(MillraceError, ValueError):
     pass
 
 

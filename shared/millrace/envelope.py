@@ -37,6 +37,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from millrace.errors import MillraceError
+
 SCHEMA_V1: Literal["millrace.event/v1"] = "millrace.event/v1"
 MAX_EVENT_BYTES = 64 * 1024
 MAX_TS_MS = 2**53 - 1
@@ -45,7 +47,7 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Timestamp = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS_MS)]
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(MillraceError, ValueError):
     """An event that cannot be processed; ``reason`` is short and safe to put in a header."""
 
     def __init__(self, reason: str, kind: str = "invalid_data") -> None:

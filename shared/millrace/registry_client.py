@@ -23,12 +23,13 @@ from tenacity import (
 )
 
 from millrace.artifacts import ArtifactRejected, verify
+from millrace.errors import MillraceError
 from millrace.settings import CommonSettings
 from millrace.signing import InvalidKey, SigningKey, VerifyKey
 from millrace.waiting import wait_until
 
 
-class RegistryError(RuntimeError):
+class RegistryError(MillraceError, RuntimeError):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"registry answered {status}: {detail}")
         self.status = status

@@ -25,13 +25,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from millrace.errors import MillraceError
 from millrace.signing import SigningKey, VerifyKey, development_keypair
 
 #: The public values MILLRACE_DEV_MODE=1 stands in for missing secrets: local development only.
 DEV_TOKEN = "millrace-dev-token"
 
 
-class MissingSecret(ValueError):
+class MissingSecret(MillraceError, ValueError):
     """A secret setting is unset outside development mode."""
 
     def __init__(self, variable: str, what: str) -> None:
@@ -196,7 +197,7 @@ class _SettingsFile(TomlConfigSettingsSource):
         return values
 
 
-class UnknownSetting(ValueError):
+class UnknownSetting(MillraceError, ValueError):
     pass
 
 

@@ -27,16 +27,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from millrace.errors import MillraceError
+
 #: Hex characters of a signature (64 bytes).
 SIGNATURE_HEX_CHARS = 128
 _RAW = serialization.Encoding.Raw
 
 
-class BadSignature(ValueError):
+class BadSignature(MillraceError, ValueError):
     pass
 
 
-class InvalidKey(ValueError):
+class InvalidKey(MillraceError, ValueError):
     """A key setting that does not hold a key of the right kind."""
 
 

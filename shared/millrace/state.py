@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 import orjson
 import redis
 
+from millrace.errors import MillraceError
 from millrace.waiting import wait_until
 
 # KEYS: the fence hash, then each entity's hash in the order of ARGV[1], a JSON array of
@@ -56,7 +57,7 @@ return applied
 StateWrites = Mapping[int, Mapping[str, Mapping[str, float]]]
 
 
-class SchemaMismatch(RuntimeError):
+class SchemaMismatch(MillraceError, RuntimeError):
     pass
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from millrace.artifacts import sha256_hex
+from millrace.errors import MillraceError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -53,11 +54,11 @@ CREATE INDEX IF NOT EXISTS versions_by_sha ON versions (sha256);
 """
 
 
-class NotFound(LookupError):
+class NotFound(MillraceError, LookupError):
     pass
 
 
-class Conflict(RuntimeError):
+class Conflict(MillraceError, RuntimeError):
     pass
 
 

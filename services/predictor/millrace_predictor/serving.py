@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 
 from millrace.artifacts import load_model
 from millrace.envelope import Event, InvalidEvent
+from millrace.errors import MillraceError
 from millrace.features import FeatureModule, process_event
 from millrace.learners.base import Classifier
 from millrace.registry_client import RegistryClient
@@ -34,7 +35,7 @@ REFUSED = Counter(
 )
 
 
-class VersionRefused(Exception):
+class VersionRefused(MillraceError):
     """A version this predictor must not serve (the reason says why)."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from millrace.errors import MillraceError
 from millrace.kafka import (
     Brokers,
     TopicSpec,
@@ -67,7 +68,7 @@ def _unsigned(state: dict[str, Any], offset: int, where: str) -> VerifiedCheckpo
     return VerifiedCheckpoint(state, offset, signed=False)
 
 
-class CheckpointRefused(RuntimeError):
+class CheckpointRefused(MillraceError, RuntimeError):
     """The newest checkpoint was not signed by this trainer's key: the trainer does not start
     from it (nor silently without it)."""
 
@@ -167,5 +168,5 @@ class KafkaCheckpoints:
         return len(data)
 
 
-class CheckpointFailed(RuntimeError):
+class CheckpointFailed(MillraceError, RuntimeError):
     """A checkpoint was not written (and its transaction aborted); the next one may be."""

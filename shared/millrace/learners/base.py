@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from millrace.errors import MillraceError
 from millrace.evaluation import log_loss_sum
 
 Features = dict[str, float]
@@ -46,7 +47,7 @@ class WindowStats:
     rounds: np.ndarray
 
 
-class PickleRefused(ValueError):
+class PickleRefused(MillraceError, ValueError):
     pass
 
 
