@@ -47,16 +47,28 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Timestamp = Annotated[int, msgspec.Meta(ge=0, le=MAX_TS_MS)]
 
 
+#: Why an event was refused: a small fixed vocabulary, safe as a metric label and a header.
+RejectionKind = Literal[
+    "too_large",
+    "malformed_json",
+    "invalid_envelope",
+    "unknown_type",
+    "invalid_data",
+    "key_mismatch",
+    "missing_key",
+    "late",
+    "module_error",
+    "no_features",
+]
+
+
 class InvalidEvent(MillraceError, ValueError):
     """An event that cannot be processed; ``reason`` is short and safe to put in a header."""
 
-    def __init__(self, reason: str, kind: str = "invalid_data") -> None:
+    def __init__(self, reason: str, kind: RejectionKind = "invalid_data") -> None:
         super().__init__(reason)
         self.reason = reason
-        #: A small fixed vocabulary, safe as a metric label: too_large, malformed_json,
-        #: invalid_envelope, unknown_type, invalid_data, key_mismatch, missing_key, late,
-        #: module_error.
-        self.kind = kind
+        self.kind: RejectionKind = kind
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -152,7 +164,7 @@ class _RawEnvelopeObject(Event, frozen=True, forbid_unknown_fields=True, gc=Fals
     data: dict[str, Any]
 
 
-def _converted(value: Any, schema: Any, what: str, kind: str, prefix: str = "") -> Any:
+def _converted(value: Any, schema: Any, what: str, kind: RejectionKind, prefix: str = "") -> Any:
     """``value`` as ``schema``, integral floats taken as integers where an int is expected."""
     for _ in range(64):  # each round fixes one integral float
         try:

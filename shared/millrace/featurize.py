@@ -19,7 +19,7 @@ import msgspec
 import orjson
 
 from millrace import collector
-from millrace.envelope import Event, InvalidEvent
+from millrace.envelope import Event, InvalidEvent, RejectionKind
 from millrace.features.api import (
     FeatureModule,
     event_decoder,
@@ -53,7 +53,7 @@ class SourceEvent(msgspec.Struct, frozen=True, gc=False):
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):
     source: SourceEvent
     reason: str
-    kind: str
+    kind: RejectionKind
 
 
 @dataclass

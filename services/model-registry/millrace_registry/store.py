@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -62,6 +62,10 @@ class Conflict(MillraceError, RuntimeError):
     pass
 
 
+#: How an alias came to move: by compare-and-set, a promotion, a rollback.
+MoveKind = Literal["move", "promote", "rollback"]
+
+
 @dataclass(frozen=True)
 class AliasMove:
     id: int
@@ -69,7 +73,7 @@ class AliasMove:
     alias: str
     from_version: int | None
     to_version: int
-    kind: str
+    kind: MoveKind
     actor: str
     reason: str
     at: float
@@ -327,7 +331,7 @@ class RegistryStore:
         expected: int | None,
         actor: str,
         reason: str,
-        kind: str = "move",
+        kind: MoveKind = "move",
     ) -> AliasMove:
         """Point ``alias`` at ``version`` if it currently points at ``expected`` (None = unset)."""
         with self._tx() as db:
@@ -342,7 +346,7 @@ class RegistryStore:
         expected: int | None,
         actor: str,
         reason: str,
-        kind: str,
+        kind: MoveKind,
     ) -> AliasMove:
         if (
             db.execute(

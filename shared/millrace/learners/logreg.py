@@ -7,7 +7,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 
@@ -27,7 +27,12 @@ class SparseRows:
     indptr: np.ndarray
 
 
-_OPTIMIZERS = {"sgd": kernels.SGD, "adagrad": kernels.ADAGRAD, "ftrl": kernels.FTRL}
+Optimizer = Literal["sgd", "adagrad", "ftrl"]
+_OPTIMIZERS: dict[Optimizer, int] = {
+    "sgd": kernels.SGD,
+    "adagrad": kernels.ADAGRAD,
+    "ftrl": kernels.FTRL,
+}
 
 
 class LogisticRegression(Classifier):
@@ -98,7 +103,7 @@ class LogisticRegression(Classifier):
         max_rounds: int = 1,
         tol: float = 1e-4,
         dim_log2: int = 14,
-        optimizer: str = "sgd",
+        optimizer: Optimizer = "sgd",
         alpha: float = 0.1,
         beta: float = 1.0,
         l1: float = 0.0,
