@@ -73,6 +73,7 @@ def passthrough(bootstrap: str, source: str, total: int, sink: str) -> float:
 
 
 def live(bootstrap: str, redis_url: str, source: str, total: int, sink: str) -> float:
+    defaults = FeaturizerSettings()
     runner = LiveFeaturizer(
         Featurizer(load_feature_module(MODULE)),
         RedisState.from_url(redis_url, f"{sink}."),
@@ -82,8 +83,12 @@ def live(bootstrap: str, redis_url: str, source: str, total: int, sink: str) -> 
         features_topic=sink,
         labels_topic=sink,
         dead_letter_topic=f"{sink}.dead",
-        batch_size=FeaturizerSettings().batch_size,
+        batch_size=defaults.batch_size,
         instance_id=sink,
+        session_timeout_ms=defaults.session_timeout_ms,
+        stall_timeout_s=defaults.stall_timeout_s,
+        transaction_timeout_s=defaults.transaction_timeout_s,
+        max_cached_entities=defaults.max_cached_entities,
     )
     thread = threading.Thread(target=runner.run)
     thread.start()

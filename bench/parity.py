@@ -27,10 +27,10 @@ from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import consumer_config, ensure_topics, has_data, pipeline_topics
 from millrace.records import FeatureRecord, LabelRecord, encode
-from millrace.settings import CommonSettings
 from millrace.state import RedisState
 from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
+from millrace_featurizer.settings import FeaturizerSettings
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_stack.replay import replay
 
@@ -86,15 +86,18 @@ def main() -> int:
     backfill_s = time.perf_counter() - started
     rows = []
     with infrastructure() as (bootstrap, redis_url), Progress() as progress:
-        settings = CommonSettings(
+        settings = FeaturizerSettings(
             kafka_bootstrap=bootstrap,
             redis_url=redis_url,
             topic_prefix=f"parity{uuid.uuid4().hex[:6]}.",
+            group="featurizer",
         )
         ensure_topics(bootstrap, pipeline_topics(settings, partitions=args.partitions))
         replay(bootstrap, settings.events_topic, events)
         replicas = [
-            LiveFeaturizer.from_settings(settings, "featurizer", instance_id=f"replica-{i}")
+            LiveFeaturizer.from_settings(
+                settings.model_copy(update={"instance_id": f"replica-{i}"})
+            )
             for i in range(args.replicas)
         ]
         threads = [threading.Thread(target=r.run) for r in replicas]

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from confluent_kafka import Consumer, Message
 from starlette.types import ASGIApp
@@ -13,6 +14,8 @@ from starlette.types import ASGIApp
 from millrace import waiting
 from millrace.health import BackgroundServer
 from millrace.kafka import Brokers, consumer_config
+from millrace.settings import CommonSettings
+from millrace_featurizer.settings import FeaturizerSettings
 
 
 def read_topic(
@@ -84,3 +87,9 @@ def serve(app: ASGIApp, port: int) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+def featurizer_settings(settings: CommonSettings, **changes: Any) -> FeaturizerSettings:
+    """The featurizer's settings: ``settings`` (its broker, Redis, prefix, security) with
+    ``changes``."""
+    return FeaturizerSettings(**{**settings.model_dump(), **changes})

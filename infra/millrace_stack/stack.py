@@ -12,7 +12,7 @@ import httpx
 from confluent_kafka import Consumer
 
 from millrace.kafka import Brokers, client_config, watermarks
-from millrace.settings import CommonSettings, config_file
+from millrace.settings import LOCAL_PORTS, CommonSettings, config_file
 from millrace.waiting import wait_until
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.observability import write_prometheus_config
@@ -26,7 +26,7 @@ MODULES = {
     "trainer": "millrace_trainer",
     "predictor": "millrace_predictor",
 }
-PORTS = {"model-registry": 8700, "predictor": 8701, "featurizer": 8702, "trainer": 8703}
+PORTS = LOCAL_PORTS
 STOP_ORDER = ("replay", "predictor", "trainer", "featurizer", "model-registry", "redis", "kafka")
 
 

@@ -47,6 +47,12 @@ def config_file() -> Path:
     return Path(os.environ.get("MILLRACE_CONFIG") or "millrace.toml")
 
 
+#: Each service's HTTP port on one machine (`make up`; compose publishes the same): the one
+#: place they are written, read by the services' settings, the registry's defaults and the
+#: local stack.
+LOCAL_PORTS = {"model-registry": 8700, "predictor": 8701, "featurizer": 8702, "trainer": 8703}
+
+
 class CommonSettings(BaseSettings):
     """Connection settings shared by every Millrace process."""
 
@@ -69,7 +75,7 @@ class CommonSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Every topic and Redis key starts with this, so test runs never see each other's data.
     topic_prefix: str = "millrace."
-    registry_url: str = "http://127.0.0.1:8700"
+    registry_url: str = f"http://127.0.0.1:{LOCAL_PORTS['model-registry']}"
     # Secrets have no defaults: outside development mode (MILLRACE_DEV_MODE=1, public values)
     # a process that needs one and lacks it refuses to start, naming the variable.
     dev_mode: bool = False

@@ -14,7 +14,7 @@ from millrace.health import ServiceFailed
 from millrace_featurizer.live import MAX_DEAD_LETTER_BYTES, LiveFeaturizer
 from millrace_flights.features import FlightsFeatures
 from millrace_stack.replay import replay
-from tests.helpers import read_topic, wait_until
+from tests.helpers import featurizer_settings, read_topic, wait_until
 from tests.integration.test_featurizer_live import canonical, expected, running, setup_topics
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,9 @@ def test_a_fenced_replica_reports_failure_and_stops(kafka_bootstrap, redis_url, 
     events, _ = expected("2013-01-01", "2013-01-03")
     half = len(events) // 2
     replay(kafka_bootstrap, settings.events_topic, events[:half])
-    old = LiveFeaturizer.from_settings(settings, "featurizer", batch_size=200, instance_id="same")
+    old = LiveFeaturizer.from_settings(
+        featurizer_settings(settings, group="featurizer", batch_size=200, instance_id="same")
+    )
     failure: list[BaseException] = []
 
     def run_old() -> None:
@@ -86,7 +88,7 @@ def test_a_fenced_replica_reports_failure_and_stops(kafka_bootstrap, redis_url, 
     try:
         wait_until(lambda: old.batches > 0, 60, "the first replica's first batch")
         new = LiveFeaturizer.from_settings(
-            settings, "featurizer", batch_size=200, instance_id="same"
+            featurizer_settings(settings, group="featurizer", batch_size=200, instance_id="same")
         )
         new.producer.init_transactions(30)  # what a restarted replica does first: it fences
         new.consumer.close()

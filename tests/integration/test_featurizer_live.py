@@ -22,7 +22,7 @@ from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_stack.replay import replay
-from tests.helpers import read_topic, wait_until
+from tests.helpers import featurizer_settings, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,9 @@ def expected(start: str, end: str) -> tuple[list[dict], BackfillResult]:
 def running(settings: CommonSettings, replicas: int, batch_size: int = 500) -> Iterator[None]:
     runners = [
         LiveFeaturizer.from_settings(
-            settings, "featurizer", batch_size=batch_size, instance_id=f"replica-{i}"
+            featurizer_settings(
+                settings, group="featurizer", batch_size=batch_size, instance_id=f"replica-{i}"
+            )
         )
         for i in range(replicas)
     ]

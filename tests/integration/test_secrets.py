@@ -23,7 +23,7 @@ from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
 from millrace_stack.replay import replay
-from tests.helpers import read_topic, serve
+from tests.helpers import featurizer_settings, read_topic, serve
 from tests.integration.test_featurizer_live import expected
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,9 @@ def test_kafka_security_settings_reach_every_client(
     ensure_topics(settings.kafka, [TopicSpec(t, 1) for t in [*topics, settings.dead_letter_topic]])
     events, _ = expected("2013-01-01", "2013-01-02")
     replay(settings.kafka, settings.events_topic, events[:500])
-    runner = LiveFeaturizer.from_settings(settings, "featurizer", instance_id="sasl")
+    runner = LiveFeaturizer.from_settings(
+        featurizer_settings(settings, group="featurizer", instance_id="sasl")
+    )
     thread = threading.Thread(target=runner.run)
     thread.start()
     try:

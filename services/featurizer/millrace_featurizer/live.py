@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -56,9 +55,9 @@ from millrace.kafka import (
     retry_retriable,
     watermarks,
 )
-from millrace.settings import CommonSettings
 from millrace.state import RedisState
 from millrace_featurizer.owned_state import OwnedState
+from millrace_featurizer.settings import FeaturizerSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +92,16 @@ class LiveFeaturizer:
         features_topic: str,
         labels_topic: str,
         dead_letter_topic: str,
-        batch_size: int = 5000,
-        instance_id: str | None = None,
-        session_timeout_ms: int = 10_000,
-        stall_timeout_s: float = 120.0,
-        transaction_timeout_s: float = 5.0,
-        max_cached_entities: int = 1_000_000,
+        *,
+        batch_size: int,
+        instance_id: str,
+        session_timeout_ms: int,
+        stall_timeout_s: float,
+        transaction_timeout_s: float,
+        max_cached_entities: int,
     ) -> None:
+        """Every tunable from the featurizer's settings (:meth:`from_settings`), where the
+        defaults are written."""
         self.featurizer = featurizer
         self.state = state
         self.brokers = brokers
@@ -127,7 +129,7 @@ class LiveFeaturizer:
         # a compose service, a Kubernetes pod's ordinal name; or MILLRACE_INSTANCE_ID), so a
         # restarted replica's first transaction fences and aborts what its dead predecessor left
         # open instead of readers waiting for that transaction to time out.
-        self.instance_id = instance_id or socket.gethostname()
+        self.instance_id = instance_id
         self.consumer = Consumer(
             consumer_config(
                 brokers,
@@ -153,20 +155,23 @@ class LiveFeaturizer:
         )
 
     @classmethod
-    def from_settings(
-        cls, settings: CommonSettings, group: str = "millrace-featurizer", **options: Any
-    ) -> LiveFeaturizer:
-        """The runner for the settings' feature module, topics, Redis and broker."""
+    def from_settings(cls, settings: FeaturizerSettings) -> LiveFeaturizer:
+        """The runner the settings describe: their feature module, topics, Redis and broker."""
         return cls(
             Featurizer(load_feature_module(settings.feature_module)),
             RedisState.from_url(settings.redis_url, settings.topic_prefix),
             settings.kafka,
-            group=f"{settings.topic_prefix}{group}",
+            group=f"{settings.topic_prefix}{settings.group}",
             events_topic=settings.events_topic,
             features_topic=settings.features_topic,
             labels_topic=settings.labels_topic,
             dead_letter_topic=settings.dead_letter_topic,
-            **options,
+            batch_size=settings.batch_size,
+            instance_id=settings.instance_id,
+            session_timeout_ms=settings.session_timeout_ms,
+            stall_timeout_s=settings.stall_timeout_s,
+            transaction_timeout_s=settings.transaction_timeout_s,
+            max_cached_entities=settings.max_cached_entities,
         )
 
     def install_signal_handlers(self) -> None:

@@ -4,11 +4,11 @@ import socket
 
 from pydantic import Field
 
-from millrace.settings import HttpSettings
+from millrace.settings import LOCAL_PORTS, HttpSettings
 
 
 class FeaturizerSettings(HttpSettings):
-    port: int = 8702
+    port: int = LOCAL_PORTS["featurizer"]
     group: str = "millrace-featurizer"
     # Events per Kafka transaction at most (a batch also ends after 0.2 s). A batch is
     # computed while the one before commits; measured on 60 days of flights, 10,000 gave 1.17x

@@ -4,11 +4,11 @@ from pathlib import Path
 
 from pydantic import Field
 
-from millrace.settings import HttpSettings
+from millrace.settings import LOCAL_PORTS, HttpSettings
 
 
 class RegistrySettings(HttpSettings):
-    port: int = 8700
+    port: int = LOCAL_PORTS["model-registry"]
     data_dir: Path = Path(".run/registry")
     max_body_bytes: int = 64 * 1024 * 1024
     # Verify publishers' Ed25519 signatures on upload (with MILLRACE_VERIFY_KEY).
@@ -22,9 +22,8 @@ class RegistrySettings(HttpSettings):
     # The console's time series: the service instances the registry samples (role -> base
     # URLs; the defaults are the local stack's ports), how often, and for how long points stay.
     metrics_targets: dict[str, list[str]] = {
-        "featurizer": ["http://127.0.0.1:8702"],
-        "trainer": ["http://127.0.0.1:8703"],
-        "predictor": ["http://127.0.0.1:8701"],
+        role: [f"http://127.0.0.1:{LOCAL_PORTS[role]}"]
+        for role in ("featurizer", "trainer", "predictor")
     }
     metrics_interval_s: float = Field(default=10.0, gt=0)
     metrics_retention_hours: float = Field(default=48.0, gt=0)

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from millrace.settings import HttpSettings
+from millrace.settings import LOCAL_PORTS, HttpSettings
 
 
 class PredictorSettings(HttpSettings):
-    port: int = 8701
+    port: int = LOCAL_PORTS["predictor"]
     alias: str = "production"
     poll_interval_s: float = 5.0
     keep_versions: int = 3

@@ -71,12 +71,15 @@ class WindowedJoin:
 
     def __init__(
         self,
-        window_ms: int = 3_600_000,
-        label_wait_ms: int = 24 * 3_600_000,
-        batch_samples: int | None = None,
-        idle_ms: int | None = None,
-        max_waiting: int | None = None,
+        *,
+        window_ms: int,
+        label_wait_ms: int,
+        batch_samples: int | None,
+        idle_ms: int | None,
+        max_waiting: int | None,
     ) -> None:
+        """Every value from the trainer's settings (``service.make_join``), where the defaults
+        are written."""
         if batch_samples is not None and batch_samples < 1:
             raise ValueError("batch_samples must be positive")
         self.window_ms = window_ms

@@ -9,6 +9,7 @@ import uuid
 from confluent_kafka import Consumer, TopicPartition
 
 from millrace.kafka import consumer_config, has_data, watermarks
+from millrace.learners import Classifier
 from millrace.records import decode_features, decode_label
 from millrace.registry_client import RegistryClient
 from millrace_trainer.batching import WindowedJoin
@@ -22,21 +23,32 @@ def group_id(settings: TrainerSettings) -> str:
     return f"{settings.topic_prefix}{settings.group}"
 
 
+def make_join(settings: TrainerSettings, counting: bool = False) -> WindowedJoin:
+    """The settings' join; ``counting`` everything the topics hold at once, nothing idles
+    and nothing is let go for waiting too long."""
+    return WindowedJoin(
+        window_ms=settings.window_ms,
+        label_wait_ms=settings.label_wait_ms,
+        batch_samples=settings.batch_samples,
+        idle_ms=None if counting else settings.idle_partition_ms,
+        max_waiting=None if counting else settings.max_waiting,
+    )
+
+
 def make_trainer(
-    settings: TrainerSettings, client: RegistryClient, feature_schema: str
+    settings: TrainerSettings,
+    client: RegistryClient,
+    feature_schema: str,
+    learner: Classifier | None = None,
 ) -> StreamTrainer:
+    """The trainer the settings describe (with ``learner`` instead of a fresh one of the
+    settings' kind, when given)."""
     return StreamTrainer(
-        settings.build_learner(),
+        learner if learner is not None else settings.build_learner(),
         client,
         settings.model_name,
         feature_schema,
-        join=WindowedJoin(
-            settings.window_ms,
-            settings.label_wait_ms,
-            settings.batch_samples,
-            idle_ms=settings.idle_partition_ms,
-            max_waiting=settings.max_waiting,
-        ),
+        join=make_join(settings),
         publish_every=settings.publish_every,
         promotion=settings.promotion,
         run_key=group_id(settings),
@@ -83,7 +95,7 @@ def learnable_samples(settings: TrainerSettings, timeout: float = 600.0) -> tupl
     """(samples, records): how many samples the trainer's join yields over everything the
     features and labels topics hold now, and how many records that is. A run over the same
     topics learns exactly that many, so benchmarks and tests stop on it, not on a stall."""
-    join = WindowedJoin(settings.window_ms, settings.label_wait_ms, settings.batch_samples)
+    join = make_join(settings, counting=True)
     reader = Consumer(
         consumer_config(settings.kafka, f"{group_id(settings)}-count-{uuid.uuid4().hex}")
     )

@@ -3,20 +3,22 @@ from __future__ import annotations
 import warnings
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from millrace.learners import Classifier, make_learner
-from millrace.settings import HttpSettings
-from millrace_trainer.training import Promotion
+from millrace.settings import LOCAL_PORTS, HttpSettings
+
+#: After each publish: move `production` to the new version, or leave promotion to others.
+Promotion = Literal["always", "none"]
 
 #: What the deprecated ``demo_baseline = true`` stands for.
 DEMO_BASELINE_EVENTS = "millrace_flights.events:baseline_events"
 
 
 class TrainerSettings(HttpSettings):
-    port: int = 8703
+    port: int = LOCAL_PORTS["trainer"]
     group: str = "millrace-trainer"
     # Mini-batches: event-time tumbling windows of the feature time; a window is learned once
     # every partition has moved `label_wait_ms` past its end. Five minutes measured best on the

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge
@@ -31,6 +31,7 @@ from millrace.registry_client import RegistryClient, RegistryError
 from millrace_trainer.batching import Batch, WindowedJoin
 from millrace_trainer.checkpoints import VerifiedCheckpoint
 from millrace_trainer.lineage import Lineage
+from millrace_trainer.settings import Promotion
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ ROLLING = Gauge(
 )
 LAST_ROUND_LOSS = Gauge("millrace_trainer_last_round_loss", "Training loss after the last round")
 
-Promotion = Literal["always", "none"]
-
 
 class StreamTrainer:
     def __init__(
@@ -63,19 +62,22 @@ class StreamTrainer:
         client: RegistryClient,
         model_name: str,
         feature_schema: str,
-        join: WindowedJoin | None = None,
-        publish_every: int = 2,
-        promotion: Promotion = "always",
-        run_key: str = "trainer",
-        baseline_rounds: int | None = None,
-        gate_margin: float | None = None,
-        rolling_batches: int = 288,
+        *,
+        join: WindowedJoin,
+        publish_every: int,
+        promotion: Promotion,
+        run_key: str,
+        baseline_rounds: int | None,
+        gate_margin: float | None,
+        rolling_batches: int,
     ) -> None:
+        """Every tunable from the trainer's settings (``service.make_trainer``), where the
+        defaults are written."""
         self.learner = learner
         self.client = client
         self.model_name = model_name
         self.feature_schema = feature_schema
-        self.join = join or WindowedJoin()
+        self.join = join
         self.publish_every = publish_every
         self.promotion = promotion
         self.run_key = run_key
