@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import orjson
@@ -28,6 +28,9 @@ from millrace.features.api import (
 )
 from millrace.progress import Progress
 from millrace.records import FeatureRecord, LabelRecord, encode
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,13 @@ class SourceEvent(msgspec.Struct, frozen=True, gc=False):
     #: Whether the event came as a Kafka message, whose key must then be the envelope's key
     #: (files and in-memory lists have no message key to check).
     from_kafka: bool = True
+
+
+def source_event(message: Message) -> SourceEvent:
+    """The event a Kafka record carries (a data record: it has a partition and an offset)."""
+    partition, offset = message.partition(), message.offset()
+    assert partition is not None and offset is not None  # data messages always have both
+    return SourceEvent(message.value() or b"", message.key(), partition, offset)
 
 
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):

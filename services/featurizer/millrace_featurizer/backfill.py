@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer
 
-from millrace.featurize import SourceEvent
+from millrace.featurize import SourceEvent, source_event
 from millrace.kafka import Brokers, consumer_config, read_range, watermarks
 
 ENVELOPE_COLUMNS = ("schema", "id", "type", "key", "ts", "data")
@@ -82,8 +82,6 @@ def from_topic(
     try:
         for partition, (low, high) in ends.items():
             for batch in read_range(reader, topic, partition, low, high):
-                for message in batch:
-                    offset = message.offset() or 0
-                    yield SourceEvent(message.value() or b"", message.key(), partition, offset)
+                yield from map(source_event, batch)
     finally:
         reader.close()

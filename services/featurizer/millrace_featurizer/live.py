@@ -27,14 +27,12 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from confluent_kafka import (
     Consumer,
     KafkaException,
-    Message,
     Producer,
     TopicPartition,
 )
@@ -43,7 +41,7 @@ from prometheus_client import Counter, Gauge
 from millrace import collector
 from millrace.envelope import MAX_EVENT_BYTES
 from millrace.features import load_feature_module
-from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent
+from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent, source_event
 from millrace.health import Liveness, ServiceFailed
 from millrace.kafka import (
     Brokers,
@@ -51,12 +49,11 @@ from millrace.kafka import (
     client_config,
     consumer_config,
     has_data,
-    read_range,
     retry_retriable,
-    watermarks,
 )
 from millrace.state import RedisState
 from millrace_featurizer.owned_state import OwnedState
+from millrace_featurizer.recovery import StateRecovery
 from millrace_featurizer.settings import FeaturizerSettings
 
 log = logging.getLogger(__name__)
@@ -67,9 +64,6 @@ LABELS_OUT = Counter("millrace_featurizer_labels_total", "Label records produced
 DEAD = Counter("millrace_featurizer_dead_letters_total", "Events dead-lettered", ["kind"])
 LATE = Counter("millrace_featurizer_late_events_total", "Events later than the allowed lateness")
 STATE_WRITES = Counter("millrace_featurizer_state_writes_total", "Entity state writes")
-RECOVERED = Counter(
-    "millrace_featurizer_recovered_events_total", "Events replayed to restore Redis state"
-)
 LAG_MS = Gauge("millrace_featurizer_event_time_lag_ms", "Wall clock minus newest event time")
 FAILED_TRANSACTIONS = Counter(
     "millrace_featurizer_failed_transactions_total", "Transactions aborted and read again"
@@ -123,8 +117,6 @@ class LiveFeaturizer:
         #: One batch commits (Kafka, then Redis) in this thread while the next is computed.
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="featurizer-commit")
         self._pending: Future[None] | None = None
-        #: Assigned partitions whose Redis state is not yet caught up (paused until it is).
-        self._unrecovered: set[int] = set()
         # The transactional id is the same for every incarnation of a replica (its hostname:
         # a compose service, a Kubernetes pod's ordinal name; or MILLRACE_INSTANCE_ID), so a
         # restarted replica's first transaction fences and aborts what its dead predecessor left
@@ -152,6 +144,17 @@ class LiveFeaturizer:
                     "compression.type": "lz4",
                 },
             )
+        )
+        self.recovery = StateRecovery(
+            featurizer,
+            state,
+            self.consumer,
+            brokers,
+            group,
+            events_topic,
+            batch_size,
+            self.liveness,
+            self.stopping,
         )
 
     @classmethod
@@ -207,12 +210,12 @@ class LiveFeaturizer:
     def _loop(self) -> None:
         while not self.stopping.is_set():
             self.liveness.check()
-            if self._unrecovered:
+            if self.recovery.unrecovered:
                 if self._settle():
-                    self._recover()
+                    self.recovery.recover()
                 continue
             messages = self.consumer.consume(self.batch_size, timeout=0.2)
-            batch = [_source(m) for m in messages if has_data(m)]
+            batch = [source_event(m) for m in messages if has_data(m)]
             self.events_read += len(batch)
             if not batch:
                 if self._settle():
@@ -343,7 +346,7 @@ class LiveFeaturizer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)
         consumer.pause(partitions)
-        self._unrecovered.update(tp.partition for tp in partitions)
+        self.recovery.assigned(tp.partition for tp in partitions)
         self.owned.drop_partitions(tp.partition for tp in partitions)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -351,68 +354,5 @@ class LiveFeaturizer:
             # The batch in flight finishes before its partitions go (its outcome is handled in
             # the loop): the next owner then finds Redis at the committed offsets.
             wait([self._pending])
-        self._unrecovered.difference_update(tp.partition for tp in partitions)
+        self.recovery.revoked(tp.partition for tp in partitions)
         self.owned.drop_partitions(tp.partition for tp in partitions)
-
-    def _recover(self) -> None:
-        """Bring Redis up to the committed offsets of the newly assigned partitions, then let
-        them be consumed."""
-        pending = sorted(self._unrecovered)
-        fences = self.state.fences()
-        committed = self.consumer.committed(
-            [TopicPartition(self.events_topic, p) for p in pending], timeout=30
-        )
-        for tp in committed:
-            start = fences.get(tp.partition, -1) + 1
-            if tp.offset >= 0 and start < tp.offset:
-                log.warning(
-                    "redis state behind the committed offset; replaying the gap",
-                    extra={"partition": tp.partition, "from": start, "to": tp.offset},
-                )
-                if not self._replay_state(tp.partition, start, tp.offset):
-                    return  # revoked or stopping meanwhile: the next owner replays the rest
-            self._unrecovered.discard(tp.partition)
-        if not self._unrecovered:
-            self.consumer.resume(self.consumer.assignment())
-
-    def _replay_state(self, partition: int, start: int, end: int, timeout: float = 600.0) -> bool:
-        """Replay events ``[start, end)`` of ``partition`` into Redis only; False if the
-        partition was revoked (or the runner told to stop) before the end."""
-        reader = Consumer(
-            consumer_config(self.brokers, f"{self.group}-recovery-{uuid.uuid4().hex}")
-        )
-        try:
-            low, _ = watermarks(reader, self.events_topic)[partition]
-            gap = read_range(
-                reader, self.events_topic, partition, max(start, low), end, self.batch_size, timeout
-            )
-            for messages in gap:
-                batch = [_source(m) for m in messages]
-                result = self.featurizer.run_batch(batch, self.state.read_many)
-                self.state.apply(result.writes, {partition: batch[-1].offset})
-                RECOVERED.inc(len(batch))
-                self.liveness.beat()
-                self._stay_in_group()
-                if partition not in self._unrecovered or self.stopping.is_set():
-                    return False
-            self.state.apply({}, {partition: end - 1})
-            return True
-        finally:
-            reader.close()
-
-    def _stay_in_group(self) -> None:
-        """Poll the (paused) consumer between replay chunks: it keeps the group membership
-        alive and serves rebalances. Records it still had buffered are put back."""
-        rewind_to: dict[int, int] = {}
-        for message in self.consumer.consume(self.batch_size, timeout=0):
-            if has_data(message):
-                source = _source(message)
-                rewind_to.setdefault(source.partition, source.offset)
-        for partition, offset in rewind_to.items():
-            self.consumer.seek(TopicPartition(self.events_topic, partition, offset))
-
-
-def _source(message: Message) -> SourceEvent:
-    partition, offset = message.partition(), message.offset()
-    assert partition is not None and offset is not None  # data messages always have both
-    return SourceEvent(message.value() or b"", message.key(), partition, offset)
