@@ -21,16 +21,16 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 import millrace
-from millrace.artifacts import dump_model, load_model
 from millrace.errors import ServiceFailed
 from millrace.evaluation import RollingScores, Scores
 from millrace.join import Sample
 from millrace.learners import kernels
 from millrace.learners.base import Classifier, WindowStats, learner_from_state
-from millrace.registry_client import RegistryClient, RegistryError
+from millrace.registry_client import RegistryClient
 from millrace_trainer.batching import Batch, WindowedJoin
 from millrace_trainer.checkpoints import VerifiedCheckpoint
 from millrace_trainer.lineage import Lineage
+from millrace_trainer.publishing import Publisher
 from millrace_trainer.settings import Promotion
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ class EmptyBaseline(ServiceFailed):
 SAMPLES = Counter("millrace_trainer_samples_total", "Joined samples learned")
 BATCHES = Counter("millrace_trainer_batches_total", "Mini-batches learned")
 ROUNDS = Counter("millrace_trainer_rounds_total", "Rounds run over mini-batches")
-PUBLISHED = Counter("millrace_trainer_versions_published_total", "Versions published")
 GATE_REFUSED = Counter(
     "millrace_trainer_gate_refused_total", "Versions not published: worse than their parent"
 )
@@ -74,13 +73,10 @@ class StreamTrainer:
         """Every tunable from the trainer's settings (``service.make_trainer``), where the
         defaults are written."""
         self.learner = learner
-        self.client = client
-        self.model_name = model_name
+        self.publisher = Publisher(client, model_name, run_key, promotion)
         self.feature_schema = feature_schema
         self.join = join
         self.publish_every = publish_every
-        self.promotion = promotion
-        self.run_key = run_key
         self.baseline_rounds = baseline_rounds
         # The validation gate: publish only if the learning model's prequential log-loss since
         # the parent is at most the parent's own on the same batches plus this margin.
@@ -192,35 +188,22 @@ class StreamTrainer:
 
     def publish(self, source: dict[str, Any]) -> int:
         """Publish the current model once per stream position (a replay finds it again)."""
-        position = f"{self.run_key}/{self.batches_total}"
-        found = self.client.list_versions(self.model_name, limit=1, tag=("position", position))
-        if found["items"]:
-            version = int(found["items"][0]["version"])
-            log.info("version already published", extra={"version": version, "position": position})
-        else:
-            metadata = {
-                "tags": {"position": position},
-                "lineage": {
-                    "parent": self.lineage.parent,
-                    "input_offsets": self.lineage.offsets,
-                    "source": source,
-                    "feature_schema": self.feature_schema,
-                    "learner": {"kind": self.learner.kind, **self.learner.config},
-                    "code_version": millrace.__version__,
-                },
-                "metrics": {
-                    **self.lineage.metrics(),
-                    "rolling": self.rolling.total().as_dict(),
-                    "gate": self._gate_report(),
-                },
-            }
-            version = int(
-                self.client.publish(self.model_name, dump_model(self.learner), metadata)["version"]
-            )
-            PUBLISHED.inc()
-            log.info("published version", extra={"model": self.model_name, "version": version})
-        if self.promotion == "always":
-            self._promote(version)
+        metadata = {
+            "lineage": {
+                "parent": self.lineage.parent,
+                "input_offsets": self.lineage.offsets,
+                "source": source,
+                "feature_schema": self.feature_schema,
+                "learner": {"kind": self.learner.kind, **self.learner.config},
+                "code_version": millrace.__version__,
+            },
+            "metrics": {
+                **self.lineage.metrics(),
+                "rolling": self.rolling.total().as_dict(),
+                "gate": self._gate_report(),
+            },
+        }
+        version = self.publisher.publish(self.learner, self.batches_total, metadata)
         self.version = version
         self.lineage = Lineage(parent=version)
         self._remember_parent()
@@ -238,23 +221,6 @@ class StreamTrainer:
             "margin": self.gate_margin,
             "parent_on_the_same_batches": self.lineage.parent_scores.as_dict(),
         }
-
-    def _promote(self, version: int) -> None:
-        current = self.client.get_alias(self.model_name, "production")
-        if current == version:
-            return
-        try:
-            self.client.move_alias(
-                self.model_name,
-                "production",
-                version,
-                current,
-                reason="trainer: promotion policy always",
-            )
-        except RegistryError as exc:
-            if exc.status != 409:
-                raise
-            log.warning("production moved meanwhile; not promoted", extra={"version": version})
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -305,13 +271,9 @@ class StreamTrainer:
                 extra={"batches": self.batches_total, "version": self.version},
             )
             return
-        found = self.client.list_versions(
-            self.model_name, limit=1, tag=("position", f"{self.run_key}/0")
-        )
-        if found["items"]:
-            baseline_version = int(found["items"][0]["version"])
-            artifact = self.client.download(self.model_name, baseline_version)
-            self.learner = load_model(artifact, allow_pickle=True)
+        baseline_version = self.publisher.published_at(0)
+        if baseline_version is not None:
+            self.learner = self.publisher.download(baseline_version)
             self._remember_parent()
             self.version = baseline_version
             self.lineage = Lineage(parent=baseline_version)

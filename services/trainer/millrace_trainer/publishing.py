@@ -1,0 +1,80 @@
+"""Publishing and promotion, apart from learning: a version per stream position at most (a
+replay after a crash finds the one it published before), and `production` moved to it by
+compare-and-set when the promotion policy says so."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import Counter
+
+from millrace.artifacts import dump_model, load_model
+from millrace.learners.base import Classifier
+from millrace.registry_client import RegistryClient, RegistryError
+from millrace_trainer.settings import Promotion
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = Counter("millrace_trainer_versions_published_total", "Versions published")
+
+
+class Publisher:
+    def __init__(
+        self, client: RegistryClient, model_name: str, run_key: str, promotion: Promotion
+    ) -> None:
+        self.client = client
+        self.model_name = model_name
+        #: Positions are this run's: ``run_key/batches``, a version's ``position`` tag.
+        self.run_key = run_key
+        self.promotion = promotion
+
+    def position(self, batches: int) -> str:
+        return f"{self.run_key}/{batches}"
+
+    def published_at(self, batches: int) -> int | None:
+        """The version published at this stream position, if any."""
+        found = self.client.list_versions(
+            self.model_name, limit=1, tag=("position", self.position(batches))
+        )
+        return int(found["items"][0]["version"]) if found["items"] else None
+
+    def download(self, version: int) -> Classifier:
+        """A published version's model (verified by the client before it is loaded)."""
+        return load_model(self.client.download(self.model_name, version), allow_pickle=True)
+
+    def publish(self, learner: Classifier, batches: int, metadata: dict[str, Any]) -> int:
+        """``learner`` as the version of stream position ``batches`` (once: a replay finds it
+        again), promoted if the policy says so; returns the version."""
+        version = self.published_at(batches)
+        if version is not None:
+            log.info(
+                "version already published",
+                extra={"version": version, "position": self.position(batches)},
+            )
+        else:
+            tags = {"tags": {"position": self.position(batches)}}
+            answer = self.client.publish(self.model_name, dump_model(learner), tags | metadata)
+            version = int(answer["version"])
+            PUBLISHED.inc()
+            log.info("published version", extra={"model": self.model_name, "version": version})
+        if self.promotion == "always":
+            self.promote(version)
+        return version
+
+    def promote(self, version: int) -> None:
+        current = self.client.get_alias(self.model_name, "production")
+        if current == version:
+            return
+        try:
+            self.client.move_alias(
+                self.model_name,
+                "production",
+                version,
+                current,
+                reason="trainer: promotion policy always",
+            )
+        except RegistryError as exc:
+            if exc.status != 409:
+                raise
+            log.warning("production moved meanwhile; not promoted", extra={"version": version})
