@@ -28,16 +28,37 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from millrace.join import Pairs, Sample
 from millrace.records import FeatureRecord, LabelRecord
 
-#: A buffered record: the record, its partition ("topic/partition"), offset and whether it is
-#: read again after a restart (it was consumed before the checkpoint).
-Held = tuple[Any, str, int, bool]
-#: A joined sample with the partitions and offsets of its two records.
-Joined = tuple[Sample, str, int, str, int]
+
+class Held(NamedTuple):
+    """A buffered record, where it was read, and whether it is read again after a restart
+    (it was consumed before the checkpoint)."""
+
+    record: Any  # FeatureRecord | LabelRecord
+    partition: str  # "topic/partition"
+    offset: int
+    replayed: bool
+
+
+class Joined(NamedTuple):
+    """A joined sample with where its two records were read."""
+
+    sample: Sample
+    features_partition: str
+    features_offset: int
+    label_partition: str
+    label_offset: int
+
+
+class Counted(NamedTuple):
+    """A sample waiting for a count batch, with the start of its window."""
+
+    joined: Joined
+    window: int
 
 
 @dataclass(frozen=True)
@@ -90,7 +111,7 @@ class WindowedJoin:
         self.pairs: Pairs[Held, Held] = Pairs(max_waiting)
         self.windows: dict[int, list[Joined]] = {}
         #: Count batches: (sample, its window) handed out, not yet batched.
-        self.pending: list[tuple[Joined, int]] = []
+        self.pending: list[Counted] = []
         self.newest: dict[str, int] = {}
         self.consumed: dict[str, int] = {}  # partition -> next offset after the last record
         self.partitions: set[str] = set()
@@ -124,7 +145,7 @@ class WindowedJoin:
         if self.learned_until is not None and start < self.learned_until:
             self.late += not replayed  # its window is learned already
             return
-        held: Held = (record, partition, offset, replayed)
+        held = Held(record, partition, offset, replayed)
         partner = self.pairs.add_left(record.id, held)
         if partner is None:
             heapq.heappush(self._expiry, (record.ts, 0, record.id))
@@ -132,7 +153,7 @@ class WindowedJoin:
             self._window(held, partner)
 
     def add_label(self, partition: str, record: LabelRecord, offset: int) -> None:
-        held: Held = (record, partition, offset, self._seen(partition, record.ts, offset))
+        held = Held(record, partition, offset, self._seen(partition, record.ts, offset))
         partner = self.pairs.add_right(record.id, held)
         if partner is None:
             heapq.heappush(self._expiry, (record.ts, 1, record.id))
@@ -160,13 +181,13 @@ class WindowedJoin:
         return offset + 1 <= until
 
     def _window(self, features: Held, label: Held) -> None:
-        record, label_record = features[0], label[0]
+        record, label_record = features.record, label.record
         start = record.ts - record.ts % self.window_ms
         if label_record.ts > start + self.window_ms + self.label_wait_ms:
-            self.late += not (features[3] and label[3])  # decided before the checkpoint
+            self.late += not (features.replayed and label.replayed)  # decided before the checkpoint
             return
         sample = Sample(record.id, record.ts, record.features, label_record.label)
-        joined: Joined = (sample, features[1], features[2], label[1], label[2])
+        joined = Joined(sample, features.partition, features.offset, label.partition, label.offset)
         self.windows.setdefault(start, []).append(joined)
 
     # -- output ------------------------------------------------------------------------------
@@ -199,10 +220,10 @@ class WindowedJoin:
         closed = (horizon - self.window_ms - 1) // self.window_ms * self.window_ms
         batches: list[tuple[int, list[Joined]]] = []
         for start in sorted(s for s in self.windows if s <= closed):
-            joined = sorted(self.windows.pop(start), key=lambda j: (j[0].ts, j[0].id))
+            joined = sorted(self.windows.pop(start), key=lambda j: (j.sample.ts, j.sample.id))
             if start == self.learned_until and self.resume_from is not None:
                 first = self.resume_from  # the samples before it were learned before a restart
-                joined = [j for j in joined if (j[0].ts, j[0].id) >= first]
+                joined = [j for j in joined if (j.sample.ts, j.sample.id) >= first]
                 self.resume_from = None
             batches.append((start, joined))
         if self.learned_until is None or closed + self.window_ms > self.learned_until:
@@ -210,7 +231,7 @@ class WindowedJoin:
         self._expire(horizon)
         if self.batch_samples is not None:
             return self._by_count(batches, self.batch_samples)
-        return [Batch(s, s + self.window_ms, [j[0] for j in joined]) for s, joined in batches]
+        return [Batch(s, s + self.window_ms, [j.sample for j in joined]) for s, joined in batches]
 
     def _expire(self, horizon: int) -> None:
         """Records that can no longer meet a partner within the wait leave the buffer."""
@@ -218,19 +239,21 @@ class WindowedJoin:
             ts, kind, key = heapq.heappop(self._expiry)
             side = self.pairs.right if kind else self.pairs.left
             held = side.get(key)
-            if held is not None and held[0].ts == ts:
+            if held is not None and held.record.ts == ts:
                 del side[key]
-                self.expired += not held[3]
+                self.expired += not held.replayed
 
     def _by_count(self, windows: list[tuple[int, list[Joined]]], size: int) -> list[Batch]:
         for start, joined in windows:
-            self.pending += [(j, start) for j in joined]
+            self.pending += [Counted(j, start) for j in joined]
         full = len(self.pending) // size * size
         cuts = [self.pending[i : i + size] for i in range(0, full, size)]
         self.pending = self.pending[full:]
-        return [
-            Batch(cut[0][0][0].ts, cut[-1][0][0].ts + 1, [j[0] for j, _ in cut]) for cut in cuts
-        ]
+        batches = []
+        for cut in cuts:
+            first, last = cut[0].joined.sample, cut[-1].joined.sample
+            batches.append(Batch(first.ts, last.ts + 1, [c.joined.sample for c in cut]))
+        return batches
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -241,7 +264,7 @@ class WindowedJoin:
         if self.resume_from is not None:  # restored, and that window is not handed out yet
             resume_from = list(self.resume_from)
         if self.pending:
-            (sample, *_), learned_until = self.pending[0]
+            sample, learned_until = self.pending[0].joined.sample, self.pending[0].window
             resume_from = [sample.ts, sample.id]
         newest, consumed = dict(self.newest), dict(self.consumed)
         for partition, ts in self.replay.newest.items():
@@ -268,13 +291,13 @@ class WindowedJoin:
                 needed[partition] = offset
 
         for side in (self.pairs.left, self.pairs.right):
-            for _, partition, offset, _ in side.values():
-                hold(partition, offset)
+            for held in side.values():
+                hold(held.partition, held.offset)
         joined = [j for js in self.windows.values() for j in js]
-        joined += [j for j, _ in self.pending]
-        for _, fp, fo, lp, lo in joined:
-            hold(fp, fo)
-            hold(lp, lo)
+        joined += [c.joined for c in self.pending]
+        for j in joined:
+            hold(j.features_partition, j.features_offset)
+            hold(j.label_partition, j.label_offset)
         return needed
 
     def restore(self, cursor: dict[str, Any], needed: dict[str, int]) -> None:
