@@ -159,6 +159,21 @@ def prometheus_value(query: str) -> float:
     return float(answer["data"]["result"][0]["value"][1])
 
 
+def produce_from_host(settings_file: Path, events: Path) -> str:
+    """`millrace produce` on the host, to the published Kafka listener; returns what it said."""
+    host = {
+        **os.environ,
+        "MILLRACE_KAFKA_BOOTSTRAP": "localhost:9092",
+        "MILLRACE_CONFIG": str(settings_file),
+    }
+    produced = subprocess.run(
+        [sys.executable, "-m", "millrace_stack.cli", "produce", str(events)],
+        env=host, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+    return produced.stdout
+
+
 def host_settings() -> CommonSettings:
     """The compose stack's settings as a client on the host sees them (whatever the tests'
     own environment says)."""
@@ -221,16 +236,7 @@ def test_readme_compose_commands_serve_roll_back_and_survive_down_up(project: Pa
     events = project / "later.jsonl"
     later = {**SCHEDULED, "id": "compose-test/scheduled", "ts": SCHEDULED["ts"] + 1}
     events.write_text(json.dumps(later) + "\n")
-    host = {
-        **os.environ,
-        "MILLRACE_KAFKA_BOOTSTRAP": "localhost:9092",
-        "MILLRACE_CONFIG": str(project / "millrace.toml"),
-    }
-    produced = subprocess.run(
-        [sys.executable, "-m", "millrace_stack.cli", "produce", str(events)],
-        env=host, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert produced.returncode == 0 and "1 events" in produced.stdout, produced.stderr
+    assert "1 events" in produce_from_host(project / "millrace.toml", events)
     seen = read_topic("localhost:9092", "millrace.events", idle=5.0, timeout=120)
     assert any(m.value() and b"compose-test/scheduled" in m.value() for m in seen)
 
@@ -295,16 +301,7 @@ def test_compose_serves_a_module_of_ones_own(project: Path, tmp_path: Path):
         env.write(f"MILLRACE_PROJECT={own}\n")
 
     compose(project, "up", "-d", "--wait")
-    host = {
-        **os.environ,
-        "MILLRACE_KAFKA_BOOTSTRAP": "localhost:9092",
-        "MILLRACE_CONFIG": str(own / "millrace.toml"),
-    }
-    produced = subprocess.run(
-        [sys.executable, "-m", "millrace_stack.cli", "produce", str(stream)],
-        env=host, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert produced.returncode == 0, produced.stderr
+    produce_from_host(own / "millrace.toml", stream)
     started = next(e for e in reversed(events) if e["type"] == "job.started")
 
     def learned_answer() -> dict[str, object] | None:
