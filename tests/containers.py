@@ -43,8 +43,8 @@ def kafka_container(image: str) -> Iterator[str]:
         "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://localhost:9092,HOST://127.0.0.1:{port}",
         "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
         "KAFKA_LOG_DIRS": "/tmp/kafka-logs",
-        # As the local launcher has them: a fresh broker's first transactions otherwise meet
-        # coordinators still loading 50 partitions each (the hazard the README's Failures names).
+        # As the local launcher has them: internal topics of 3 partitions load at once on a
+        # fresh broker (50 each otherwise), which the tests start often.
         "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "3",
         "KAFKA_TRANSACTION_STATE_LOG_NUM_PARTITIONS": "3",
         "KAFKA_NUM_PARTITIONS": "3",

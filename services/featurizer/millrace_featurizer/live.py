@@ -117,8 +117,8 @@ class LiveFeaturizer:
         #: One batch commits (Kafka, then Redis) in this thread while the next is computed.
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="featurizer-commit")
         self._pending: Future[None] | None = None
-        # The transactional id is the same for every incarnation of a replica (its hostname:
-        # a compose service, a Kubernetes pod's ordinal name; or MILLRACE_INSTANCE_ID), so a
+        # The transactional id is the same for every incarnation of a replica (its instance id:
+        # a Kubernetes pod's ordinal name, or what compose and the local stack set), so a
         # restarted replica's first transaction fences and aborts what its dead predecessor left
         # open instead of readers waiting for that transaction to time out.
         self.instance_id = instance_id

@@ -17,8 +17,8 @@ class FeaturizerSettings(HttpSettings):
     partitions: int = 3
     # A stable, unique id per replica: a restarted replica then fences the transaction its dead
     # predecessor left open instead of readers waiting for it to expire. The default, the host
-    # name, is stable per compose service and per Kubernetes StatefulSet pod (name-0, name-1);
-    # replicas sharing a host need one each (the local stack sets featurizer-0).
+    # name, is stable per Kubernetes StatefulSet pod (name-0, name-1), not per compose container
+    # (its id): the compose file and the local stack set one per replica (featurizer-0, -1).
     instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
     # How soon the group notices a dead replica and hands its partitions to another.
     session_timeout_ms: int = 10_000
