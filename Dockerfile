@@ -8,6 +8,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
+COPY cli ./cli
 COPY infra ./infra
 COPY examples ./examples
 RUN pip install .

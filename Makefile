@@ -24,13 +24,13 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 up: install
-	$(PY) -m millrace_stack.cli up
+	$(PY) -m millrace_cli up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m millrace_stack.cli down; fi
+	@if [ -x $(PY) ]; then $(PY) -m millrace_cli down; fi
 
 status: install
-	$(PY) -m millrace_stack.cli status
+	$(PY) -m millrace_cli status
 
 lint: install
 	$(PY) -m ruff check .

@@ -32,17 +32,18 @@ import orjson
 from common import infrastructure, print_table, record
 from confluent_kafka import Consumer, Producer
 
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import TopicSpec, consumer_config, ensure_topics, has_data
 from millrace.record_files import write_parquet
 from millrace.records import FEATURES_V1
 from millrace.state import RedisState
+from millrace_cli.replay import replay
 from millrace_featurizer.backfill import from_file, from_topic
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_featurizer.settings import FeaturizerSettings
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
-from millrace_stack.replay import replay
+from millrace_flights.events import flight_events, load_flights
 
 MODULE = "millrace_flights.features:FlightsFeatures"
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -164,8 +165,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=60, help="days of 2013 to use")
     args = parser.parse_args()
-    end = to_epoch_ms("2013-01-01") + args.days * 86_400_000
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), end)
+    end = day_start_ms("2013-01-01") + args.days * 86_400_000
+    events = flight_events(load_flights(), day_start_ms("2013-01-01"), end)
     truth = sorted(
         backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events)).feature_bytes
     )

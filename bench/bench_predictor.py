@@ -22,6 +22,7 @@ import orjson
 from common import infrastructure, print_table, record
 
 from millrace.artifacts import dump_model
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.join import join_all
@@ -29,7 +30,7 @@ from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.learners import LogisticRegression
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_stack.processes import ProcessTable, free_port
 from millrace_stack.stack import wait_http
 
@@ -69,7 +70,7 @@ def measure(url: str, bodies: list[bytes]) -> dict[str, float]:
 
 
 def main() -> None:
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
+    events = flight_events(load_flights(), day_start_ms("2013-01-01"), day_start_ms("2013-01-04"))
     result = backfill(
         Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),

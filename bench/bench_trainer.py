@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, Producer
 from river import linear_model
 
 from millrace.artifacts import dump_model
+from millrace.days import day_start_ms
 from millrace.evaluation import log_loss
 from millrace.features import feature_schema_hash, load_feature_module
 from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
@@ -48,7 +49,7 @@ from millrace.join import Sample, join_all
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics
 from millrace.learners import Classifier
 from millrace.registry_client import RegistryClient
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_flights.events import flight_events, load_flights
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
@@ -326,11 +327,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=REPS)
     args = parser.parse_args()
     settings = TrainerSettings()  # the trainer service's defaults
-    end = to_epoch_ms(f"2013-{args.months + 1:02d}-01" if args.months < 12 else "2014-01-01")
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), end)
+    end = day_start_ms(f"2013-{args.months + 1:02d}-01" if args.months < 12 else "2014-01-01")
+    events = flight_events(load_flights(), day_start_ms("2013-01-01"), end)
     result = backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
     samples = join_all(result.features, result.labels)
-    cut = to_epoch_ms("2013-02-01")
+    cut = day_start_ms("2013-02-01")
     base = [s for s in samples if s.ts < cut]
     stream = [s for s in samples if s.ts >= cut]
 

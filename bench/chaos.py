@@ -8,12 +8,15 @@ Prints a table and merges ``chaos_*`` figures into bench/results.json.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 from common import print_table, record
 
-from millrace_stack.chaos import ChaosConfig, run_chaos
+# The harness lives beside the tests that run it scaled down (tests/chaos.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.chaos import ChaosConfig, run_chaos
 
 
 def main() -> None:

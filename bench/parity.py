@@ -23,16 +23,17 @@ from common import infrastructure, print_table, record
 from confluent_kafka import Consumer
 from rich.progress import Progress
 
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import consumer_config, ensure_topics, has_data, pipeline_topics
 from millrace.records import FeatureRecord, LabelRecord, encode
 from millrace.state import RedisState
+from millrace_cli.replay import replay
 from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_featurizer.settings import FeaturizerSettings
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
-from millrace_stack.replay import replay
+from millrace_flights.events import flight_events, load_flights
 
 MODULE = "millrace_flights.features:FlightsFeatures"
 
@@ -78,7 +79,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--replicas", type=int, default=2)
     args = parser.parse_args()
-    start = to_epoch_ms("2013-01-01")
+    start = day_start_ms("2013-01-01")
     events = flight_events(load_flights(), start, start + args.days * 86_400_000)
     print(f"{len(events):,} events over {args.days} days")
     started = time.perf_counter()

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace.days import day_start_ms
+from millrace_flights.events import SCHEDULED, flight_events, load_flights
 
 PREDICT = "http://127.0.0.1:8701/predict"
 ALIAS = "http://127.0.0.1:8700/models/flights-delay/aliases/production"
@@ -32,7 +33,9 @@ def main(limit_s: float = 300.0) -> None:
     root = Path(__file__).resolve().parents[1]
     event = next(
         e
-        for e in flight_events(load_flights(), to_epoch_ms("2013-06-01"), to_epoch_ms("2013-06-02"))
+        for e in flight_events(
+            load_flights(), day_start_ms("2013-06-01"), day_start_ms("2013-06-02")
+        )
         if e["type"] == SCHEDULED
     )
     subprocess.run(["make", "clean"], cwd=root, capture_output=True)

@@ -14,10 +14,10 @@ from confluent_kafka import Consumer
 from millrace.kafka import Brokers, client_config, watermarks
 from millrace.settings import LOCAL_PORTS, CommonSettings, config_file
 from millrace.waiting import wait_until
+from millrace_cli.secrets import service_secrets
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.observability import write_prometheus_config
 from millrace_stack.processes import ProcessTable
-from millrace_stack.secrets import service_secrets
 
 # Service name -> the module `python -m` runs; started in this order.
 MODULES = {
@@ -26,7 +26,6 @@ MODULES = {
     "trainer": "millrace_trainer",
     "predictor": "millrace_predictor",
 }
-PORTS = LOCAL_PORTS
 STOP_ORDER = ("replay", "predictor", "trainer", "featurizer", "model-registry", "redis", "kafka")
 
 
@@ -53,7 +52,7 @@ def service_env(cfg: StackConfig) -> dict[str, str]:
     env = {
         "MILLRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{cfg.kafka_port}",
         "MILLRACE_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
-        "MILLRACE_REGISTRY_URL": f"http://127.0.0.1:{PORTS['model-registry']}",
+        "MILLRACE_REGISTRY_URL": f"http://127.0.0.1:{LOCAL_PORTS['model-registry']}",
         "MILLRACE_DATA_DIR": str((cfg.run_dir / "registry").resolve()),
     }
     if config_file().exists():
@@ -107,10 +106,10 @@ def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
         }
         procs.start(name, [sys.executable, "-m", MODULES[name]], own)
         if name == "model-registry":
-            wait_http(f"http://127.0.0.1:{PORTS[name]}/health")
+            wait_http(f"http://127.0.0.1:{LOCAL_PORTS[name]}/health")
     for name in ("featurizer", "trainer", "predictor"):
-        wait_http(f"http://127.0.0.1:{PORTS[name]}/health", timeout=300)
-    write_prometheus_config(cfg.run_dir / "observability", PORTS)
+        wait_http(f"http://127.0.0.1:{LOCAL_PORTS[name]}/health", timeout=300)
+    write_prometheus_config(cfg.run_dir / "observability", LOCAL_PORTS)
     if not settings.demo_replay:
         say(f"send your events to {settings.events_topic} (`millrace produce FILE`)")
         return
@@ -121,7 +120,7 @@ def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
             [
                 sys.executable,
                 "-m",
-                "millrace_stack.cli",
+                "millrace_cli",
                 "replay",
                 "--speed",
                 str(cfg.speed),

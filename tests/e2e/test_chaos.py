@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from millrace_stack.chaos import ChaosConfig, run_chaos
+from tests.chaos import ChaosConfig, run_chaos
 
 pytestmark = pytest.mark.integration
 

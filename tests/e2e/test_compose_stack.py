@@ -26,10 +26,10 @@ from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.record_files import write_parquet
 from millrace.settings import CommonSettings
+from millrace_cli.project import init_project
+from millrace_cli.templates.project.features import Features
+from millrace_cli.templates.project.generate import generate
 from millrace_featurizer.backfill import from_topic
-from millrace_stack.project import init_project
-from millrace_stack.templates.project.features import Features
-from millrace_stack.templates.project.generate import generate
 from tests.helpers import read_topic, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +84,7 @@ def project(tmp_path: Path) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name.decode(), target)
     secrets = subprocess.run(
-        [sys.executable, "-m", "millrace_stack.cli", "secrets"], capture_output=True, check=True
+        [sys.executable, "-m", "millrace_cli", "secrets"], capture_output=True, check=True
     ).stdout.decode()
     (folder / ".env").write_text(secrets + IMAGES_ENV.read_text())
     try:
@@ -167,7 +167,7 @@ def produce_from_host(settings_file: Path, events: Path) -> str:
         "MILLRACE_CONFIG": str(settings_file),
     }
     produced = subprocess.run(
-        [sys.executable, "-m", "millrace_stack.cli", "produce", str(events)],
+        [sys.executable, "-m", "millrace_cli", "produce", str(events)],
         env=host, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert produced.returncode == 0, produced.stderr

@@ -20,12 +20,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from millrace.days import day_start_ms
 from millrace.settings import CommonSettings
-from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace_cli.replay import replay
+from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_stack.brokers import debian_program
 from millrace_stack.observability import SHIPPED, write_prometheus_config
 from millrace_stack.processes import free_port
-from millrace_stack.replay import replay
 from tests.e2e.stack import Stack, running_stack
 from tests.helpers import wait_until
 
@@ -57,12 +58,12 @@ def stack(
     extra = {"trainer": trainer, "model-registry": registry}
     with running_stack(tmp, kafka_bootstrap, redis_url, prefix, MODEL, extra) as s:
         flights = load_flights()
-        first = flight_events(flights, to_epoch_ms("2013-01-03"), to_epoch_ms("2013-01-05"))
+        first = flight_events(flights, day_start_ms("2013-01-03"), day_start_ms("2013-01-05"))
         replay(kafka_bootstrap, s.settings.events_topic, first)
         wait_until(lambda: s.versions() >= 3, 240, "the trainer to publish from the stream")
         # The predictor follows the predictions and labels from their end, so it scores
         # what is predicted and labelled from now on.
-        then = flight_events(flights, to_epoch_ms("2013-01-05"), to_epoch_ms("2013-01-06"))
+        then = flight_events(flights, day_start_ms("2013-01-05"), day_start_ms("2013-01-06"))
         scheduled = [e for e in then if e["type"] == SCHEDULED]
         predict(s, scheduled[:500])
         replay(kafka_bootstrap, s.settings.events_topic, then)

@@ -11,10 +11,10 @@ import pytest
 from millrace.features import feature_schema_hash
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.record_files import write_parquet
-from millrace_stack.project import check_module, init_project
-from millrace_stack.replay import replay
-from millrace_stack.templates.project.features import Features
-from millrace_stack.templates.project.generate import generate
+from millrace_cli.project import check_module, init_project
+from millrace_cli.replay import replay
+from millrace_cli.templates.project.features import Features
+from millrace_cli.templates.project.generate import generate
 from tests.e2e.stack import running_stack
 from tests.helpers import read_topic, wait_until
 
@@ -31,7 +31,7 @@ def test_init_a_module_and_run_it_through_the_stack(
     events = generate(days=5, machines=8)
     sample = project / "sample.jsonl"
     sample.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events[:200]))
-    assert check_module("millrace_stack.templates.project.features:Features", sample).passed
+    assert check_module("millrace_cli.templates.project.features:Features", sample).passed
 
     # The baseline: a backfill of the first day, where the settings file says it is.
     cut = events[0]["ts"] + DAY_MS

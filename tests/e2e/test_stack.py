@@ -9,9 +9,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from millrace.days import day_start_ms
 from millrace.settings import CommonSettings
-from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
-from millrace_stack.replay import replay
+from millrace_cli.replay import replay
+from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from tests.e2e.stack import Stack, running_stack
 from tests.helpers import read_topic, wait_until
 
@@ -39,7 +40,7 @@ def test_stream_to_prediction_and_rollback(stack: Stack, kafka_bootstrap: str):
     settings = stack.settings
     assert stack.alias() == 1, "the trainer publishes and promotes the baseline first"
 
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-03"), to_epoch_ms("2013-01-06"))
+    events = flight_events(load_flights(), day_start_ms("2013-01-03"), day_start_ms("2013-01-06"))
     half = len(events) // 2
     replay(kafka_bootstrap, settings.events_topic, events[:half])
     producer = Producer({"bootstrap.servers": kafka_bootstrap})

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from millrace.state import RedisState
+from millrace_cli.replay import replay
 from millrace_stack.processes import ProcessTable, free_port
-from millrace_stack.replay import replay
 from tests.helpers import CommittedCount, read_topic, wait_until
 from tests.integration.test_featurizer_live import canonical, expected, setup_topics
 

@@ -11,9 +11,9 @@ from confluent_kafka import Producer
 from millrace.envelope import Event
 from millrace.features.api import State
 from millrace.health import ServiceFailed
+from millrace_cli.replay import replay
 from millrace_featurizer.live import MAX_DEAD_LETTER_BYTES, LiveFeaturizer
 from millrace_flights.features import FlightsFeatures
-from millrace_stack.replay import replay
 from tests.helpers import featurizer_settings, read_topic, wait_until
 from tests.integration.test_featurizer_live import canonical, expected, running, setup_topics
 

@@ -12,16 +12,17 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, watermarks
 from millrace.records import FeatureRecord, LabelRecord, encode
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
+from millrace_cli.replay import replay
 from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
-from millrace_stack.replay import replay
+from millrace_flights.events import flight_events, load_flights
 from tests.helpers import featurizer_settings, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def setup_topics(kafka_bootstrap: str, redis_url: str, prefix: str) -> CommonSet
 
 
 def expected(start: str, end: str) -> tuple[list[dict], BackfillResult]:
-    events = flight_events(load_flights(), to_epoch_ms(start), to_epoch_ms(end))
+    events = flight_events(load_flights(), day_start_ms(start), day_start_ms(end))
     return events, backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
 
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from millrace.artifacts import dump_model
 from millrace.learners import LogisticRegression
 from millrace.registry_client import RegistryClient
+from millrace_cli.app import app
 from millrace_registry.settings import RegistrySettings
-from millrace_stack.cli import app
 from millrace_stack.processes import free_port
 from tests.integration.test_registry_live import serving
 

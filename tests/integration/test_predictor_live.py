@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from millrace.artifacts import dump_model
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.join import join_all
@@ -27,7 +28,7 @@ from millrace.learners import LogisticRegression
 from millrace.records import encode
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from millrace_flights.events import SCHEDULED, flight_events, load_flights, to_epoch_ms
+from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_predictor.app import create_app as predictor_app
 from millrace_predictor.settings import PredictorSettings
 from millrace_registry.app import create_app as registry_app
@@ -67,7 +68,7 @@ def predictor_replica(registry_url: str, common: dict[str, str]) -> Iterator[htt
 
 
 def trained_models(count: int) -> list[bytes]:
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
+    events = flight_events(load_flights(), day_start_ms("2013-01-01"), day_start_ms("2013-01-04"))
     result = backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
     samples = join_all(result.features, result.labels)
     model, artifacts = LogisticRegression(), []
@@ -94,7 +95,7 @@ def setup(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
         client.move_alias(MODEL, "production", 1, None, "start")
         with predictor_replica(registry_url, common) as http:
             events = flight_events(
-                load_flights(), to_epoch_ms("2013-02-01"), to_epoch_ms("2013-02-03")
+                load_flights(), day_start_ms("2013-02-01"), day_start_ms("2013-02-03")
             )
             labels = {
                 e["data"]["flight_id"]: float(e["data"]["delayed"])

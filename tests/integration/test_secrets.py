@@ -17,12 +17,12 @@ from millrace.learners.river_adapter import RiverLearner
 from millrace.registry_client import RegistryClient, RegistryError
 from millrace.settings import DEV_TOKEN, CommonSettings, MissingSecret
 from millrace.signing import InvalidKey, generate_keypair
+from millrace_cli.replay import replay
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_predictor.serving import ModelHolder
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
-from millrace_stack.replay import replay
 from tests.helpers import featurizer_settings, read_topic, serve
 from tests.integration.test_featurizer_live import expected
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.settings import CommonSettings
+from millrace_cli.app import app
 from millrace_featurizer.settings import FeaturizerSettings
-from millrace_stack.cli import app
 from millrace_trainer.settings import TrainerSettings
 from tests.helpers import read_topic
 

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.records import encode
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_flights.events import flight_events, load_flights
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import ProcessTable, free_port
@@ -39,12 +40,12 @@ def test_killed_trainer_publishes_the_same_bytes(
         kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix
     )
     ensure_topics(kafka_bootstrap, pipeline_topics(settings))
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-07"))
+    events = flight_events(load_flights(), day_start_ms("2013-01-01"), day_start_ms("2013-01-07"))
     result = backfill(
         Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),
     )
-    stream_from = to_epoch_ms("2013-01-03")
+    stream_from = day_start_ms("2013-01-03")
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
     for topic, records in (
         (settings.features_topic, result.features),

@@ -13,13 +13,14 @@ import pytest
 from confluent_kafka import Producer
 
 from millrace.artifacts import dump_model
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.join import Sample, join_all
 from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.records import FeatureRecord, LabelRecord
 from millrace.registry_client import RegistryClient
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_flights.events import flight_events, load_flights
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
@@ -71,9 +72,9 @@ def train(
 def test_two_freshly_loaded_topic_sets_train_the_same_model(
     kafka_bootstrap: str, prefix: str, tmp_path: Path
 ) -> None:
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-06"))
+    events = flight_events(load_flights(), day_start_ms("2013-01-01"), day_start_ms("2013-01-06"))
     result = backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
-    cut = to_epoch_ms("2013-01-02")
+    cut = day_start_ms("2013-01-02")
     base = [s for s in join_all(result.features, result.labels) if s.ts < cut]
     stream = [
         [(r, b) for r, b in zip(records, raw, strict=True) if r.ts >= cut]

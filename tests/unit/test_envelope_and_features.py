@@ -3,6 +3,7 @@ import math
 import orjson
 import pytest
 
+from millrace.days import day_start_ms
 from millrace.envelope import InvalidEvent, parse_event
 from millrace.features import event_decoder, load_feature_module, process_event
 from millrace.featurize import Featurizer, SourceEvent
@@ -12,7 +13,6 @@ from millrace_flights.events import (
     SCHEDULED,
     flight_events,
     load_flights,
-    to_epoch_ms,
 )
 
 MODULE = "millrace_flights.features:FlightsFeatures"
@@ -20,7 +20,7 @@ MODULE = "millrace_flights.features:FlightsFeatures"
 
 @pytest.fixture(scope="module")
 def january_week() -> list[dict]:
-    return flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-08"))
+    return flight_events(load_flights(), day_start_ms("2013-01-01"), day_start_ms("2013-01-08"))
 
 
 def test_events_are_in_event_time_order_and_carry_labels(january_week):

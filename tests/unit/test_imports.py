@@ -1,6 +1,7 @@
 """The import graph of the project's own packages, read from the source: no cycle anywhere
 (imports inside functions count: a cycle hidden in a function is still a cycle), no service
-imports the example, and the library imports no service."""
+imports the example, the library imports no service, and the product's command neither the
+development stack nor the example."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "shared", *sorted((ROOT / "services").iterdir()), ROOT / "infra"]
+SOURCES = [ROOT / "shared", *sorted((ROOT / "services").iterdir()), ROOT / "cli", ROOT / "infra"]
 SOURCES += [ROOT / "examples" / "flights"]
 SERVICES = ("millrace_featurizer", "millrace_trainer", "millrace_predictor", "millrace_registry")
 EXAMPLES = ("millrace_flights",)
@@ -118,10 +119,12 @@ def test_no_import_cycle(graph):
     assert cycles(graph) == []
 
 
-def test_no_service_imports_the_example_and_the_library_no_service(graph):
+def test_each_layer_imports_only_the_layers_below_it(graph):
+    above = {
+        "millrace": (*SERVICES, "millrace_cli", "millrace_stack", *EXAMPLES),
+        **{service: ("millrace_cli", "millrace_stack", *EXAMPLES) for service in SERVICES},
+        "millrace_cli": ("millrace_stack", *EXAMPLES),
+    }
     for name, targets in graph.items():
-        top = name.split(".")[0]
-        if top in SERVICES:
-            assert not {t for t in targets if t.startswith(EXAMPLES)}, name
-        if top == "millrace":
-            assert not {t for t in targets if t.startswith((*SERVICES, "millrace_stack"))}, name
+        forbidden = above.get(name.split(".")[0], ())
+        assert not {t for t in targets if t.startswith(forbidden)}, name

@@ -11,9 +11,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from millrace_stack.cli import app
-from millrace_stack.project import init_project
-from millrace_stack.templates.project.generate import generate
+from millrace_cli.app import app
+from millrace_cli.project import init_project
+from millrace_cli.templates.project.generate import generate
 
 
 def test_the_skeleton_passes_its_own_tests(tmp_path: Path):
@@ -42,7 +42,7 @@ def test_check_reports_features_and_rejections_and_fails_when_nothing_passes(tmp
     sample = tmp_path / "sample.jsonl"
     bad = {**events[0], "data": {**events[0]["data"], "load": 3}}
     sample.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in [*events, bad]))
-    module = "millrace_stack.templates.project.features:Features"
+    module = "millrace_cli.templates.project.features:Features"
     answer = CliRunner().invoke(app, ["check", module, str(sample)])
     assert answer.exit_code == 0, answer.output
     assert "41 events" in answer.output and "rejected as invalid_data: 1" in answer.output

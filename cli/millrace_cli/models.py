@@ -19,7 +19,7 @@ from rich.table import Table
 
 from millrace.registry_client import RegistryClient, RegistryError
 from millrace.settings import CommonSettings, MissingSecret
-from millrace_stack.secrets import TOKEN, read_secrets
+from millrace_cli.secrets import TOKEN, read_secrets
 
 app = typer.Typer(
     help="Versions, aliases and rollbacks in the model registry.", no_args_is_help=True

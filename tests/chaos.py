@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, TopicPartition
 
+from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, read_range, watermarks
@@ -39,11 +40,11 @@ from millrace.settings import CommonSettings
 from millrace.signing import SigningKey
 from millrace.state import RedisState
 from millrace.waiting import wait_until
-from millrace_flights.events import flight_events, load_flights, to_epoch_ms
+from millrace_cli.replay import replay
+from millrace_cli.secrets import SIGNING_KEY, TOKEN, ensure_secrets, service_secrets
+from millrace_flights.events import flight_events, load_flights
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable, free_port
-from millrace_stack.replay import replay
-from millrace_stack.secrets import SIGNING_KEY, TOKEN, ensure_secrets, service_secrets
 
 MODULES = {
     "model-registry": "millrace_registry",
@@ -209,7 +210,7 @@ class Chaos:
     def _run(self) -> None:
         cfg, report = self.cfg, self.report
         ensure_topics(self.settings.kafka, pipeline_topics(self.settings))
-        events = flight_events(load_flights(), to_epoch_ms(cfg.start), to_epoch_ms(cfg.end))
+        events = flight_events(load_flights(), day_start_ms(cfg.start), day_start_ms(cfg.end))
         truth = backfill(
             Featurizer(load_feature_module(self.settings.feature_module)), from_envelopes(events)
         )

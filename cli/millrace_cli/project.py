@@ -15,7 +15,7 @@ from millrace.features import load_feature_module
 from millrace.featurize import BatchResult, Featurizer
 from millrace_featurizer.backfill import from_file
 
-TEMPLATES = resources.files("millrace_stack") / "templates"
+TEMPLATES = resources.files("millrace_cli") / "templates"
 
 
 def init_project(name: str, folder: Path) -> list[Path]:

@@ -1,0 +1,3 @@
+from millrace_cli.app import main
+
+main()
