@@ -97,3 +97,16 @@ def register(app: typer.Typer) -> None:
 
 
 plugin = Plugin(register=register, settings=(stack.StackSettings,))
+
+
+if __name__ == "__main__":
+    # `python -m millrace_stack.cli` was the command before `millrace_cli` (deprecated).
+    import sys
+
+    from millrace_cli.app import main
+
+    print(
+        "python -m millrace_stack.cli is deprecated: run millrace (python -m millrace_cli)",
+        file=sys.stderr,
+    )
+    main()
