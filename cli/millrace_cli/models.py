@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from millrace.registry_client import RegistryClient, RegistryError
+from millrace.registry_models import AliasMove
 from millrace.settings import CommonSettings, MissingSecret
 from millrace_cli.secrets import TOKEN, read_secrets
 
@@ -217,7 +218,7 @@ def rollback(
     _moved(name, move)
 
 
-def _moved(model: str, move: dict[str, Any]) -> None:
+def _moved(model: str, move: AliasMove) -> None:
     _out().print(
         f"{model} {move['alias']}: v{move['from_version']} → v{move['to_version']} "
         f"({move['kind']}, seq {move['seq']})",

@@ -33,6 +33,45 @@ class TopicSpec:
 Brokers = str | Mapping[str, Any]
 
 
+class SourcePartition(str):
+    """One partition of a topic, as the trainer keys its progress by it. Its text is
+    ``"topic/partition"``, the form checkpoints and lineage record, so it goes into JSON as it
+    is and hashes as fast as a string; it is parsed only here.
+
+    >>> p = SourcePartition.of("millrace.features", 2)
+    >>> p, p.topic, p.number
+    ('millrace.features/2', 'millrace.features', 2)
+    >>> SourcePartition("features")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'features' is not a source partition ("topic/partition")
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, text: str) -> SourcePartition:
+        topic, _, number = text.rpartition("/")
+        if not topic or not number.isdigit():
+            raise ValueError(f'{text!r} is not a source partition ("topic/partition")')
+        return super().__new__(cls, text)
+
+    @classmethod
+    def of(cls, topic: str, partition: int) -> SourcePartition:
+        return cls(f"{topic}/{partition}")
+
+    @property
+    def topic(self) -> str:
+        return self.rpartition("/")[0]
+
+    @property
+    def number(self) -> int:
+        return int(self.rpartition("/")[2])
+
+    def at(self, offset: int) -> TopicPartition:
+        """The client's position of this partition at ``offset``."""
+        return TopicPartition(self.topic, self.number, offset)
+
+
 def client_config(brokers: Brokers, **extra: Any) -> dict[str, Any]:
     """A librdkafka config: ``brokers`` (an address or a base config) plus ``extra``."""
     base = {"bootstrap.servers": brokers} if isinstance(brokers, str) else dict(brokers)

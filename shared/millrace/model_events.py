@@ -12,14 +12,16 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from pydantic import TypeAdapter, ValidationError
 
 from millrace.kafka import Brokers, client_config, consumer_config
+from millrace.registry_models import AliasMove
 
 log = logging.getLogger(__name__)
+MOVE = TypeAdapter(AliasMove)
 
 
 class ModelEventPublisher:
@@ -34,7 +36,7 @@ class ModelEventPublisher:
         self._producer.flush(timeout)
         del self._producer
 
-    def announce(self, move: dict[str, Any], timeout: float = 10.0) -> bool:
+    def announce(self, move: AliasMove, timeout: float = 10.0) -> bool:
         """Publish one alias move and wait for the broker; False (logged) if it did not ack."""
         try:
             self._producer.produce(self.topic, key=move["model"], value=orjson.dumps(move))
@@ -50,9 +52,7 @@ class ModelEventPublisher:
 class ModelEventFollower(threading.Thread):
     """Calls ``on_move(event)`` for every alias move announced from now on."""
 
-    def __init__(
-        self, brokers: Brokers, topic: str, on_move: Callable[[dict[str, Any]], None]
-    ) -> None:
+    def __init__(self, brokers: Brokers, topic: str, on_move: Callable[[AliasMove], None]) -> None:
         super().__init__(name="model-events", daemon=True)
         self.topic = topic
         self.on_move = on_move
@@ -76,9 +76,12 @@ class ModelEventFollower(threading.Thread):
                 log.warning("model-events error", extra={"error": str(msg.error())})
                 continue
             try:
-                event = orjson.loads(msg.value() or b"")
-            except orjson.JSONDecodeError:
-                log.warning("undecodable model event skipped", extra={"offset": msg.offset()})
+                event = MOVE.validate_json(msg.value() or b"")
+            except ValidationError as exc:
+                log.warning(
+                    "model event that is not an alias move skipped",
+                    extra={"offset": msg.offset(), "error": str(exc)},
+                )
                 continue
             try:
                 self.on_move(event)

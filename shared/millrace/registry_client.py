@@ -10,10 +10,11 @@ its sha256 and signature checked.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
+from pydantic import TypeAdapter, ValidationError
 from tenacity import (
     Retrying,
     retry_if_exception_type,
@@ -24,9 +25,20 @@ from tenacity import (
 
 from millrace.artifacts import ArtifactRejected, verify
 from millrace.errors import MillraceError
+from millrace.registry_models import (
+    Alias,
+    AliasList,
+    AliasMove,
+    ModelList,
+    ModelVersion,
+    MoveHistory,
+    VersionPage,
+)
 from millrace.settings import CommonSettings
 from millrace.signing import InvalidKey, SigningKey, VerifyKey
 from millrace.waiting import wait_until
+
+Answer = TypeVar("Answer")
 
 
 class RegistryError(MillraceError, RuntimeError):
@@ -34,6 +46,13 @@ class RegistryError(MillraceError, RuntimeError):
         super().__init__(f"registry answered {status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+# Built once: a TypeAdapter compiles its validator.
+ANSWERS: dict[type, TypeAdapter[Any]] = {
+    shape: TypeAdapter(shape)
+    for shape in (Alias, AliasList, AliasMove, ModelList, ModelVersion, MoveHistory, VersionPage)
+}
 
 
 class RegistryClient:
@@ -97,6 +116,18 @@ class RegistryClient:
             raise RegistryError(response.status_code, detail)
         return response
 
+    def _answer(self, shape: type[Answer], method: str, path: str, **kwargs: Any) -> Answer:
+        """The call's JSON answer, validated as ``shape`` (one of :mod:`millrace.registry_models`):
+        a registry that answers in another shape is an error here, not a KeyError later."""
+        response = self._request(method, path, **kwargs)
+        try:
+            answer: Answer = ANSWERS[shape].validate_json(response.content)
+        except ValidationError as exc:
+            raise RegistryError(
+                response.status_code, f"{method} {path}: not a {shape.__name__}: {exc}"
+            ) from None
+        return answer
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         wait_until(
             lambda: self._http.get("/health").raise_for_status(),
@@ -113,8 +144,9 @@ class RegistryClient:
             raise ArtifactRejected("this client has no signing key: only the trainer publishes")
         return self.signer.sign(artifact)
 
-    def publish(self, model: str, artifact: bytes, metadata: dict[str, Any]) -> dict[str, Any]:
-        response = self._request(
+    def publish(self, model: str, artifact: bytes, metadata: dict[str, Any]) -> ModelVersion:
+        return self._answer(
+            ModelVersion,
             "POST",
             f"/models/{model}/versions",
             files={"artifact": ("model.json", artifact, "application/octet-stream")},
@@ -124,29 +156,22 @@ class RegistryClient:
             },
             headers={"Idempotency-Key": uuid.uuid4().hex},
         )
-        result: dict[str, Any] = response.json()
-        return result
 
     def list_models(self) -> list[str]:
-        models: list[str] = self._request("GET", "/models").json()["models"]
-        return models
+        return self._answer(ModelList, "GET", "/models")["models"]
 
-    def list_aliases(self, model: str) -> list[dict[str, Any]]:
-        """Every alias of ``model``: ``{"alias", "version", "seq", "updated_at"}``."""
-        aliases: list[dict[str, Any]] = self._request("GET", f"/models/{model}/aliases").json()[
-            "items"
-        ]
-        return aliases
+    def list_aliases(self, model: str) -> list[Alias]:
+        """Every alias of ``model`` and the version it names."""
+        return self._answer(AliasList, "GET", f"/models/{model}/aliases")["items"]
 
     def promote(
         self, model: str, version: int, alias: str = "production", reason: str = ""
-    ) -> dict[str, Any]:
+    ) -> AliasMove:
         """Point ``alias`` at ``version`` from whatever it names now."""
         body = {"alias": alias, "reason": reason}
-        result: dict[str, Any] = self._request(
-            "POST", f"/models/{model}/versions/{version}/promote", json=body
-        ).json()
-        return result
+        return self._answer(
+            AliasMove, "POST", f"/models/{model}/versions/{version}/promote", json=body
+        )
 
     def console_targets(self) -> dict[str, Any]:
         """The services the registry samples, and what each said last (a predictor's refusals)."""
@@ -155,18 +180,14 @@ class RegistryClient:
 
     def list_versions(
         self, model: str, limit: int = 100, offset: int = 0, tag: tuple[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> VersionPage:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if tag is not None:
             params["tag"] = f"{tag[0]}:{tag[1]}"
-        result: dict[str, Any] = self._request(
-            "GET", f"/models/{model}/versions", params=params
-        ).json()
-        return result
+        return self._answer(VersionPage, "GET", f"/models/{model}/versions", params=params)
 
-    def get_version(self, model: str, version: int) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/models/{model}/versions/{version}").json()
-        return result
+    def get_version(self, model: str, version: int) -> ModelVersion:
+        return self._answer(ModelVersion, "GET", f"/models/{model}/versions/{version}")
 
     def download(self, model: str, version: int) -> bytes:
         """The artifact's bytes, verified against the registry's sha256 and the signature."""
@@ -182,32 +203,27 @@ class RegistryClient:
 
     def get_alias(self, model: str, alias: str = "production") -> int | None:
         state = self.alias_state(model, alias)
-        return None if state is None else int(state["version"])
+        return None if state is None else state["version"]
 
-    def alias_state(self, model: str, alias: str = "production") -> dict[str, Any] | None:
-        """``{"version", "seq", ...}`` of the alias, or None while it is unset."""
+    def alias_state(self, model: str, alias: str = "production") -> Alias | None:
+        """The alias (its version and sequence number), or None while it is unset."""
         try:
-            result: dict[str, Any] = self._request("GET", f"/models/{model}/aliases/{alias}").json()
+            return self._answer(Alias, "GET", f"/models/{model}/aliases/{alias}")
         except RegistryError as exc:
             if exc.status == 404:
                 return None
             raise
-        return result
 
-    def history(self, model: str, alias: str = "production", limit: int = 100) -> list[Any]:
-        result: list[Any] = self._request(
-            "GET", f"/models/{model}/aliases/{alias}/history", params={"limit": limit}
-        ).json()["items"]
-        return result
+    def history(self, model: str, alias: str = "production", limit: int = 100) -> list[AliasMove]:
+        path = f"/models/{model}/aliases/{alias}/history"
+        return self._answer(MoveHistory, "GET", path, params={"limit": limit})["items"]
 
     def move_alias(
         self, model: str, alias: str, version: int, expected: int | None, reason: str = ""
-    ) -> dict[str, Any]:
+    ) -> AliasMove:
         body = {"version": version, "expected_version": expected, "reason": reason}
         try:
-            result: dict[str, Any] = self._request(
-                "PUT", f"/models/{model}/aliases/{alias}", json=body
-            ).json()
+            return self._answer(AliasMove, "PUT", f"/models/{model}/aliases/{alias}", json=body)
         except RegistryError as exc:
             # A retried PUT after a lost answer that had applied finds the alias moved already:
             # if the newest move is exactly this one, it is ours.
@@ -219,14 +235,10 @@ class RegistryClient:
                 (newest[0]["to_version"], newest[0]["from_version"], newest[0]["reason"]) != move
             ):
                 raise
-            return dict(newest[0])
-        return result
+            return newest[0]
 
     def rollback(
         self, model: str, alias: str = "production", to_version: int | None = None, reason: str = ""
-    ) -> dict[str, Any]:
+    ) -> AliasMove:
         body = {"alias": alias, "to_version": to_version, "reason": reason}
-        result: dict[str, Any] = self._request(
-            "POST", f"/models/{model}/rollback", json=body
-        ).json()
-        return result
+        return self._answer(AliasMove, "POST", f"/models/{model}/rollback", json=body)

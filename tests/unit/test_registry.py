@@ -70,10 +70,10 @@ def test_alias_compare_and_set_rollback_and_history(tmp_path):
     assert store.get_alias("m", "production")["version"] == 2
     assert len(store.history("m", "production", 100)) == moves_before
     store.move_alias("m", "production", 3, 2, "t", "third")
-    assert store.rollback("m", "production", None, "t", "bad").to_version == 2
-    assert store.rollback("m", "production", None, "t", "worse").to_version == 1
+    assert store.rollback("m", "production", None, "t", "bad")["to_version"] == 2
+    assert store.rollback("m", "production", None, "t", "worse")["to_version"] == 1
     history = store.history("m", "production", 10)
-    assert [(h.from_version, h.to_version, h.kind) for h in history][:2] == [
+    assert [(h["from_version"], h["to_version"], h["kind"]) for h in history][:2] == [
         (2, 1, "rollback"),
         (3, 2, "rollback"),
     ]
@@ -150,7 +150,7 @@ def test_http_archive_promote_prune_and_tag_filter(client):
     promoted = client.post("/models/m/versions/2/promote", json={"reason": "manual"}, headers=AUTH)
     assert promoted.status_code == 200 and promoted.json()["kind"] == "promote"
     assert client.delete("/models/m/versions/2", headers=AUTH).status_code == 409
-    assert client.delete("/models/m/versions/3", headers=AUTH).json()["archived"] == 1
+    assert client.delete("/models/m/versions/3", headers=AUTH).json()["archived"] is True
     assert client.delete("/models/m/versions/3").status_code == 401
     assert client.get("/models/m/versions", params={"tag": "stage:none"}).json()["total"] == 0
     pruned = client.post(

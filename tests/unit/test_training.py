@@ -9,6 +9,7 @@ from millrace.artifacts import ArtifactRejected, dump_model, load_model
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
+from millrace.kafka import SourcePartition
 from millrace.learners import LogisticRegression, RiverLearner
 from millrace.records import FeatureRecord, LabelRecord, decode_features, decode_label
 from millrace_flights.events import flight_events, load_flights
@@ -149,12 +150,13 @@ def run_with_restarts(
             if fed % 50 == 0:
                 learned += [(b.start, [s.id for s in b.samples]) for b in join.ready()]
         if stop < 1.0:  # checkpoint, crash, restore, and read again from the needed offsets
-            checkpoint = orjson.loads(
-                orjson.dumps({"join": join.cursor(), "needed": join.needed_offsets()})
-            )
+            needed = {str(p): offset for p, offset in join.needed_offsets().items()}
+            checkpoint = orjson.loads(orjson.dumps({"join": join.cursor(), "needed": needed}))
             sizes.append(len(orjson.dumps(checkpoint)))
             join = fresh()
-            join.restore(checkpoint["join"], checkpoint["needed"])
+            join.restore(
+                checkpoint["join"], {SourcePartition(p): o for p, o in checkpoint["needed"].items()}
+            )
             for partition in position:
                 position[partition] = checkpoint["needed"].get(partition, position[partition])
     learned += [(b.start, [s.id for s in b.samples]) for b in join.ready()]

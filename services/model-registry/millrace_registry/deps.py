@@ -11,10 +11,11 @@ from prometheus_client import Counter
 
 from millrace.http import problems
 from millrace.model_events import ModelEventPublisher
+from millrace.registry_models import AliasMove
 from millrace.signing import VerifyKey
 from millrace_registry.console.series import SeriesStore
 from millrace_registry.settings import RegistrySettings
-from millrace_registry.store import AliasMove, RegistryStore
+from millrace_registry.store import RegistryStore
 
 ALIAS_MOVES = Counter("millrace_registry_alias_moves_total", "Alias moves", ["kind"])
 PUBLISHED = Counter("millrace_registry_versions_published_total", "Versions published")
@@ -91,9 +92,9 @@ class Announcer:
         self.publisher = publisher
 
     def __call__(self, move: AliasMove) -> AliasMove:
-        ALIAS_MOVES.labels(move.kind).inc()
+        ALIAS_MOVES.labels(move["kind"]).inc()
         if self.publisher is not None:
-            self.publisher.announce(move.as_dict())
+            self.publisher.announce(move)
         return move
 
 

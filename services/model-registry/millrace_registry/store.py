@@ -21,14 +21,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, cast
 
 import orjson
 
 from millrace.artifacts import sha256_hex
 from millrace.errors import MillraceError
+from millrace.registry_models import Alias, AliasMove, ModelVersion, MoveKind
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -60,28 +60,6 @@ class NotFound(MillraceError, LookupError):
 
 class Conflict(MillraceError, RuntimeError):
     pass
-
-
-#: How an alias came to move: by compare-and-set, a promotion, a rollback.
-MoveKind = Literal["move", "promote", "rollback"]
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    id: int
-    model: str
-    alias: str
-    from_version: int | None
-    to_version: int
-    kind: MoveKind
-    actor: str
-    reason: str
-    at: float
-    #: The alias's sequence number after this move (1 for its first).
-    seq: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
 
 
 class RegistryStore:
@@ -130,7 +108,7 @@ class RegistryStore:
         signature: str,
         metadata: dict[str, Any],
         idempotency_key: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[ModelVersion, bool]:
         """(the version, True if this call created it). With ``idempotency_key``, a key seen
         before returns the version it made (:class:`Conflict` if the bytes differ)."""
         digest = sha256_hex(artifact)
@@ -193,7 +171,7 @@ class RegistryStore:
             raise NotFound(missing)
         return row
 
-    def get_version(self, model: str, version: int) -> dict[str, Any]:
+    def get_version(self, model: str, version: int) -> ModelVersion:
         row = self._one(
             f"model {model!r} has no version {version}",
             "SELECT * FROM versions WHERE model = ? AND version = ?",
@@ -209,7 +187,7 @@ class RegistryStore:
         offset: int,
         tag: tuple[str, str] | None = None,
         include_archived: bool = False,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[ModelVersion], int]:
         """Newest first; ``tag=(name, value)`` keeps versions whose ``metadata.tags`` match."""
         where = "model = ?"
         args: list[object] = [model]
@@ -233,11 +211,11 @@ class RegistryStore:
             rows = self._db.execute("SELECT DISTINCT model FROM versions ORDER BY model").fetchall()
         return [r[0] for r in rows]
 
-    def read_artifact(self, model: str, version: int) -> tuple[bytes, dict[str, Any]]:
+    def read_artifact(self, model: str, version: int) -> tuple[bytes, ModelVersion]:
         info = self.get_version(model, version)
         return self.artifact_path(info["sha256"]).read_bytes(), info
 
-    def archive(self, model: str, version: int) -> dict[str, Any]:
+    def archive(self, model: str, version: int) -> ModelVersion:
         """Hide a version from listings (its artifact stays for history and rollback)."""
         with self._tx() as db:
             self._refuse_if_aliased(db, model, version)
@@ -307,21 +285,21 @@ class RegistryStore:
 
     # -- aliases --------------------------------------------------------------------------
 
-    def get_alias(self, model: str, alias: str) -> dict[str, Any]:
+    def get_alias(self, model: str, alias: str) -> Alias:
         row = self._one(
             f"model {model!r} has no alias {alias!r}",
             "SELECT * FROM aliases WHERE model = ? AND alias = ?",
             model,
             alias,
         )
-        return dict(row)
+        return cast(Alias, dict(row))
 
-    def list_aliases(self, model: str) -> list[dict[str, Any]]:
+    def list_aliases(self, model: str) -> list[Alias]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM aliases WHERE model = ? ORDER BY alias", (model,)
             ).fetchall()
-        return [dict(r) for r in rows]
+        return [cast(Alias, dict(r)) for r in rows]
 
     def move_alias(
         self,
@@ -374,7 +352,16 @@ class RegistryStore:
             (model, alias, current, version, kind, actor, reason, now, seq),
         )
         return AliasMove(
-            cursor.lastrowid or 0, model, alias, current, version, kind, actor, reason, now, seq
+            id=cursor.lastrowid or 0,
+            model=model,
+            alias=alias,
+            from_version=current,
+            to_version=version,
+            kind=kind,
+            actor=actor,
+            reason=reason,
+            at=now,
+            seq=seq,
         )
 
     def promote(self, model: str, alias: str, version: int, actor: str, reason: str) -> AliasMove:
@@ -424,10 +411,11 @@ class RegistryStore:
                 "ORDER BY id DESC LIMIT ?",
                 (model, alias, limit),
             ).fetchall()
-        return [AliasMove(**dict(r)) for r in rows]
+        return [cast(AliasMove, dict(r)) for r in rows]
 
 
-def _version_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _version_dict(row: sqlite3.Row) -> ModelVersion:
     info = dict(row)
     info["metadata"] = orjson.loads(info["metadata"])
-    return info
+    info["archived"] = bool(info["archived"])
+    return cast(ModelVersion, info)

@@ -14,7 +14,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import Counter, Gauge
 
@@ -24,6 +23,7 @@ from millrace.errors import MillraceError
 from millrace.features import FeatureModule, process_event
 from millrace.learners.base import Classifier
 from millrace.registry_client import RegistryClient
+from millrace.registry_models import AliasMove
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class ModelHolder:
 
     def _load(self, version: int) -> LoadedModel:
         info = self.client.get_version(self.model, version)
-        trained_on = info.get("metadata", {}).get("lineage", {}).get("feature_schema")
+        trained_on = info["metadata"].get("lineage", {}).get("feature_schema")
         if self.feature_schema and trained_on and trained_on != self.feature_schema:
             raise VersionRefused(
                 f"version {version} was trained on feature schema {trained_on}, but this "
@@ -157,11 +157,11 @@ class ModelHolder:
             )
         learner = load_model(self.client.download(self.model, version), self.allow_pickle)
         learner.predict_proba_many([{}])  # warm up before it serves
-        return LoadedModel(self.model, version, learner, float(info.get("created_at", 0.0)))
+        return LoadedModel(self.model, version, learner, info["created_at"])
 
-    def on_model_event(self, event: dict[str, Any]) -> None:
-        if event.get("model") == self.model and event.get("alias") == self.alias:
-            self.switch_to(int(event["to_version"]), int(event.get("seq") or 0))
+    def on_model_event(self, move: AliasMove) -> None:
+        if move["model"] == self.model and move["alias"] == self.alias:
+            self.switch_to(move["to_version"], move["seq"])
 
     def sync(self) -> None:
         """Ask the registry which version the alias names (the fallback to model events)."""
@@ -171,7 +171,7 @@ class ModelHolder:
             log.warning("registry poll failed", extra={"error": str(exc)})
             return
         if state is not None:
-            self.switch_to(int(state["version"]), int(state.get("seq") or 0))
+            self.switch_to(state["version"], state["seq"])
 
     def poll_forever(self, interval: float) -> None:
         while not self._stop.wait(interval):

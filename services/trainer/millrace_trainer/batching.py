@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from millrace.join import Pairs, Sample
+from millrace.kafka import SourcePartition
 from millrace.records import FeatureRecord, LabelRecord
 
 
@@ -39,7 +40,7 @@ class Held(NamedTuple):
     (it was consumed before the checkpoint)."""
 
     record: Any  # FeatureRecord | LabelRecord
-    partition: str  # "topic/partition"
+    partition: SourcePartition
     offset: int
     replayed: bool
 
@@ -48,9 +49,9 @@ class Joined(NamedTuple):
     """A joined sample with where its two records were read."""
 
     sample: Sample
-    features_partition: str
+    features_partition: SourcePartition
     features_offset: int
-    label_partition: str
+    label_partition: SourcePartition
     label_offset: int
 
 
@@ -70,7 +71,7 @@ class Batch:
 
 @dataclass
 class IdleEvent:
-    partition: str
+    partition: SourcePartition
     #: The watermark when the partition left it.
     watermark: int | None
 
@@ -80,9 +81,9 @@ class Replay:
     """What a restored join knows about the records it reads again."""
 
     #: partition -> the consumed position at the checkpoint: offsets below are read again.
-    until: dict[str, int] = field(default_factory=dict)
+    until: dict[SourcePartition, int] = field(default_factory=dict)
     #: partition -> its newest event time at the checkpoint, taken back once it is read again.
-    newest: dict[str, int] = field(default_factory=dict)
+    newest: dict[SourcePartition, int] = field(default_factory=dict)
 
 
 class WindowedJoin:
@@ -112,11 +113,13 @@ class WindowedJoin:
         self.windows: dict[int, list[Joined]] = {}
         #: Count batches: (sample, its window) handed out, not yet batched.
         self.pending: list[Counted] = []
-        self.newest: dict[str, int] = {}
-        self.consumed: dict[str, int] = {}  # partition -> next offset after the last record
-        self.partitions: set[str] = set()
-        self.at_end_since: dict[str, float] = {}  # partition -> when it reached its end offset
-        self.idle: set[str] = set()
+        self.newest: dict[SourcePartition, int] = {}
+        #: partition -> next offset after the last record
+        self.consumed: dict[SourcePartition, int] = {}
+        self.partitions: set[SourcePartition] = set()
+        #: partition -> when it reached its end offset
+        self.at_end_since: dict[SourcePartition, float] = {}
+        self.idle: set[SourcePartition] = set()
         self.idle_events: list[IdleEvent] = []
         self.learned_until: int | None = None
         #: After a restore with batches by count: the (time, id) of the first sample of window
@@ -133,13 +136,13 @@ class WindowedJoin:
     def evicted(self) -> int:
         return self.pairs.evicted
 
-    def assign(self, partitions: set[str]) -> None:
+    def assign(self, partitions: set[SourcePartition]) -> None:
         """The partitions whose progress the watermark waits for."""
         self.partitions = set(partitions)
 
     # -- input -------------------------------------------------------------------------------
 
-    def add_features(self, partition: str, record: FeatureRecord, offset: int) -> None:
+    def add_features(self, partition: SourcePartition, record: FeatureRecord, offset: int) -> None:
         replayed = self._seen(partition, record.ts, offset)
         start = record.ts - record.ts % self.window_ms
         if self.learned_until is not None and start < self.learned_until:
@@ -152,7 +155,7 @@ class WindowedJoin:
         else:
             self._window(held, partner)
 
-    def add_label(self, partition: str, record: LabelRecord, offset: int) -> None:
+    def add_label(self, partition: SourcePartition, record: LabelRecord, offset: int) -> None:
         held = Held(record, partition, offset, self._seen(partition, record.ts, offset))
         partner = self.pairs.add_right(record.id, held)
         if partner is None:
@@ -160,11 +163,11 @@ class WindowedJoin:
         else:
             self._window(partner, held)
 
-    def reached_end(self, partition: str, now: float) -> None:
+    def reached_end(self, partition: SourcePartition, now: float) -> None:
         """``partition`` is at its end offset (the consumer said so) at wall-clock ``now``."""
         self.at_end_since.setdefault(partition, now)
 
-    def _seen(self, partition: str, ts: int, offset: int) -> bool:
+    def _seen(self, partition: SourcePartition, ts: int, offset: int) -> bool:
         """Track the partition's progress; True if the record is read again after a restart."""
         if ts > self.newest.get(partition, -(2**62)):
             self.newest[partition] = ts
@@ -274,19 +277,20 @@ class WindowedJoin:
         return {
             "learned_until": learned_until,
             "resume_from": resume_from,
-            "newest": newest,
-            "consumed": consumed,
+            # JSON keys: the partitions' text.
+            "newest": {str(p): ts for p, ts in newest.items()},
+            "consumed": {str(p): offset for p, offset in consumed.items()},
             "late": self.late,
             "expired": self.expired,
             "evicted": self.evicted,
         }
 
-    def needed_offsets(self) -> dict[str, int]:
+    def needed_offsets(self) -> dict[SourcePartition, int]:
         """partition -> the oldest offset still needed: the earliest record held in the buffer
         (waiting, in a window, or pending), or the next offset to read when none is."""
         needed = dict(self.consumed)
 
-        def hold(partition: str, offset: int) -> None:
+        def hold(partition: SourcePartition, offset: int) -> None:
             if offset < needed.get(partition, offset + 1):
                 needed[partition] = offset
 
@@ -300,7 +304,7 @@ class WindowedJoin:
             hold(j.label_partition, j.label_offset)
         return needed
 
-    def restore(self, cursor: dict[str, Any], needed: dict[str, int]) -> None:
+    def restore(self, cursor: dict[str, Any], needed: dict[SourcePartition, int]) -> None:
         """Continue after the checkpoint ``cursor`` and ``needed`` (the offsets the consumer
         resumes at) came from. Records read again are told apart by their offsets: those of
         learned windows are dropped, counted nowhere a second time."""
@@ -311,11 +315,12 @@ class WindowedJoin:
         self.expired = int(cursor["expired"])
         self.pairs.evicted = int(cursor["evicted"])
         self.replay = Replay()
-        for partition, until in cursor["consumed"].items():
+        for name, until in cursor["consumed"].items():
+            partition = SourcePartition(name)
             start = int(needed.get(partition, until))
             self.consumed[partition] = start
             if start < int(until):
                 self.replay.until[partition] = int(until)
-                self.replay.newest[partition] = int(cursor["newest"][partition])
-            elif partition in cursor["newest"]:
-                self.newest[partition] = int(cursor["newest"][partition])
+                self.replay.newest[partition] = int(cursor["newest"][name])
+            elif name in cursor["newest"]:
+                self.newest[partition] = int(cursor["newest"][name])

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from millrace.evaluation import Scores
+from millrace.kafka import SourcePartition
 
 
 @dataclass
 class Lineage:
     parent: int | None
-    #: "topic/partition" -> [first, last] offset consumed since the parent.
+    #: partition -> [first, last] offset consumed since the parent.
     offsets: dict[str, list[int]] = field(default_factory=dict)
     #: The learning model's prequential scores since the parent ...
     scores: Scores = field(default_factory=Scores)
@@ -22,8 +23,8 @@ class Lineage:
     #: Partitions that left the watermark while idle (wall-clock time decided it).
     idle: list[dict[str, Any]] = field(default_factory=list)
 
-    def consumed(self, partition: str, first: int, last: int) -> None:
-        span = self.offsets.setdefault(partition, [first, last])
+    def consumed(self, partition: SourcePartition, first: int, last: int) -> None:
+        span = self.offsets.setdefault(str(partition), [first, last])
         span[0] = min(span[0], first)
         span[1] = max(span[1], last)
 

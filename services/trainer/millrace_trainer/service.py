@@ -8,7 +8,7 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from millrace.kafka import consumer_config, has_data, watermarks
+from millrace.kafka import SourcePartition, consumer_config, has_data, watermarks
 from millrace.learners import Classifier
 from millrace.records import decode_features, decode_label
 from millrace.registry_client import RegistryClient
@@ -105,7 +105,7 @@ def learnable_samples(settings: TrainerSettings, timeout: float = 600.0) -> tupl
             for topic in (settings.features_topic, settings.labels_topic)
             for partition, bounds in watermarks(reader, topic).items()
         }
-        join.assign({f"{t}/{p}" for t, p in ends})
+        join.assign({SourcePartition.of(t, p) for t, p in ends})
         reader.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
         here = [TopicPartition(t, p) for t, p in ends]
         samples = records = 0
@@ -114,7 +114,8 @@ def learnable_samples(settings: TrainerSettings, timeout: float = 600.0) -> tupl
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading the topics to their ends took over {timeout:g} s")
             for message in filter(has_data, reader.consume(10_000, timeout=0.5)):
-                name, offset = f"{message.topic()}/{message.partition()}", message.offset() or 0
+                name = SourcePartition.of(str(message.topic()), message.partition() or 0)
+                offset = message.offset() or 0
                 if message.topic() == settings.features_topic:
                     join.add_features(name, decode_features(message.value() or b""), offset)
                 else:

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge
 
 from millrace import collector
 from millrace.health import Liveness
+from millrace.kafka import SourcePartition
 from millrace.records import decode_features, decode_label
 from millrace_trainer.checkpoints import CheckpointFailed, KafkaCheckpoints
 from millrace_trainer.training import StreamTrainer
@@ -80,9 +81,9 @@ class StreamLoop:
         self.checkpoints_written = 0
         #: Beats once per poll; /health turns 503 and the loop ends if it stops (see Liveness).
         self.liveness = Liveness(stall_timeout_s)
-        self._names: dict[tuple[str, int], str] = {}
+        self._names: dict[tuple[str, int], SourcePartition] = {}
         #: The offset of the last record read per partition, by this process.
-        self._last_offsets: dict[str, int] = {}
+        self._last_offsets: dict[SourcePartition, int] = {}
 
     def run(self) -> None:
         self.consumer.subscribe([self.features_topic, self.labels_topic], on_assign=self._on_assign)
@@ -130,7 +131,7 @@ class StreamLoop:
     def _add(self, messages: list[Message], now: float) -> bool:
         """Decode and join a poll's records; True if any was a record."""
         join, lineage = self.trainer.join, self.trainer.lineage
-        spans: dict[str, list[int]] = {}
+        spans: dict[SourcePartition, list[int]] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -161,11 +162,11 @@ class StreamLoop:
             self._last_offsets[name] = last
         return bool(spans)
 
-    def _name(self, topic: str, partition: int) -> str:
+    def _name(self, topic: str, partition: int) -> SourcePartition:
         key = (topic, partition)
         name = self._names.get(key)
         if name is None:
-            name = self._names[key] = f"{topic}/{partition}"
+            name = self._names[key] = SourcePartition.of(topic, partition)
         return name
 
     def _note_idle(self) -> None:
@@ -183,10 +184,7 @@ class StreamLoop:
     def checkpoint(self) -> int:
         """Write the checkpoint and commit the offsets still needed, in one transaction."""
         state: dict[str, Any] = self.trainer.snapshot()
-        offsets = []
-        for name, offset in state["needed"].items():
-            topic, _, partition = name.rpartition("/")
-            offsets.append(TopicPartition(topic, int(partition), offset))
+        offsets = [SourcePartition(name).at(offset) for name, offset in state["needed"].items()]
         # librdkafka may block for good in a transactional call (see Liveness.bounded).
         with self.liveness.bounded("the checkpoint's commit", 60.0):
             size = self.checkpoints.commit(state, offsets, self.consumer)

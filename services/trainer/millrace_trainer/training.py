@@ -24,6 +24,7 @@ import millrace
 from millrace.errors import ServiceFailed
 from millrace.evaluation import RollingScores, Scores
 from millrace.join import Sample
+from millrace.kafka import SourcePartition
 from millrace.learners import kernels
 from millrace.learners.base import Classifier, WindowStats, learner_from_state
 from millrace.registry_client import RegistryClient
@@ -230,7 +231,7 @@ class StreamTrainer:
         return {
             "learner": self.learner.state(),
             "join": self.join.cursor(),
-            "needed": self.join.needed_offsets(),
+            "needed": {str(p): offset for p, offset in self.join.needed_offsets().items()},
             "version": self.version,
             "batches_total": self.batches_total,
             "lineage": self.lineage.state(),
@@ -243,7 +244,8 @@ class StreamTrainer:
         if its signature was verified."""
         snapshot, trusted = checkpoint.state, checkpoint.signed
         self.learner = learner_from_state(snapshot["learner"], allow_pickle=trusted)
-        self.join.restore(snapshot["join"], snapshot["needed"])
+        needed = {SourcePartition(name): int(o) for name, o in snapshot["needed"].items()}
+        self.join.restore(snapshot["join"], needed)
         self.version = snapshot["version"]
         self.batches_total = int(snapshot["batches_total"])
         self.lineage = Lineage.from_state(snapshot["lineage"])

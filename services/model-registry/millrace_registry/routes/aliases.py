@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from millrace.http import problems
 from millrace.json_values import JSON_INTEGER
+from millrace.registry_models import Alias, AliasList, AliasMove, MoveHistory
 from millrace_registry.deps import (
     MUTATING,
     NAME_PATTERN,
@@ -45,22 +46,22 @@ class Rollback(BaseModel):
 
 
 @router.get("/models/{name}/aliases", dependencies=Readable, responses=READING)
-def list_aliases(name: ModelName, store: StoreDep) -> dict[str, Any]:
+def list_aliases(name: ModelName, store: StoreDep) -> AliasList:
     """Every alias of the model and the version it points at."""
     return {"items": store.list_aliases(name)}
 
 
 @router.get("/models/{name}/aliases/{alias}", dependencies=Readable, responses=READING)
-def get_alias(name: ModelName, alias: AliasName, store: StoreDep) -> dict[str, Any]:
+def get_alias(name: ModelName, alias: AliasName, store: StoreDep) -> Alias:
     return store.get_alias(name, alias)
 
 
 @router.put("/models/{name}/aliases/{alias}", dependencies=Authorized, responses=MUTATING)
 def move_alias(
     name: ModelName, alias: AliasName, body: AliasUpdate, store: StoreDep, announce: AnnounceDep
-) -> dict[str, Any]:
+) -> AliasMove:
     move = store.move_alias(name, alias, body.version, body.expected_version, "api", body.reason)
-    return announce(move).as_dict()
+    return announce(move)
 
 
 @router.get("/models/{name}/aliases/{alias}/history", dependencies=Readable, responses=READING)
@@ -69,13 +70,11 @@ def alias_history(
     alias: AliasName,
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
-    return {"items": [m.as_dict() for m in store.history(name, alias, limit)]}
+) -> MoveHistory:
+    return {"items": store.history(name, alias, limit)}
 
 
 @router.post("/models/{name}/rollback", dependencies=Authorized, responses=MUTATING)
-def rollback(
-    name: ModelName, body: Rollback, store: StoreDep, announce: AnnounceDep
-) -> dict[str, Any]:
+def rollback(name: ModelName, body: Rollback, store: StoreDep, announce: AnnounceDep) -> AliasMove:
     move = store.rollback(name, body.alias, body.to_version, "api", body.reason or "rollback")
-    return announce(move).as_dict()
+    return announce(move)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from millrace.http import problems
 from millrace.json_values import JSON_INTEGER
+from millrace.registry_models import AliasMove, ModelList, ModelVersion, Pruned, VersionPage
 from millrace.signing import SIGNATURE_HEX_CHARS, BadSignature
 from millrace_registry.deps import (
     MUTATING,
@@ -87,7 +88,7 @@ PUBLISH_BODY = {
 
 
 @router.get("/models", dependencies=Readable, responses=READING)
-def list_models(store: StoreDep) -> dict[str, list[str]]:
+def list_models(store: StoreDep) -> ModelList:
     return {"models": store.list_models()}
 
 
@@ -120,7 +121,7 @@ def publish(
             description="the same key again returns the version it first made (200)",
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> ModelVersion:
     """Publish a version. A plain ``def``: hashing, verifying and writing run in the worker
     threads, never on the event loop."""
     data = artifact.file.read()
@@ -150,14 +151,14 @@ def list_versions(
         str | None, Query(pattern=r"^[^:]{1,64}:.{0,200}$", description="name:value")
     ] = None,
     include_archived: bool = False,
-) -> dict[str, Any]:
+) -> VersionPage:
     wanted = (tag.partition(":")[0], tag.partition(":")[2]) if tag else None
     items, total = store.list_versions(name, limit, offset, wanted, include_archived)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/models/{name}/versions/{version}", dependencies=Readable, responses=READING)
-def get_version(name: ModelName, version: Version, store: StoreDep) -> dict[str, Any]:
+def get_version(name: ModelName, version: Version, store: StoreDep) -> ModelVersion:
     return store.get_version(name, version)
 
 
@@ -180,7 +181,7 @@ def get_artifact(name: ModelName, version: Version, store: StoreDep) -> Response
 
 
 @router.delete("/models/{name}/versions/{version}", dependencies=Authorized, responses=MUTATING)
-def archive_version(name: ModelName, version: Version, store: StoreDep) -> dict[str, Any]:
+def archive_version(name: ModelName, version: Version, store: StoreDep) -> ModelVersion:
     """Archive a version (hidden from listings; 409 while an alias points at it)."""
     return store.archive(name, version)
 
@@ -190,11 +191,11 @@ def archive_version(name: ModelName, version: Version, store: StoreDep) -> dict[
 )
 def promote(
     name: ModelName, version: Version, body: Promote, store: StoreDep, announce: AnnounceDep
-) -> dict[str, Any]:
-    return announce(store.promote(name, body.alias, version, "api", body.reason)).as_dict()
+) -> AliasMove:
+    return announce(store.promote(name, body.alias, version, "api", body.reason))
 
 
 @router.post("/models/{name}/prune", dependencies=Authorized, responses=MUTATING)
-def prune(name: ModelName, body: Prune, store: StoreDep) -> dict[str, list[int]]:
+def prune(name: ModelName, body: Prune, store: StoreDep) -> Pruned:
     """Apply the retention policy now; returns the deleted version numbers."""
     return {"deleted": store.prune(name, body.keep_last, body.keep_history_moves)}
