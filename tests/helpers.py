@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Message
@@ -93,3 +94,26 @@ def featurizer_settings(settings: CommonSettings, **changes: Any) -> FeaturizerS
     """The featurizer's settings: ``settings`` (its broker, Redis, prefix, security) with
     ``changes``."""
     return FeaturizerSettings(**{**settings.model_dump(), **changes})
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_SOURCES = [
+    PROJECT_ROOT / "shared",
+    *sorted((PROJECT_ROOT / "services").iterdir()),
+    PROJECT_ROOT / "cli",
+    PROJECT_ROOT / "infra",
+    PROJECT_ROOT / "examples" / "flights",
+]
+
+
+def project_modules() -> dict[str, Path]:
+    """Every module of the project's own packages (not the tests), by dotted name."""
+    found = {}
+    for source in PROJECT_SOURCES:
+        for path in source.rglob("*.py"):
+            parts = path.relative_to(source).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            if parts and not any(p.startswith(".") or p == "templates" for p in parts):
+                found[".".join(parts)] = path
+    return found

@@ -6,12 +6,12 @@ import importlib
 import inspect
 
 from millrace.errors import MillraceError
-from tests.unit.test_imports import modules
+from tests.helpers import project_modules
 
 
 def test_every_exception_class_derives_from_millrace_error():
     strays = []
-    for name in modules():
+    for name in project_modules():
         if name.endswith("__main__") or name.startswith("millrace_flights"):
             continue
         module = importlib.import_module(name)

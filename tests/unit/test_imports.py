@@ -11,23 +11,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCES = [ROOT / "shared", *sorted((ROOT / "services").iterdir()), ROOT / "cli", ROOT / "infra"]
-SOURCES += [ROOT / "examples" / "flights"]
+from tests.helpers import project_modules
+
 SERVICES = ("millrace_featurizer", "millrace_trainer", "millrace_predictor", "millrace_registry")
 EXAMPLES = ("millrace_flights",)
-
-
-def modules() -> dict[str, Path]:
-    found = {}
-    for source in SOURCES:
-        for path in source.rglob("*.py"):
-            parts = path.relative_to(source).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            if parts and not any(p.startswith(".") or p == "templates" for p in parts):
-                found[".".join(parts)] = path
-    return found
 
 
 def _under_type_checking(node: ast.If) -> bool:
@@ -71,7 +58,7 @@ def imported(path: Path, name: str, known: dict[str, Path]) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
-    known = modules()
+    known = project_modules()
     return {name: set(imported(path, name, known)) for name, path in known.items()}
 
 

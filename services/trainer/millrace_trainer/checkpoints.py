@@ -28,7 +28,7 @@ from millrace.kafka import (
     retry_retriable,
     watermarks,
 )
-from millrace.learners import PickleRefused, learner_from_state
+from millrace.learners import learner_class
 from millrace.signing import BadSignature, SigningKey
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,11 @@ class VerifiedCheckpoint:
 def _unsigned(state: dict[str, Any], offset: int, where: str) -> VerifiedCheckpoint:
     """A checkpoint from before checkpoints were signed: taken for this release, with a
     warning, if nothing in it is pickle (no code runs from it); refused otherwise."""
-    try:
-        for learner in (state.get("learner"), state.get("parent_learner")):
-            if learner is not None:
-                learner_from_state(learner)
-    except PickleRefused:
+    learners = [s for s in (state.get("learner"), state.get("parent_learner")) if s is not None]
+    if any(learner_class(learner).uses_pickle for learner in learners):
         raise CheckpointRefused(
             f"{where} carries no signature and holds a pickled learner: refusing to start from it"
-        ) from None
+        )
     log.warning(
         "unsigned checkpoint (written before checkpoints were signed) restored; the next "
         "release refuses unsigned checkpoints",

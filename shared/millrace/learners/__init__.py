@@ -13,6 +13,7 @@ from millrace.learners.base import (
     Learner,
     PickleRefused,
     RoundStats,
+    learner_class,
     learner_from_state,
 )
 from millrace.learners.logreg import LogisticRegression
@@ -25,6 +26,7 @@ __all__ = [
     "PickleRefused",
     "RiverLearner",
     "RoundStats",
+    "learner_class",
     "learner_from_state",
     "make_learner",
 ]

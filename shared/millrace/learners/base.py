@@ -170,10 +170,19 @@ class Classifier(Learner):
 def learner_from_state(state: dict[str, Any], allow_pickle: bool = False) -> Classifier:
     """Rebuild a learner; pickle-based states (River) only with ``allow_pickle`` — that is, from
     bytes whose signature was verified."""
+    learner = learner_class(state)
+    if learner.uses_pickle and not allow_pickle:
+        raise PickleRefused(
+            f"a {learner.kind} state is pickle: refused unless its artifact is signed"
+        )
+    return learner.from_state(state)
+
+
+def learner_class(state: dict[str, Any]) -> type[Classifier]:
+    """The registered learner a state's ``kind`` names (nothing in the state is loaded): its
+    ``uses_pickle`` says whether loading the state would unpickle."""
     kinds = Classifier.registered
     kind = state.get("kind")
     if not isinstance(kind, str) or kind not in kinds:
         raise ValueError(f"unknown learner kind {kind!r} (registered: {sorted(kinds)})")
-    if kinds[kind].uses_pickle and not allow_pickle:
-        raise PickleRefused(f"a {kind} state is pickle: refused unless its artifact is signed")
-    return kinds[kind].from_state(state)
+    return kinds[kind]
