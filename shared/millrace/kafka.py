@@ -148,6 +148,38 @@ def consumer_config(brokers: Brokers, group: str, **extra: Any) -> dict[str, Any
     )
 
 
+def committed_offsets(
+    brokers: Brokers, group: str, partitions: list[TopicPartition], wait_stable_s: float
+) -> list[TopicPartition]:
+    """``group``'s committed offsets of ``partitions``, as a transactional reader must see them.
+
+    While a transaction that commits offsets for the group is open, the broker answers such a
+    fetch "unstable" (KIP-447) and librdkafka keeps asking. A transaction older than its
+    timeout is aborted by the broker, so one still pending after ``wait_stable_s`` (more than
+    the producers' ``transaction.timeout.ms`` plus the broker's cleanup interval) is a hanging
+    one that no producer can commit any more: seen after a broker was killed during
+    ``send_offsets_to_transaction`` (Kafka 4.4, librdkafka 2.x), it stays pending for good.
+    It is then passed over, said in an error log, for the last stable offsets."""
+    stable = Consumer(consumer_config(brokers, group))
+    try:
+        return list(stable.committed(partitions, timeout=wait_stable_s))
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._TIMED_OUT:
+            raise
+    finally:
+        stable.close()
+    log.error(
+        "committed offsets still unstable: a hanging transaction holds them; reading the last "
+        "stable ones",
+        extra={"group": group, "waited_s": wait_stable_s},
+    )
+    loose = Consumer(consumer_config(brokers, group, **{"isolation.level": "read_uncommitted"}))
+    try:
+        return list(loose.committed(partitions, timeout=30))
+    finally:
+        loose.close()
+
+
 def watermarks(consumer: Consumer, topic: str, timeout: float = 30.0) -> dict[int, tuple[int, int]]:
     """partition -> (low, high) offsets of ``topic``, read once."""
     partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions

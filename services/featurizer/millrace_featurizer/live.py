@@ -47,6 +47,7 @@ from millrace.kafka import (
     Brokers,
     abort_transaction,
     client_config,
+    committed_offsets,
     consumer_config,
     has_data,
     retry_retriable,
@@ -73,6 +74,11 @@ FAILED_TRANSACTIONS = Counter(
 #: rejected as too large, and their whole copy may not even fit in a Kafka message).
 MAX_DEAD_LETTER_BYTES = MAX_EVENT_BYTES
 MAX_DEAD_LETTER_KEY_BYTES = 1024
+#: A transaction open longer is aborted by the broker (its cleanup runs every 10 s): committed
+#: offsets still unstable after STABLE_WAIT_S belong to a hanging transaction (see
+#: :func:`millrace.kafka.committed_offsets`). Batches commit in well under a second.
+TRANSACTION_TIMEOUT_MS = 30_000
+STABLE_WAIT_S = TRANSACTION_TIMEOUT_MS / 1000 + 15
 
 
 class LiveFeaturizer:
@@ -140,6 +146,7 @@ class LiveFeaturizer:
                 brokers,
                 **{
                     "transactional.id": f"{group}-{self.instance_id}",
+                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                     "linger.ms": 5,
                     "compression.type": "lz4",
                 },
@@ -155,6 +162,7 @@ class LiveFeaturizer:
             batch_size,
             self.liveness,
             self.stopping,
+            STABLE_WAIT_S,
         )
 
     @classmethod
@@ -333,7 +341,7 @@ class LiveFeaturizer:
     def _rewind(self) -> None:
         assignment = self.consumer.assignment()
         try:
-            committed = self.consumer.committed(assignment, timeout=self.transaction_timeout_s)
+            committed = committed_offsets(self.brokers, self.group, assignment, STABLE_WAIT_S)
         except KafkaException as exc:
             # Without the committed offsets the batch cannot be read again from the right place:
             # a restart reads them afresh (and fences what this process left open).

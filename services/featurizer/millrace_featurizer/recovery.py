@@ -15,12 +15,19 @@ import threading
 import uuid
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client import Counter
 
 from millrace.featurize import Featurizer, source_event
 from millrace.health import Liveness
-from millrace.kafka import Brokers, consumer_config, has_data, read_range, watermarks
+from millrace.kafka import (
+    Brokers,
+    committed_offsets,
+    consumer_config,
+    has_data,
+    read_range,
+    watermarks,
+)
 from millrace.state import RedisState
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,7 @@ class StateRecovery:
         batch_size: int,
         liveness: Liveness,
         stopping: threading.Event,
+        stable_wait_s: float,
     ) -> None:
         self.featurizer = featurizer
         self.state = state
@@ -52,6 +60,7 @@ class StateRecovery:
         self.batch_size = batch_size
         self.liveness = liveness
         self.stopping = stopping
+        self.stable_wait_s = stable_wait_s
         #: Assigned partitions whose Redis state is not yet caught up (paused until it is).
         self.unrecovered: set[int] = set()
 
@@ -66,8 +75,11 @@ class StateRecovery:
         rest for a later call or the next owner) if a partition is revoked meanwhile."""
         pending = sorted(self.unrecovered)
         fences = self.state.fences()
-        committed = self.consumer.committed(
-            [TopicPartition(self.events_topic, p) for p in pending], timeout=30
+        committed = committed_offsets(
+            self.brokers,
+            self.group,
+            [TopicPartition(self.events_topic, p) for p in pending],
+            self.stable_wait_s,
         )
         for tp in committed:
             start = fences.get(tp.partition, -1) + 1
@@ -79,6 +91,10 @@ class StateRecovery:
                 if not self._replay(tp.partition, start, tp.offset):
                     return  # revoked or stopping meanwhile: the next owner replays the rest
             self.unrecovered.discard(tp.partition)
+            # From the offsets read here, not from the consumer's own fetch of them, which
+            # waits for good on a hanging transaction.
+            start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self.consumer.seek(TopicPartition(self.events_topic, tp.partition, start))
         if not self.unrecovered:
             self.consumer.resume(self.consumer.assignment())
 
