@@ -30,6 +30,7 @@ from millrace.kafka import ensure_topics, pipeline_topics
 from millrace.learners import LogisticRegression
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
+from millrace.state import RedisState
 from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_stack.processes import ProcessTable, free_port
 from millrace_stack.stack import wait_http
@@ -87,6 +88,8 @@ def main() -> None:
             kafka_bootstrap=bootstrap, redis_url=redis_url, topic_prefix="bench."
         )
         ensure_topics(bootstrap, pipeline_topics(settings))
+        # As a featurizer does once it has checked its partitions' state (none runs here).
+        RedisState.from_url(redis_url, "bench.").declare_ready(range(3), total=3)
         procs = ProcessTable(Path(tmp))
         ports = {name: free_port() for name in ("registry", "predictor", "bare")}
         env = {

@@ -1,6 +1,8 @@
 """``make chaos``: two months of flights replayed at full speed through the whole pipeline while
 the featurizer is SIGKILLed three times (the first inside a transaction), the trainer twice,
-the predictor once, and the broker killed and restarted once; then the exact account.
+the predictor once, the broker killed and restarted once, and Redis loses the state three times
+(FLUSHALL; killed and restarted empty; the events topic's records deleted, as retention does,
+then FLUSHALL); then the exact account, predictions served meanwhile included.
 
 Prints a table and merges ``chaos_*`` figures into bench/results.json.
 """
@@ -65,8 +67,16 @@ def main() -> None:
             f"{report.max_stall_s / 15:.2f}x (<= 1)",
         ),
         ("services restarted by the supervisor", ", ".join(report.restarts) or "none", "", ""),
+        ("Redis blows (flush, restart empty, retention + flush)", str(report.redis_blows), "", ""),
+        (
+            "predictions served from state known incomplete",
+            f"{report.served_from_incomplete_state} of {report.probes:,} asked",
+            "0",
+            "0",
+        ),
+        ("predictions refused (503) while incomplete", str(report.refused_incomplete), "", ""),
     ]
-    print_table("Chaos: kills, a broker restart, and the account", rows)
+    print_table("Chaos: kills, a broker restart, Redis losses, and the account", rows)
     record(report.figures())
 
 

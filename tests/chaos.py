@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import redis
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
@@ -42,7 +45,7 @@ from millrace.state import RedisState
 from millrace.waiting import wait_until
 from millrace_cli.replay import replay
 from millrace_cli.secrets import SIGNING_KEY, TOKEN, ensure_secrets, service_secrets
-from millrace_flights.events import flight_events, load_flights
+from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable, free_port
 
@@ -65,9 +68,12 @@ class ChaosConfig:
     plan: tuple[str, ...] = (
         "featurizer",
         "trainer",
+        "redis_flushall",
         "featurizer",
         "broker",
+        "redis_restart_empty",
         "predictor",
+        "retention_then_flushall",
         "featurizer",
         "trainer",
     )
@@ -94,6 +100,13 @@ class ChaosReport:
     stalls: list[tuple[str, float]] = field(default_factory=list)
     #: Services that exited by themselves (a fatal error, a stall) and were restarted.
     restarts: list[str] = field(default_factory=list)
+    #: Redis blows struck, and predictions answered 200 while the state was not known complete
+    #: (after a Redis blow and before the featurizer marked the state complete again).
+    redis_blows: int = 0
+    served_from_incomplete_state: int = 0
+    #: Predict requests sent meanwhile, and how many were refused (503) while incomplete.
+    probes: int = 0
+    refused_incomplete: int = 0
 
     @property
     def max_stall_s(self) -> float:
@@ -106,6 +119,9 @@ class ChaosReport:
             "chaos_duplicated": self.duplicated,
             "chaos_artifacts_identical": self.artifacts_identical,
             "chaos_max_stall_s": round(self.max_stall_s, 2),
+            "chaos_redis_blows": self.redis_blows,
+            "chaos_served_from_incomplete_state": self.served_from_incomplete_state,
+            "chaos_state_identical": self.state_identical,
         }
 
 
@@ -127,6 +143,39 @@ class _Arrivals(threading.Thread):
                 self.count += len(got)
                 self.last_at = time.monotonic()
         self._consumer.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+class _Prober(threading.Thread):
+    """Asks the predictor for a prediction every 50 ms and, while the state is flagged
+    incomplete (from a Redis blow until the featurizer marks it complete again), counts the
+    answers: a 200 then was served from state known incomplete."""
+
+    def __init__(self, url: str, event: bytes, state: RedisState, report: ChaosReport) -> None:
+        super().__init__(daemon=True)
+        self.url, self.event, self.state, self.report = url, event, state, report
+        #: Set by a Redis blow once it has struck; cleared once the state is complete again.
+        self.incomplete = threading.Event()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5) as http:
+            while not self._halt.wait(0.05):
+                if self.incomplete.is_set() and self.state.completeness() is None:
+                    self.incomplete.clear()
+                flagged = self.incomplete.is_set()
+                try:
+                    status = http.post(self.url + "/predict", content=self.event).status_code
+                except httpx.HTTPError:
+                    continue  # the predictor being killed and restarted
+                self.report.probes += 1
+                if flagged and status == 200 and self.incomplete.is_set():
+                    self.report.served_from_incomplete_state += 1
+                elif flagged and status == 503:
+                    self.report.refused_incomplete += 1
 
     def stop(self) -> None:
         self._halt.set()
@@ -221,6 +270,10 @@ class Chaos:
         wait_until(lambda: self.healthy("predictor", "/ready"), 120, "the predictor")
         features = _Arrivals(self.settings, self.settings.features_topic)
         features.start()
+        scheduled = next(e for e in events if e["type"] == SCHEDULED)
+        state = RedisState.from_url(self.redis.url, self.settings.topic_prefix)
+        self.prober = _Prober(self.url("predictor"), orjson.dumps(scheduled), state, report)
+        self.prober.start()
         self.say(f"replaying {len(events):,} events at full speed")
         replay(self.settings.kafka, self.settings.events_topic, events)
         for blow in cfg.plan:
@@ -236,11 +289,17 @@ class Chaos:
             lambda: features.count >= len(truth.features), 600, "every feature", interval=1.0
         )
         features.stop()
+        self.prober.stop()
         self._account(truth.feature_bytes + truth.label_bytes, truth.dead, truth.state)
         self._compare_trainers()
 
     def _strike(self, blow: str, features: _Arrivals) -> float | None:
         struck = time.monotonic()
+        if blow.startswith(("redis_", "retention_")):
+            self._strike_redis(blow)
+            back = time.monotonic()
+            complete = lambda: not self.prober.incomplete.is_set()  # noqa: E731
+            return self._until(lambda: complete() and features.last_at > back, since=struck)
         if blow == "broker":
             self.procs.kill("kafka")
             time.sleep(2.0)
@@ -262,6 +321,21 @@ class Chaos:
             return self._until(lambda: features.last_at > ready, since=struck)
         path = "/ready" if blow == "predictor" else "/health"
         return self._until(lambda: self.healthy(blow, path))
+
+    def _strike_redis(self, blow: str) -> None:
+        """Redis loses the state: flushed, killed and restarted empty, or flushed after
+        retention deleted every event so far (only the changelog can rebuild it then)."""
+        self.report.redis_blows += 1
+        client = redis.Redis.from_url(self.redis.url)
+        if blow == "redis_restart_empty":
+            self.procs.kill("redis")
+            self.redis.start(self.procs)
+        else:
+            if blow == "retention_then_flushall":
+                _delete_all_records(self.settings, self.settings.events_topic)
+            client.flushall()
+        self.prober.incomplete.set()
+        client.close()
 
     @staticmethod
     def _until(
@@ -351,6 +425,20 @@ def _versions(client: RegistryClient, model: str) -> int:
         return int(client.list_versions(model, limit=1)["total"])
     except Exception:
         return 0
+
+
+def _delete_all_records(settings: CommonSettings, topic: str) -> None:
+    """What retention does to old segments: the topic now starts at its end."""
+    reader = Consumer(consumer_config(settings.kafka, "chaos-ends"))
+    try:
+        ends = {p: high for p, (_, high) in watermarks(reader, topic).items()}
+    finally:
+        reader.close()
+    futures = AdminClient(settings.kafka).delete_records(
+        [TopicPartition(topic, p, offset) for p, offset in ends.items()]
+    )
+    for future in futures.values():
+        future.result(30)
 
 
 def _settle(count: Callable[[], int], quiet_s: float = 15.0, timeout: float = 900.0) -> int:

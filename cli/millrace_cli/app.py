@@ -195,7 +195,8 @@ def backfill_command(
     result = backfill(featurizer, sources, on_progress=progress(total, "backfill"))
     write_parquet(result, out)
     if materialize:
-        RedisState.from_url(settings.redis_url, settings.topic_prefix).materialize(result.state)
+        partitions = FeaturizerSettings().partitions
+        RedisState.from_settings(settings).materialize(result.state, partitions)
     typer.echo(
         f"{result.events} events: {len(result.features)} feature records, "
         f"{len(result.labels)} labels, {len(result.dead)} rejected -> {out}"

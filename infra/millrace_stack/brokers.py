@@ -203,6 +203,8 @@ class RedisNode:
     data_dir: Path
     port: int = 6379
     persist: bool = False
+    #: The port of the master this node replicates (on 127.0.0.1), if it is a replica.
+    replica_of: int | None = None
 
     @property
     def url(self) -> str:
@@ -230,6 +232,8 @@ class RedisNode:
             if self.persist
             else ["--save", "", "--appendonly", "no"]
         )
+        if self.replica_of is not None:
+            cmd += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         procs.start(name, cmd)
         client = redis.Redis(port=self.port)
         try:
@@ -238,3 +242,59 @@ class RedisNode:
             )
         except TimeoutError as exc:
             raise InfraError(str(exc)) from None
+
+
+@dataclass
+class SentinelGroup:
+    """A master, its replicas and the sentinels that watch it (Redis's own high availability),
+    all local processes: ``redis-<i>`` (0 the first master) and ``sentinel-<i>``."""
+
+    data_dir: Path
+    redis_ports: list[int]
+    sentinel_ports: list[int]
+    master_name: str = "mymaster"
+    #: How long a master may not answer before the sentinels fail it over.
+    down_after_ms: int = 1000
+
+    @property
+    def sentinels(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.sentinel_ports]
+
+    def start(self, procs: ProcessTable, timeout: float = 30.0) -> None:
+        master = self.redis_ports[0]
+        for i, port in enumerate(self.redis_ports):
+            node = RedisNode(self.data_dir / f"redis-{i}", port, replica_of=master if i else None)
+            node.start(procs, name=f"redis-{i}")
+        for i, port in enumerate(self.sentinel_ports):
+            folder = self.data_dir / f"sentinel-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            config = folder / "sentinel.conf"  # the sentinel rewrites it: its own copy
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                f"sentinel monitor {self.master_name} 127.0.0.1 {master} 2\n"
+                f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.master_name} 10000\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n"
+            )
+            procs.start(f"sentinel-{i}", [redis_server_binary(), str(config), "--sentinel"])
+        wait_until(
+            lambda: self.master() == master and self.replicas_known(),
+            timeout,
+            "the sentinels to see the master and its replicas",
+            0.2,
+            (redis.ConnectionError,),
+        )
+
+    def master(self) -> int | None:
+        """The port of the master the first answering sentinel names now."""
+        for port in self.sentinel_ports:
+            try:
+                found = redis.Redis(port=port).sentinel_get_master_addr_by_name(self.master_name)
+            except redis.ConnectionError:
+                continue
+            return int(found[1]) if isinstance(found, tuple) else None
+        return None
+
+    def replicas_known(self) -> bool:
+        client = redis.Redis(port=self.sentinel_ports[0])
+        return len(client.sentinel_slaves(self.master_name)) == len(self.redis_ports) - 1

@@ -76,6 +76,9 @@ class BatchResult:
     dead: list[DeadLetter] = field(default_factory=list)
     #: partition -> entity -> the state fields the batch set (their latest values).
     writes: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    #: entity -> its whole state after the batch (the batch's own, changed in place by the
+    #: next batch over the same states: read it before that one runs).
+    states: dict[str, dict[str, float]] = field(default_factory=dict)
     newest_ts: int = 0
     #: How many source events the batch had.
     events: int = 0
@@ -103,7 +106,7 @@ class Featurizer:
                 continue
             parsed.append((source, event))
             entities[event.key] = source.partition
-        states = load_state(entities)
+        states = result.states = load_state(entities)
         for source, event in parsed:
             self._run_one(source, event, states[event.key], result)
         return result

@@ -132,6 +132,8 @@ def pipeline_topics(settings: CommonSettings, partitions: int = 3) -> list[Topic
         TopicSpec(settings.dead_letter_topic, 1),
         TopicSpec(settings.model_events_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(settings.predictions_topic, partitions),
+        # Partitioned like the events topic: partition p holds the states partition p wrote.
+        TopicSpec(settings.state_changelog_topic, partitions, {"cleanup.policy": "compact"}),
     ]
 
 

@@ -15,11 +15,12 @@ import os
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -73,6 +74,10 @@ class CommonSettings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis behind Sentinel instead of redis_url: the sentinels ("host:port", comma-separated
+    # in the environment) and the name of the master they watch; a failover is followed.
+    redis_sentinels: Annotated[list[str], NoDecode] = []
+    redis_master_name: str = "mymaster"
     # Every topic and Redis key starts with this, so test runs never see each other's data.
     topic_prefix: str = "millrace."
     registry_url: str = f"http://127.0.0.1:{LOCAL_PORTS['model-registry']}"
@@ -101,6 +106,13 @@ class CommonSettings(BaseSettings):
     model_name: str = "model"
     feature_module: str = ""
     log_level: str = "INFO"
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     def token(self) -> str:
         """The registry's write token."""
@@ -172,6 +184,11 @@ class CommonSettings(BaseSettings):
     @property
     def model_events_topic(self) -> str:
         return f"{self.topic_prefix}model-events"
+
+    @property
+    def state_changelog_topic(self) -> str:
+        """Every entity state the featurizer wrote, compacted: what Redis is rebuilt from."""
+        return f"{self.topic_prefix}state-changelog"
 
 
 class HttpSettings(CommonSettings):

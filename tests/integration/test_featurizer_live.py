@@ -18,7 +18,7 @@ from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelo
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, watermarks
 from millrace.records import FeatureRecord, LabelRecord, encode
 from millrace.settings import CommonSettings
-from millrace.state import RedisState
+from millrace.state import RedisState, StateIncomplete
 from millrace_cli.replay import replay
 from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
@@ -48,7 +48,9 @@ def expected(start: str, end: str) -> tuple[list[dict], BackfillResult]:
 
 
 @contextmanager
-def running(settings: CommonSettings, replicas: int, batch_size: int = 500) -> Iterator[None]:
+def running(
+    settings: CommonSettings, replicas: int, batch_size: int = 500
+) -> Iterator[list[LiveFeaturizer]]:
     runners = [
         LiveFeaturizer.from_settings(
             featurizer_settings(
@@ -61,7 +63,7 @@ def running(settings: CommonSettings, replicas: int, batch_size: int = 500) -> I
     for t in threads:
         t.start()
     try:
-        yield
+        yield runners
     finally:
         for r in runners:
             r.stopping.set()
@@ -69,19 +71,34 @@ def running(settings: CommonSettings, replicas: int, batch_size: int = 500) -> I
             t.join(60)
 
 
-def test_fenced_batches_apply_once(redis_url, prefix):
+def test_batches_apply_only_on_the_fence_they_expect(redis_url, prefix):
     state = RedisState.from_url(redis_url, prefix)
-    assert state.apply({0: {"N1": {"a": 2.0, "c": 0.1}}}, {0: 11}) == 1
-    # The same batch again after a crash changes nothing, nor does an older one.
-    assert state.apply({0: {"N1": {"a": 9.0}}}, {0: 11}) == 0
-    assert state.apply({0: {"N1": {"a": 9.0}}}, {0: 5}) == 0
+    assert state.apply({0: {"N1": {"a": 2.0, "c": 0.1}}}, {0: 11}, {0: None}) == set()
+    # A batch that expects another fence (Redis lost writes, or it was applied already) changes
+    # nothing and names its partition.
+    assert state.apply({0: {"N1": {"a": 9.0}}}, {0: 12}, {0: None}) == {0}
+    assert state.apply({0: {"N1": {"a": 9.0}}}, {0: 12}, {0: 5}) == {0}
     assert state.read("N1") == {"a": 2.0, "c": 0.1}
     # One call for several partitions: each is applied or not on its own fence.
     batch = {0: {"N1": {"a": 7.0}}, 1: {"N1": {"b": 3.0}, "N2": {"b": 1e300}}, 2: {}}
-    assert state.apply(batch, {0: 11, 1: 0, 2: 4}) == 2
+    assert state.apply(batch, {0: 20, 1: 0, 2: 4}, {0: 3, 1: None, 2: None}) == {0}
     assert state.read("N1") == {"a": 2.0, "b": 3.0, "c": 0.1}
     assert state.read("N2") == {"b": 1e300}
     assert state.fences() == {0: 11, 1: 0, 2: 4}
+
+
+def test_readers_are_told_when_the_state_is_not_known_complete(redis_url, prefix):
+    state = RedisState.from_url(redis_url, prefix)
+    with pytest.raises(StateIncomplete, match="not verified"):
+        state.read_complete(["N1"])
+    state.declare_ready([0, 1], total=3)
+    with pytest.raises(StateIncomplete, match=r"partitions \[2\] is being rebuilt"):
+        state.read_complete(["N1"])
+    state.declare_ready([2], total=3)
+    assert state.read_complete(["N1"]) == {"N1": {}} and state.completeness() is None
+    # Marks of another server (before a restart or a failover) do not count.
+    state.client.hset(state.ready_key, "1", "another-run-id")
+    assert "not verified on this Redis server" in (state.completeness() or "")
 
 
 def test_two_live_replicas_equal_the_backfill(kafka_bootstrap, redis_url, prefix):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from millrace.settings import CommonSettings
+from millrace.state import RedisState
 from millrace_predictor.app import create_app as predictor_app
 from millrace_predictor.settings import PredictorSettings
 from millrace_registry.settings import RegistrySettings
@@ -61,6 +62,7 @@ def test_the_predictor_behaves_as_its_schema_says(
 ):
     common = {"kafka_bootstrap": kafka_bootstrap, "redis_url": redis_url, "topic_prefix": prefix}
     registry = RegistrySettings(data_dir=tmp_path, port=free_port(), announce=False, **common)
+    RedisState.from_url(redis_url, prefix).declare_ready(range(3), total=3)
     with serving(registry) as client:
         client.publish(MODEL, trained_models(1)[0], {})
         client.move_alias(MODEL, "production", 1, None, "seed")

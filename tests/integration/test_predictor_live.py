@@ -28,6 +28,7 @@ from millrace.learners import LogisticRegression
 from millrace.records import encode
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
+from millrace.state import RedisState
 from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_predictor.app import create_app as predictor_app
 from millrace_predictor.settings import PredictorSettings
@@ -84,6 +85,8 @@ def setup(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
     common = {"kafka_bootstrap": kafka_bootstrap, "redis_url": redis_url, "topic_prefix": prefix}
     settings = CommonSettings(**common)
     ensure_topics(kafka_bootstrap, pipeline_topics(settings))
+    # As a featurizer does once it has checked the state of every partition (none here).
+    RedisState.from_url(redis_url, prefix).declare_ready(range(3), total=3)
     registry_port = free_port()
     with serve(
         registry_app(RegistrySettings(data_dir=tmp_path, port=registry_port, **common)),
@@ -114,6 +117,20 @@ def setup(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
                 lambda: predictor_replica(registry_url, common),
             )
         client.close()
+
+
+def test_state_not_known_complete_is_a_503_with_the_reason(setup: Setup):
+    state = RedisState.from_url(setup.settings.redis_url, setup.settings.topic_prefix)
+    state.withdraw_ready([1])  # what a featurizer does while it rebuilds partition 1
+    event = orjson.dumps(setup.events[0])
+    refused = setup.predict.post("/predict", content=event)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
+    assert "partitions [1] is being rebuilt" in refused.json()["detail"]
+    ready = setup.predict.get("/ready")
+    assert ready.status_code == 503 and "being rebuilt" in ready.json()["state"]
+    state.declare_ready([1], total=3)
+    assert setup.predict.post("/predict", content=event).status_code == 200
+    assert setup.predict.get("/ready").status_code == 200
 
 
 def test_single_batch_and_open_inference_agree(setup: Setup):

@@ -45,14 +45,18 @@ from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent,
 from millrace.health import Liveness, ServiceFailed
 from millrace.kafka import (
     Brokers,
+    TopicSpec,
     abort_transaction,
     client_config,
     committed_offsets,
     consumer_config,
+    ensure_topics,
     has_data,
     retry_retriable,
+    wait_for_broker,
 )
-from millrace.state import RedisState
+from millrace.state import UNREACHABLE, RedisState
+from millrace_featurizer import changelog
 from millrace_featurizer.owned_state import OwnedState
 from millrace_featurizer.recovery import StateRecovery
 from millrace_featurizer.settings import FeaturizerSettings
@@ -92,6 +96,7 @@ class LiveFeaturizer:
         features_topic: str,
         labels_topic: str,
         dead_letter_topic: str,
+        changelog_topic: str | None,
         *,
         batch_size: int,
         instance_id: str,
@@ -110,6 +115,9 @@ class LiveFeaturizer:
         self.features_topic = features_topic
         self.labels_topic = labels_topic
         self.dead_letter_topic = dead_letter_topic
+        #: The state changelog (None: off, for measuring its cost; Redis is then not rebuildable
+        #: once the events topic's retention deleted what it needs).
+        self.changelog_topic = changelog_topic
         self.batch_size = batch_size
         self.stopping = threading.Event()
         self.liveness = Liveness(stall_timeout_s)
@@ -156,9 +164,11 @@ class LiveFeaturizer:
             featurizer,
             state,
             self.consumer,
+            self.producer,
             brokers,
             group,
             events_topic,
+            changelog_topic,
             batch_size,
             self.liveness,
             self.stopping,
@@ -170,13 +180,14 @@ class LiveFeaturizer:
         """The runner the settings describe: their feature module, topics, Redis and broker."""
         return cls(
             Featurizer(load_feature_module(settings.feature_module)),
-            RedisState.from_url(settings.redis_url, settings.topic_prefix),
+            RedisState.from_settings(settings),
             settings.kafka,
             group=f"{settings.topic_prefix}{settings.group}",
             events_topic=settings.events_topic,
             features_topic=settings.features_topic,
             labels_topic=settings.labels_topic,
             dead_letter_topic=settings.dead_letter_topic,
+            changelog_topic=settings.state_changelog_topic if settings.state_changelog else None,
             batch_size=settings.batch_size,
             instance_id=settings.instance_id,
             session_timeout_ms=settings.session_timeout_ms,
@@ -197,6 +208,8 @@ class LiveFeaturizer:
         cannot go on."""
         self.state.wait_ready()
         self.state.claim_schema(self.featurizer.schema_marker)
+        if self.changelog_topic is not None:
+            self._ensure_changelog()
         self.producer.init_transactions(30)
         self.consumer.subscribe(
             [self.events_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
@@ -215,6 +228,16 @@ class LiveFeaturizer:
                 self.producer.flush(10)
             log.info("featurizer stopped", extra={"batches": self.batches})
 
+    def _ensure_changelog(self) -> None:
+        """The changelog, partitioned like the events topic (made here if it is missing)."""
+        wait_for_broker(self.brokers)
+        topics = self.consumer.list_topics(self.events_topic, timeout=30).topics
+        partitions = len(topics[self.events_topic].partitions) or 1
+        ensure_topics(
+            self.brokers,
+            [TopicSpec(self.changelog_topic or "", partitions, {"cleanup.policy": "compact"})],
+        )
+
     def _loop(self) -> None:
         while not self.stopping.is_set():
             self.liveness.check()
@@ -227,6 +250,7 @@ class LiveFeaturizer:
             self.events_read += len(batch)
             if not batch:
                 if self._settle():
+                    self.recovery.check()
                     self.liveness.beat()
                 continue
             # Computed while the previous batch commits: its Kafka and Redis calls mostly wait.
@@ -238,15 +262,17 @@ class LiveFeaturizer:
     def _begin(self, batch: list[SourceEvent], result: BatchResult) -> bool:
         """Open the batch's transaction and produce its records, then hand the commit (and the
         state writes after it) to the committer thread; False if the transaction failed."""
+        positions = self.consumer.position(self.consumer.assignment())
+        in_batch = {s.partition for s in batch}
+        # A partition's fence is its position minus one: what the committed offset will say,
+        # whatever control records (of a transactional producer) lie past its last event.
+        fences = {tp.partition: tp.offset - 1 for tp in positions if tp.partition in in_batch}
         try:
             self.producer.begin_transaction()
-            self._produce(result)
+            self._produce(result, fences)
         except (KafkaException, BufferError) as exc:
             self._failed(exc)
             return False
-        positions = self.consumer.position(self.consumer.assignment())
-        in_batch = {s.partition for s in batch}
-        fences = {tp.partition: tp.offset - 1 for tp in positions if tp.partition in in_batch}
         self.owned.pin(entity for entities in result.writes.values() for entity in entities)
         self._pending = self._committer.submit(
             self._commit, positions, self.consumer.consumer_group_metadata(), result, fences
@@ -269,7 +295,17 @@ class LiveFeaturizer:
                 timeout,
             )
         retry_retriable(self.producer.commit_transaction, "commit_transaction", timeout)
-        self.state.apply(result.writes, fences)
+        # Committed: Kafka holds the batch (the changelog included). Redis follows, if it still
+        # holds what this replica wrote; a partition whose fence moved is rebuilt.
+        try:
+            lost = self.state.apply(result.writes, fences, self.recovery.expected)
+        except UNREACHABLE as exc:
+            self.state.forget_server()
+            self.recovery.lost(self.recovery.owned(), f"Redis unreachable: {exc}")
+        else:
+            if lost:
+                self.recovery.lost(lost, "a fence is not where this replica left it")
+            self.recovery.applied(fences, lost)
         self.batches += 1
         self.events += result.events
         self._count(result)
@@ -287,6 +323,15 @@ class LiveFeaturizer:
             return False
         finally:
             self.owned.pin(())
+        if self.recovery.unrecovered:
+            # Redis lost state: what was computed since (on states in memory that the rebuild
+            # replaces) is read again once the lost partitions are rebuilt.
+            self.owned.clear()
+            self._rewind()
+            self.consumer.pause(
+                [TopicPartition(self.events_topic, p) for p in self.recovery.unrecovered]
+            )
+            return False
         return True
 
     def _failed(self, exc: KafkaException | BufferError) -> None:
@@ -314,13 +359,22 @@ class LiveFeaturizer:
         log.error("transaction failed; aborting and reading the batch again", exc_info=exc)
         abort_transaction(self.producer, exc)
 
-    def _produce(self, result: BatchResult) -> None:
+    def _produce(self, result: BatchResult, fences: dict[int, int]) -> None:
+        produce = self.producer.produce
         for key, value in result.features:
-            self.producer.produce(self.features_topic, value, key)
+            produce(self.features_topic, value, key)
         for key, value in result.labels:
-            self.producer.produce(self.labels_topic, value, key)
+            produce(self.labels_topic, value, key)
         for dead in result.dead:
             self._dead_letter(dead)
+        if self.changelog_topic is None:
+            return
+        states, encode = result.states, changelog.encode
+        for partition, entities in result.writes.items():
+            offset = fences[partition]
+            for entity in entities:
+                value = encode(partition, offset, states[entity])
+                produce(self.changelog_topic, value, entity, partition=partition)
 
     def _dead_letter(self, dead: DeadLetter) -> None:
         source = f"{self.events_topic}/{dead.source.partition}/{dead.source.offset}"

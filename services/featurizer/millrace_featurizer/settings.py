@@ -15,6 +15,11 @@ class FeaturizerSettings(HttpSettings):
     # the throughput of 5,000 (the commit hides behind the computing; 5,000 gave 1.3x 1,000).
     batch_size: int = Field(default=10_000, ge=1)
     partitions: int = 3
+    # Each batch's entity states also go to the compacted state changelog, in its transaction,
+    # so that Redis can be rebuilt whatever the events topic's retention. Off only to measure
+    # its cost: a changelog turned off and on again must be deleted first (it would miss the
+    # states written meanwhile).
+    state_changelog: bool = True
     # A stable, unique id per replica: a restarted replica then fences the transaction its dead
     # predecessor left open instead of readers waiting for it to expire. The default, the host
     # name, is stable per Kubernetes StatefulSet pod (name-0, name-1), not per compose container

@@ -16,7 +16,7 @@ from millrace.features import event_decoder, feature_schema_hash, load_feature_m
 from millrace.kafka import client_config
 from millrace.model_events import ModelEventFollower
 from millrace.registry_client import RegistryClient, RegistryError
-from millrace.state import RedisState
+from millrace.state import RedisState, StateIncomplete
 from millrace_predictor.monitoring import Guardrail, LiveQuality
 from millrace_predictor.serving import ModelHolder, score
 from millrace_predictor.settings import PredictorSettings
@@ -33,6 +33,12 @@ MODEL_AGE = Gauge(
     "millrace_predictor_model_age_seconds", "Time since the serving version was published"
 )
 UNLOGGED = Counter("millrace_predictor_predictions_not_logged_total", "Predictions the log dropped")
+REFUSED_INCOMPLETE = Counter(
+    "millrace_predictor_refused_incomplete_state_total",
+    "Predict requests answered 503: the online state was being rebuilt or unreachable",
+)
+#: What a 503 for incomplete state tells the client to wait (a rebuild takes seconds).
+RETRY_AFTER_S = 2
 
 
 class Predictor:
@@ -41,7 +47,7 @@ class Predictor:
         self.module = load_feature_module(settings.feature_module)
         #: Envelopes of the module's event types, payloads by the module's schemas.
         self.events = event_decoder(self.module)
-        self.state = RedisState.from_url(settings.redis_url, settings.topic_prefix)
+        self.state = RedisState.from_settings(settings)
         self.client = RegistryClient.from_settings(settings)
         self.models = ModelHolder(
             self.client,
@@ -109,9 +115,15 @@ class Predictor:
             raise HTTPException(503, "no model loaded yet")
         model, shadow = serving.current, serving.previous
         try:
-            scored = score(self.module, self.state.read_many, model, shadow, events)
+            scored = score(self.module, self.state.read_complete, model, shadow, events)
         except InvalidEvent as exc:
             raise HTTPException(422, exc.reason) from None
+        except StateIncomplete as exc:
+            # Features from state known incomplete would be features no training run saw.
+            REFUSED_INCOMPLETE.inc()
+            raise HTTPException(
+                503, str(exc), headers={"Retry-After": str(RETRY_AFTER_S)}
+            ) from None
         histogram = SCORES.labels(str(model.version))
         for row in scored:
             histogram.observe(row.probability)

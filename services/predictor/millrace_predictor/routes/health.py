@@ -20,14 +20,20 @@ def health() -> dict[str, str]:
 
 @router.get("/ready", responses=problems(503))
 def ready(predictor: PredictorDep, response: Response) -> dict[str, Any]:
-    """503 until a version serves; ``refused`` names the versions this predictor will not
-    serve, and why."""
+    """503 until a version serves, and while the online state is not known complete (``state``
+    says why: being rebuilt, unreachable); ``refused`` names the versions this predictor will
+    not serve, and why."""
     model = predictor.models.current
     refused = {str(v): reason for v, reason in predictor.models.refused.items()}
     if model is None:
         response.status_code = 503
         return {"status": "loading", "refused": refused}
-    return {"status": "ready", "model": model.name, "version": model.version, "refused": refused}
+    served = {"model": model.name, "version": model.version, "refused": refused}
+    incomplete = predictor.state.completeness()
+    if incomplete is not None:
+        response.status_code = 503
+        return {"status": "state incomplete", "state": incomplete, **served}
+    return {"status": "ready", **served}
 
 
 @router.get(
