@@ -241,6 +241,11 @@ class RedisState:
             pipe.hset(self.ready_key, str(partition), run_id)
         pipe.execute()
 
+    def ready_marks(self) -> dict[int, str]:
+        """partition -> the run id of the server on which it was marked complete."""
+        raw = self.client.hgetall(self.ready_key)
+        return {int(_text(p)): _text(run_id) for p, run_id in raw.items()}
+
     def withdraw_ready(self, partitions: Iterable[int]) -> None:
         names = [str(p) for p in partitions]
         if names:

@@ -170,11 +170,12 @@ def test_malformed_events_are_dead_lettered_and_good_ones_featurized(
     } <= kinds
 
 
-def test_state_behind_the_committed_offsets_is_replayed_from_the_events_topic(
+def test_state_behind_the_committed_offsets_is_rebuilt_on_assignment(
     kafka_bootstrap, redis_url, prefix
 ):
     """What a crash between the Kafka commit and the Redis write leaves, taken to the extreme:
-    Redis lost every write. On assignment the runner replays the gap for state only."""
+    Redis lost every write. On assignment the runner rebuilds it (from the state changelog),
+    producing nothing."""
     settings = setup_topics(kafka_bootstrap, redis_url, prefix)
     events, truth = expected("2013-01-01", "2013-01-04")
     replay(kafka_bootstrap, settings.events_topic, events)

@@ -250,7 +250,6 @@ class LiveFeaturizer:
             self.events_read += len(batch)
             if not batch:
                 if self._settle():
-                    self.recovery.check()
                     self.liveness.beat()
                 continue
             # Computed while the previous batch commits: its Kafka and Redis calls mostly wait.
@@ -311,21 +310,21 @@ class LiveFeaturizer:
         self._count(result)
 
     def _settle(self) -> bool:
-        """Wait for the batch being committed; False if its transaction failed (it and all read
-        after it will be read again)."""
+        """Wait for the batch being committed; False if its transaction failed or Redis was
+        found to have lost state (then it and all read after it are read again)."""
         pending, self._pending = self._pending, None
-        if pending is None:
-            return True
-        try:
-            pending.result()
-        except (KafkaException, BufferError) as exc:
-            self._failed(exc)
-            return False
-        finally:
-            self.owned.pin(())
-        if self.recovery.unrecovered:
-            # Redis lost state: what was computed since (on states in memory that the rebuild
-            # replaces) is read again once the lost partitions are rebuilt.
+        if pending is not None:
+            try:
+                pending.result()
+            except (KafkaException, BufferError) as exc:
+                self._failed(exc)
+                return False
+            finally:
+                self.owned.pin(())
+        self.recovery.check()  # no commit in flight: the fences are where it left them
+        if self.recovery.take_losses():
+            # What was computed since, on states in memory that the rebuild replaces, is read
+            # again once the lost partitions are rebuilt (they stay paused until then).
             self.owned.clear()
             self._rewind()
             self.consumer.pause(

@@ -88,6 +88,8 @@ class StateRecovery:
         #: partition -> the fence this replica last left in Redis (None: none yet): what a
         #: batch's write expects to find there.
         self.expected: dict[int, int | None] = {}
+        #: Set when a loss was found since the loop last looked (see :meth:`take_losses`).
+        self._losses = False
         self._checked_at = 0.0
 
     def assigned(self, partitions: Iterable[int]) -> None:
@@ -109,6 +111,7 @@ class StateRecovery:
         if not found:
             return
         LOSSES.inc(len(found))
+        self._losses = True
         log.warning("redis state lost; rebuilding", extra={"partitions": found, "why": why})
         for partition in found:
             self.unrecovered.add(partition)
@@ -117,21 +120,26 @@ class StateRecovery:
         with contextlib.suppress(*UNREACHABLE):
             self.state.withdraw_ready(found)
 
+    def take_losses(self) -> bool:
+        """Whether a loss was found since the last call."""
+        found, self._losses = self._losses, False
+        return found
+
     def applied(self, fences: dict[int, int], lost: set[int]) -> None:
         for partition, offset in fences.items():
             if partition not in lost and partition in self.expected:
                 self.expected[partition] = offset
 
     def check(self, every_s: float = 1.0) -> None:
-        """Between batches, at most every ``every_s``: fences still where this replica left
-        them, and ready marks of this server (a restart or failover changes its run id)."""
+        """With no commit in flight, at most every ``every_s``: fences still where this replica
+        left them, and ready marks of this server (a restart or failover changes its run id)."""
         now = time.monotonic()
         if now - self._checked_at < every_s or not self.expected:
             return
         self._checked_at = now
         try:
             fences = self.state.fences()
-            marks = self.state.client.hgetall(self.state.ready_key)
+            marks = self.state.ready_marks()
             server = self.state.server_id(max_age_s=0.0)
         except UNREACHABLE as exc:
             self.lost(self.owned(), f"Redis unreachable: {exc}")
@@ -139,7 +147,7 @@ class StateRecovery:
         moved = [p for p, fence in self.expected.items() if fences.get(p) != fence]
         if moved:
             self.lost(moved, "a fence is not where this replica left it")
-        unmarked = [p for p in self.expected if marks.get(str(p).encode()) != server.encode()]
+        unmarked = [p for p in self.expected if marks.get(p) != server]
         if unmarked:
             self.state.declare_ready(unmarked, self._partition_count())
 
