@@ -32,7 +32,6 @@ import httpx
 import orjson
 import redis
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
@@ -48,6 +47,7 @@ from millrace_cli.secrets import SIGNING_KEY, TOKEN, ensure_secrets, service_sec
 from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable, free_port
+from tests.helpers import delete_all_records
 
 MODULES = {
     "model-registry": "millrace_registry",
@@ -332,7 +332,7 @@ class Chaos:
             self.redis.start(self.procs)
         else:
             if blow == "retention_then_flushall":
-                _delete_all_records(self.settings, self.settings.events_topic)
+                delete_all_records(self.settings.kafka, self.settings.events_topic)
             client.flushall()
         self.prober.incomplete.set()
         client.close()
@@ -425,20 +425,6 @@ def _versions(client: RegistryClient, model: str) -> int:
         return int(client.list_versions(model, limit=1)["total"])
     except Exception:
         return 0
-
-
-def _delete_all_records(settings: CommonSettings, topic: str) -> None:
-    """What retention does to old segments: the topic now starts at its end."""
-    reader = Consumer(consumer_config(settings.kafka, "chaos-ends"))
-    try:
-        ends = {p: high for p, (_, high) in watermarks(reader, topic).items()}
-    finally:
-        reader.close()
-    futures = AdminClient(settings.kafka).delete_records(
-        [TopicPartition(topic, p, offset) for p, offset in ends.items()]
-    )
-    for future in futures.values():
-        future.result(30)
 
 
 def _settle(count: Callable[[], int], quiet_s: float = 15.0, timeout: float = 900.0) -> int:

@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 from starlette.types import ASGIApp
 
 from millrace import waiting
 from millrace.health import BackgroundServer
-from millrace.kafka import Brokers, consumer_config
+from millrace.kafka import Brokers, client_config, consumer_config, watermarks
 from millrace.settings import CommonSettings
 from millrace_featurizer.settings import FeaturizerSettings
 
@@ -117,3 +118,23 @@ def project_modules() -> dict[str, Path]:
             if parts and not any(p.startswith(".") or p == "templates" for p in parts):
                 found[".".join(parts)] = path
     return found
+
+
+def end_offsets(bootstrap: Brokers, topic: str) -> dict[int, int]:
+    reader = Consumer(consumer_config(bootstrap, "t-ends"))
+    try:
+        return {p: high for p, (_, high) in watermarks(reader, topic).items()}
+    finally:
+        reader.close()
+
+
+def delete_all_records(bootstrap: Brokers, topic: str) -> None:
+    """What retention does to old segments: the events topic now starts at its end."""
+    ends = end_offsets(bootstrap, topic)
+    # Held until the futures complete: a client collected before then never completes them.
+    admin = AdminClient(client_config(bootstrap))
+    futures = admin.delete_records(
+        [TopicPartition(topic, p, offset) for p, offset in ends.items()], request_timeout=30
+    )
+    for future in futures.values():
+        future.result(30)

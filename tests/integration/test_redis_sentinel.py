@@ -14,9 +14,8 @@ from millrace.state import RedisState
 from millrace_cli.replay import replay
 from millrace_stack.brokers import SentinelGroup
 from millrace_stack.processes import ProcessTable, free_port
-from tests.helpers import read_topic, wait_until
+from tests.helpers import end_offsets, read_topic, wait_until
 from tests.integration.test_featurizer_live import canonical, expected, running, setup_topics
-from tests.integration.test_state_loss import end_offsets
 
 pytestmark = pytest.mark.integration
 

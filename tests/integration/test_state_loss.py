@@ -10,15 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from millrace.kafka import consumer_config, watermarks
 from millrace.state import RedisState
 from millrace_cli.replay import replay
 from millrace_stack.brokers import RedisNode
 from millrace_stack.processes import ProcessTable, free_port
-from tests.helpers import read_topic, wait_until
+from tests.helpers import delete_all_records, end_offsets, read_topic, wait_until
 from tests.integration.test_featurizer_live import canonical, expected, running, setup_topics
 
 pytestmark = pytest.mark.integration
@@ -34,24 +31,6 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[RedisNode, ProcessTable]]:
         yield node, procs
     finally:
         procs.stop("redis")
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    reader = Consumer(consumer_config(bootstrap, "t-ends"))
-    try:
-        return {p: high for p, (_, high) in watermarks(reader, topic).items()}
-    finally:
-        reader.close()
-
-
-def delete_all_records(bootstrap: str, topic: str) -> None:
-    """What retention does to old segments: the events topic now starts at its end."""
-    ends = end_offsets(bootstrap, topic)
-    futures = AdminClient({"bootstrap.servers": bootstrap}).delete_records(
-        [TopicPartition(topic, p, offset) for p, offset in ends.items()]
-    )
-    for future in futures.values():
-        future.result(30)
 
 
 @pytest.mark.parametrize("blow", ["flushall", "restart_empty", "retention_then_flushall"])
