@@ -47,7 +47,7 @@ from millrace_cli.secrets import SIGNING_KEY, TOKEN, ensure_secrets, service_sec
 from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable, free_port
-from tests.helpers import delete_all_records
+from tests.helpers import delete_records_below, processed_offsets
 
 MODULES = {
     "model-registry": "millrace_registry",
@@ -332,7 +332,12 @@ class Chaos:
             self.redis.start(self.procs)
         else:
             if blow == "retention_then_flushall":
-                delete_all_records(self.settings.kafka, self.settings.events_topic)
+                # Retention of what the featurizer has processed (deleting what it has not
+                # read would lose those events, whatever the featurizer did).
+                topic = self.settings.events_topic
+                group = f"{self.settings.topic_prefix}millrace-featurizer"
+                done = processed_offsets(self.settings.kafka, group, topic)
+                delete_records_below(self.settings.kafka, topic, done)
             client.flushall()
         self.prober.incomplete.set()
         client.close()

@@ -129,12 +129,28 @@ def end_offsets(bootstrap: Brokers, topic: str) -> dict[int, int]:
 
 
 def delete_all_records(bootstrap: Brokers, topic: str) -> None:
-    """What retention does to old segments: the events topic now starts at its end."""
-    ends = end_offsets(bootstrap, topic)
+    """What retention does to old segments: the topic now starts at its end."""
+    delete_records_below(bootstrap, topic, end_offsets(bootstrap, topic))
+
+
+def delete_records_below(bootstrap: Brokers, topic: str, offsets: dict[int, int]) -> None:
+    """Delete ``topic``'s records below ``offsets`` (partition -> offset), as retention would."""
     # Held until the futures complete: a client collected before then never completes them.
     admin = AdminClient(client_config(bootstrap))
     futures = admin.delete_records(
-        [TopicPartition(topic, p, offset) for p, offset in ends.items()], request_timeout=30
+        [TopicPartition(topic, p, offset) for p, offset in offsets.items() if offset > 0],
+        request_timeout=30,
     )
     for future in futures.values():
         future.result(30)
+
+
+def processed_offsets(bootstrap: Brokers, group: str, topic: str) -> dict[int, int]:
+    """partition -> the offset ``group`` committed last (what it has processed for good)."""
+    reader = Consumer(consumer_config(bootstrap, group, **{"isolation.level": "read_uncommitted"}))
+    try:
+        ends = watermarks(reader, topic)
+        found = reader.committed([TopicPartition(topic, p) for p in ends], timeout=30)
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+    finally:
+        reader.close()
