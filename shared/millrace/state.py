@@ -85,7 +85,9 @@ class SchemaMismatch(MillraceError, RuntimeError):
 
 
 class RedisState:
-    def __init__(self, client: redis.Redis, prefix: str, where: str = "") -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, where: str = "", setting: str = "MILLRACE_REDIS_URL"
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.fence_key = f"{prefix}state:__fence__"
@@ -93,6 +95,8 @@ class RedisState:
         self.partitions_key = f"{prefix}state:__partitions__"
         #: Where the state lives, for messages: an address, or a master behind sentinels.
         self.where = where or _address(client)
+        #: The setting that names it, for messages.
+        self.setting = setting
         self._apply = client.register_script(_APPLY_BATCH)
         #: (the server's run id, when it was read): re-read after a second or an error.
         self._server: tuple[str, float] | None = None
@@ -121,7 +125,7 @@ class RedisState:
         where = f"master {settings.redis_master_name!r} of sentinels " + ",".join(
             settings.redis_sentinels
         )
-        return cls(client, settings.topic_prefix, where)
+        return cls(client, settings.topic_prefix, where, "MILLRACE_REDIS_SENTINELS")
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until Redis answers a PING (saying so while it does not), or raise
@@ -131,8 +135,7 @@ class RedisState:
             timeout,
             f"Redis at {self.where}",
             errors=UNREACHABLE,
-            announce=f"waiting for Redis at {self.where} (set by MILLRACE_REDIS_URL"
-            " or MILLRACE_REDIS_SENTINELS)",
+            announce=f"waiting for Redis at {self.where} (set by {self.setting})",
         )
 
     def key(self, entity: str) -> str:
