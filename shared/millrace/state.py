@@ -280,12 +280,10 @@ class RedisState:
     def completeness(self) -> str | None:
         """None when every partition is marked complete on the server answering, else why not."""
         try:
-            total, ready = self.client.get(self.partitions_key), self.client.hgetall(self.ready_key)
-            server = self.server_id()
-        except UNREACHABLE as exc:
-            self.forget_server()
-            return f"the online state is unreachable at {self.where}: {exc}"
-        return _incompleteness(total, ready, server)
+            self.read_complete(())
+        except StateIncomplete as exc:
+            return str(exc)
+        return None
 
 
 def _incompleteness(

@@ -367,13 +367,18 @@ def test_a_version_that_fails_verification_keeps_the_current_one(setup: Setup, t
     artifact = next((tmp_path / "artifacts").rglob(sha))
     artifact.write_bytes(artifact.read_bytes().replace(b'"bias":', b'"bias": '))
     setup.registry.move_alias(MODEL, "production", 4, 1, "a corrupted artifact")
-    time.sleep(2)
+
+    def failed_loads() -> float:
+        metrics = setup.predict.get("/metrics").text
+        failed = re.search(r"^millrace_predictor_failed_loads_total ([0-9.]+)$", metrics, re.M)
+        return float(failed.group(1)) if failed is not None else 0.0
+
+    # Until the predictor has tried version 4 (and failed), however slow the machine.
+    wait_until(lambda: failed_loads() >= 1, 30, "the predictor to try version 4")
     assert setup.predict.get("/ready").json()["version"] == 1
     answer = setup.predict.post("/predict", content=orjson.dumps(setup.events[0]))
     assert answer.status_code == 200 and answer.json()["version"] == 1
-    metrics = setup.predict.get("/metrics").text
-    failed = re.search(r"^millrace_predictor_failed_loads_total ([0-9.]+)$", metrics, re.M)
-    assert failed is not None and float(failed.group(1)) >= 1
+    assert failed_loads() >= 1
 
 
 def test_a_version_trained_on_other_features_is_refused(setup: Setup):
