@@ -21,7 +21,7 @@ import redis
 from millrace.errors import MillraceError
 from millrace.kafka import wait_for_broker
 from millrace.waiting import wait_until
-from millrace_stack.processes import ProcessTable, port_open
+from millrace_stack.processes import ProcessTable, free_port, port_open
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POM = Path(__file__).with_name("kafka-pom.xml")
@@ -205,6 +205,10 @@ class RedisNode:
     persist: bool = False
     #: The port of the master this node replicates (on 127.0.0.1), if it is a replica.
     replica_of: int | None = None
+    #: A Redis Cluster node: how long it may not answer before its replica takes over.
+    cluster_node_timeout_ms: int | None = None
+    #: Its cluster bus port (Redis's default, the port + 10000, may not exist or be taken).
+    cluster_bus_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -234,6 +238,11 @@ class RedisNode:
         )
         if self.replica_of is not None:
             cmd += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.cluster_node_timeout_ms is not None:
+            cmd += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            cmd += ["--cluster-node-timeout", str(self.cluster_node_timeout_ms)]
+            if self.cluster_bus_port is not None:
+                cmd += ["--cluster-port", str(self.cluster_bus_port)]
         procs.start(name, cmd)
         client = redis.Redis(port=self.port)
         try:
@@ -298,3 +307,80 @@ class SentinelGroup:
     def replicas_known(self) -> bool:
         client = redis.Redis(port=self.sentinel_ports[0])
         return len(client.sentinel_slaves(self.master_name)) == len(self.redis_ports) - 1
+
+
+@dataclass
+class RedisClusterGroup:
+    """A Redis Cluster of local processes ``cluster-<i>``: as many primaries as ``ports`` hold
+    beyond their ``replicas`` replicas each, the slots spread by ``redis-cli --cluster create``
+    (Redis's own tool)."""
+
+    data_dir: Path
+    ports: list[int]
+    replicas: int = 1
+    #: How long a primary may not answer before its replica is promoted.
+    node_timeout_ms: int = 2000
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.ports]
+
+    def start(self, procs: ProcessTable, timeout: float = 60.0) -> None:
+        for i, port in enumerate(self.ports):
+            node = RedisNode(
+                self.data_dir / f"node-{i}",
+                port,
+                cluster_node_timeout_ms=self.node_timeout_ms,
+                cluster_bus_port=free_port(),
+            )
+            node.start(procs, name=f"cluster-{i}")
+        create = [debian_program("redis-cli", "redis-tools"), "--cluster", "create", *self.nodes]
+        create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        result = subprocess.run(create, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise InfraError(f"redis-cli --cluster create failed: {result.stdout[-2000:]}")
+        wait_until(self.healthy, timeout, "the Redis Cluster's slots and replicas", 0.2)
+
+    def roles(self) -> dict[int, int | None]:
+        """port -> the port of its primary (None: it is a primary), as a live node sees it."""
+        for port in self.ports:
+            try:
+                table = redis.Redis(port=port).execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
+            except redis.ConnectionError:
+                continue
+            text = table.decode() if isinstance(table, bytes) else str(table)
+            return _cluster_roles(text)
+        return {}
+
+    def primaries(self) -> list[int]:
+        return [port for port, primary in self.roles().items() if primary is None]
+
+    def healthy(self) -> bool:
+        """Every slot served, every primary with its replicas linked up."""
+        roles = self.roles()
+        if not roles or len([p for p, of in roles.items() if of is None]) * (
+            1 + self.replicas
+        ) != len(roles):
+            return False
+        for port, primary in roles.items():
+            client = redis.Redis(port=port)
+            info = client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+            if b"cluster_state:ok" not in info:
+                return False
+            if primary is not None and client.info("replication")["master_link_status"] != "up":
+                return False
+        return True
+
+
+def _cluster_roles(table: str) -> dict[int, int | None]:
+    """CLUSTER NODES of the live nodes: port -> its primary's port (None for a primary)."""
+    ids: dict[str, int] = {}
+    rows = []
+    for line in table.splitlines():
+        node_id, address, flags, primary = line.split()[:4]
+        if "fail" in flags.split(","):
+            continue
+        port = int(address.split("@")[0].rsplit(":", 1)[1])
+        ids[node_id] = port
+        rows.append((port, "master" in flags, primary))
+    return {port: (None if is_primary else ids.get(of)) for port, is_primary, of in rows}

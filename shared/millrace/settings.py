@@ -78,6 +78,9 @@ class CommonSettings(BaseSettings):
     # in the environment) and the name of the master they watch; a failover is followed.
     redis_sentinels: Annotated[list[str], NoDecode] = []
     redis_master_name: str = "mymaster"
+    # Redis Cluster instead: some of its nodes ("host:port", comma-separated); the client finds
+    # the rest. The state's keys spread over every primary by entity (docs/architecture.md).
+    redis_cluster_nodes: Annotated[list[str], NoDecode] = []
     # Every topic and Redis key starts with this, so test runs never see each other's data.
     topic_prefix: str = "millrace."
     registry_url: str = f"http://127.0.0.1:{LOCAL_PORTS['model-registry']}"
@@ -107,7 +110,7 @@ class CommonSettings(BaseSettings):
     feature_module: str = ""
     log_level: str = "INFO"
 
-    @field_validator("redis_sentinels", mode="before")
+    @field_validator("redis_sentinels", "redis_cluster_nodes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

@@ -18,7 +18,7 @@ from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelo
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, watermarks
 from millrace.records import FeatureRecord, LabelRecord, encode
 from millrace.settings import CommonSettings
-from millrace.state import RedisState, StateIncomplete
+from millrace.state import RedisState, StateIncomplete, StateLost
 from millrace_cli.replay import replay
 from millrace_featurizer.backfill import from_topic
 from millrace_featurizer.live import LiveFeaturizer
@@ -73,6 +73,7 @@ def running(
 
 def test_batches_apply_only_on_the_fence_they_expect(redis_url, prefix):
     state = RedisState.from_url(redis_url, prefix)
+    assert state.declare_ready([0, 1, 2], total=3) == set()  # this owner's marks
     assert state.apply({0: {"N1": {"a": 2.0, "c": 0.1}}}, {0: 11}, {0: None}) == set()
     # A batch that expects another fence (Redis lost writes, or it was applied already) changes
     # nothing and names its partition.
@@ -87,6 +88,28 @@ def test_batches_apply_only_on_the_fence_they_expect(redis_url, prefix):
     assert state.fences() == {0: 11, 1: 0, 2: 4}
 
 
+def test_an_owner_that_lost_its_partition_or_its_state_writes_nothing(redis_url, prefix):
+    old, new = RedisState.from_url(redis_url, prefix), RedisState.from_url(redis_url, prefix)
+    assert old.declare_ready([0, 1], total=2) == set()
+    assert old.apply({0: {"N1": {"a": 1.0}}}, {0: 3}, {0: None}) == set()
+    # Another replica adopts partition 0 (the marks vouch for it): the old owner, a zombie now,
+    # can neither write nor read it, though the fence is the one it expects.
+    assert new.adopt([0], total=2) == set()
+    assert old.apply({0: {"N1": {"a": 9.0}}}, {0: 4}, {0: 3}) == {0}
+    assert old.read("N1") == {"a": 1.0}
+    with pytest.raises(StateLost, match=r"partitions \[0\]"):
+        old.read_owned({"N1": 0})
+    assert old.verify() == {0} and new.verify() == set()
+    assert new.read_owned({"N1": 0, "N2": 0}) == {"N1": {"a": 1.0}, "N2": {}}
+    # A flush removes every mark: each owner finds out on its next write, read or check.
+    new.client.delete(*new.client.keys(f"{prefix}*"))
+    assert new.apply({0: {"N1": {"a": 2.0}}}, {0: 4}, {0: 3}) == {0}
+    assert new.verify() == {0} and old.verify() == {0, 1}
+    assert new.read("N1") == {}
+    # And nothing of it can be adopted: it is rebuilt.
+    assert new.adopt([0, 1], total=2) == {0, 1}
+
+
 def test_readers_are_told_when_the_state_is_not_known_complete(redis_url, prefix):
     state = RedisState.from_url(redis_url, prefix)
     with pytest.raises(StateIncomplete, match="not verified"):
@@ -96,8 +119,13 @@ def test_readers_are_told_when_the_state_is_not_known_complete(redis_url, prefix
         state.read_complete(["N1"])
     state.declare_ready([2], total=3)
     assert state.read_complete(["N1"]) == {"N1": {}} and state.completeness() is None
+    state.begin_rebuild([1])
+    with pytest.raises(StateIncomplete, match=r"partitions \[1\] is being rebuilt"):
+        state.read_complete(["N1"])
+    assert state.declare_ready([1], total=3) == set()
     # Marks of another server (before a restart or a failover) do not count.
-    state.client.hset(state.ready_key, "1", "another-run-id")
+    (node,) = state.nodes.primaries()
+    state.client.hset(state.nodes.marks_key(node), "1", "another-run-id/token")
     assert "not verified on this Redis server" in (state.completeness() or "")
 
 

@@ -121,7 +121,7 @@ def setup(kafka_bootstrap: str, redis_url: str, prefix: str, tmp_path: Path) -> 
 
 def test_state_not_known_complete_is_a_503_with_the_reason(setup: Setup):
     state = RedisState.from_url(setup.settings.redis_url, setup.settings.topic_prefix)
-    state.withdraw_ready([1])  # what a featurizer does while it rebuilds partition 1
+    state.begin_rebuild([1])  # what a featurizer does while it rebuilds partition 1
     event = orjson.dumps(setup.events[0])
     refused = setup.predict.post("/predict", content=event)
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"

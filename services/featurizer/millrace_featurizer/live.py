@@ -55,7 +55,7 @@ from millrace.kafka import (
     retry_retriable,
     wait_for_broker,
 )
-from millrace.state import UNREACHABLE, RedisState
+from millrace.state import UNREACHABLE, RedisState, StateLost
 from millrace_featurizer import changelog
 from millrace_featurizer.owned_state import OwnedState
 from millrace_featurizer.recovery import StateRecovery
@@ -127,7 +127,7 @@ class LiveFeaturizer:
         self.events = 0
         self.events_read = 0
         #: The states of the owned partitions' entities, between batches.
-        self.owned = OwnedState(state.read_many, max_cached_entities)
+        self.owned = OwnedState(state.read_owned, max_cached_entities)
         #: One batch commits (Kafka, then Redis) in this thread while the next is computed.
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="featurizer-commit")
         self._pending: Future[None] | None = None
@@ -178,6 +178,13 @@ class LiveFeaturizer:
     @classmethod
     def from_settings(cls, settings: FeaturizerSettings) -> LiveFeaturizer:
         """The runner the settings describe: their feature module, topics, Redis and broker."""
+        if settings.redis_cluster_nodes and not settings.state_changelog:
+            # Over several servers a batch's writes are atomic per server only: a crash between
+            # them is repaired from the changelog, never by replaying events over half a batch.
+            raise ServiceFailed(
+                "MILLRACE_STATE_CHANGELOG=false is not supported on a Redis Cluster "
+                "(MILLRACE_REDIS_CLUSTER_NODES): the state is rebuilt from the changelog"
+            )
         return cls(
             Featurizer(load_feature_module(settings.feature_module)),
             RedisState.from_settings(settings),
@@ -243,7 +250,7 @@ class LiveFeaturizer:
             self.liveness.check()
             if self.recovery.unrecovered:
                 if self._settle():
-                    self.recovery.recover()
+                    self._recover()
                 continue
             messages = self.consumer.consume(self.batch_size, timeout=0.2)
             batch = [source_event(m) for m in messages if has_data(m)]
@@ -253,7 +260,16 @@ class LiveFeaturizer:
                     self.liveness.beat()
                 continue
             # Computed while the previous batch commits: its Kafka and Redis calls mostly wait.
-            result = self.featurizer.run_batch(batch, self.owned.load)
+            try:
+                result = self.featurizer.run_batch(batch, self.owned.load)
+            except StateLost as exc:
+                self.recovery.lost(exc.partitions, str(exc))
+                self._settle()  # read again once the partitions are rebuilt
+                continue
+            except UNREACHABLE as exc:
+                self.recovery.lost(self.recovery.owned(), f"Redis unreachable: {exc}")
+                self._settle()
+                continue
             if self._settle() and self._begin(batch, result):
                 self.liveness.beat()
         self._settle()
@@ -299,7 +315,6 @@ class LiveFeaturizer:
         try:
             lost = self.state.apply(result.writes, fences, self.recovery.expected)
         except UNREACHABLE as exc:
-            self.state.forget_server()
             self.recovery.lost(self.recovery.owned(), f"Redis unreachable: {exc}")
         else:
             if lost:
@@ -403,6 +418,17 @@ class LiveFeaturizer:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
 
     # -- recovery ---------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        try:
+            self.recovery.recover()
+        except UNREACHABLE as exc:
+            # A failover or a restart under way: the partitions stay paused, and the next turn
+            # of the loop starts their recovery over (the liveness check bounds how long).
+            log.warning(
+                "redis unreachable during recovery; trying again", extra={"error": str(exc)}
+            )
+            self.stopping.wait(0.5)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)

@@ -11,10 +11,10 @@ makes the memory untrustworthy is dropped with it:
   everything is dropped and read again.
 
 >>> reads = []
->>> def read_many(entities):
+>>> def read(entities):
 ...     reads.append(sorted(entities))
 ...     return {e: {} for e in entities}
->>> owned = OwnedState(read_many, max_entities=10)
+>>> owned = OwnedState(read, max_entities=10)
 >>> owned.load({"a": 0, "b": 1})["a"]["x"] = 1.0
 >>> owned.load({"a": 0, "c": 1})["a"], reads
 ({'x': 1.0}, [['a', 'b'], ['c']])
@@ -26,7 +26,9 @@ makes the memory untrustworthy is dropped with it:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+
+from millrace.featurize import StateLoader
 
 States = dict[str, dict[str, float]]
 
@@ -35,10 +37,8 @@ class OwnedState:
     """A read-through cache of entity states by source partition, at most ``max_entities``
     (the longest held leave first)."""
 
-    def __init__(
-        self, read_many: Callable[[Iterable[str]], States], max_entities: int = 1_000_000
-    ) -> None:
-        self._read_many = read_many
+    def __init__(self, read: StateLoader, max_entities: int = 1_000_000) -> None:
+        self._read = read
         self.max_entities = max_entities
         self._partitions: dict[int, States] = {}
         self._pinned: frozenset[str] = frozenset()
@@ -60,7 +60,7 @@ class OwnedState:
             else:
                 found[entity] = state
         if missing:
-            for entity, state in self._read_many(missing).items():
+            for entity, state in self._read({e: entities[e] for e in missing}).items():
                 found[entity] = state
                 partitions.setdefault(entities[entity], {})[entity] = state
             self._bound()

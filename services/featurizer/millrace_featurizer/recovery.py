@@ -34,7 +34,7 @@ from millrace.kafka import (
     read_range,
     watermarks,
 )
-from millrace.state import UNREACHABLE, RedisState
+from millrace.state import UNREACHABLE, RedisState, StateLost
 from millrace_featurizer import changelog
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,19 @@ class StateRecovery:
         self._checked_at = 0.0
 
     def assigned(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
         for partition in partitions:
             self.unrecovered.add(partition)
             self.expected.pop(partition, None)
+        self.state.release(partitions)
 
     def revoked(self, partitions: Iterable[int]) -> None:
+        partitions = list(partitions)
         for partition in partitions:
             self.unrecovered.discard(partition)
             self.expected.pop(partition, None)
+        # Left at a committed batch: the marks stay for the next owner to adopt.
+        self.state.release(partitions)
 
     def owned(self) -> set[int]:
         return set(self.expected) | self.unrecovered
@@ -132,24 +137,23 @@ class StateRecovery:
 
     def check(self, every_s: float = 1.0) -> None:
         """With no commit in flight, at most every ``every_s``: fences still where this replica
-        left them, and ready marks of this server (a restart or failover changes its run id)."""
+        left them, and its marks on every server, made by the same server process (a flush
+        removes them; a restart or a failover changes the run id)."""
         now = time.monotonic()
         if now - self._checked_at < every_s or not self.expected:
             return
         self._checked_at = now
         try:
             fences = self.state.fences()
-            marks = self.state.ready_marks()
-            server = self.state.server_id(max_age_s=0.0)
+            unmarked = self.state.verify() & set(self.expected)
         except UNREACHABLE as exc:
             self.lost(self.owned(), f"Redis unreachable: {exc}")
             return
         moved = [p for p, fence in self.expected.items() if fences.get(p) != fence]
         if moved:
             self.lost(moved, "a fence is not where this replica left it")
-        unmarked = [p for p in self.expected if marks.get(p) != server]
         if unmarked:
-            self.state.declare_ready(unmarked, self._partition_count())
+            self.lost(unmarked, "a Redis server no longer shows this replica's marks")
 
     def recover(self) -> None:
         """Check, and rebuild where needed, every unrecovered partition, then resume the
@@ -168,15 +172,17 @@ class StateRecovery:
         for tp in committed:
             partition, fence = tp.partition, fences.get(tp.partition)
             last = tp.offset - 1 if tp.offset > 0 else None  # the last committed source offset
-            if fence != last and not (last is None and fence is not None):
-                if not self._rebuild(partition, fence, last):
-                    return  # revoked or stopping meanwhile: the next owner rebuilds
+            if last is None and fence is None:
+                self.state.declare_ready([partition], total)  # nothing committed, nothing held
+            # Else Redis must be at the committed offset, and every server vouch for it.
+            elif (fence != last and last is not None) or self.state.adopt([partition], total):
+                if not self._rebuild(partition, fence, last, total):
+                    return  # revoked, stopping or lost again meanwhile: rebuilt by a later call
                 fence = last
             if partition not in self.unrecovered:
                 return
             self.expected[partition] = fence
             self.unrecovered.discard(partition)
-            self.state.declare_ready([partition], total)
             # From the offsets read here, not from the consumer's own fetch of them, which
             # waits for good on a hanging transaction.
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
@@ -184,11 +190,12 @@ class StateRecovery:
         if not self.unrecovered:
             self.consumer.resume(self.consumer.assignment())
 
-    def _rebuild(self, partition: int, fence: int | None, last: int | None) -> bool:
+    def _rebuild(self, partition: int, fence: int | None, last: int | None, total: int) -> bool:
         """Redis state of ``partition`` from the changelog and the events after it, up to the
-        committed offset ``last``; False if revoked or told to stop before the end."""
+        committed offset ``last``, then marked complete; False if revoked, told to stop, or
+        Redis lost it again before the end."""
         started = time.monotonic()
-        self.state.withdraw_ready([partition])
+        self.state.begin_rebuild([partition])
         start, source = (0 if fence is None else fence + 1), "events"
         if self.changelog_topic is not None and last is not None:
             restored = self._from_changelog(partition, last)
@@ -202,6 +209,9 @@ class StateRecovery:
             if not self._replay(partition, start, last + 1):
                 return False
         self.state.set_fence(partition, last)
+        if self.state.declare_ready([partition], total):
+            self.lost([partition], "a Redis server lost its marks during the rebuild")
+            return False
         REBUILDS.labels(source).inc()
         log.warning(
             "redis state of a partition rebuilt",
@@ -270,7 +280,10 @@ class StateRecovery:
             )
             for messages in gap:
                 batch = [source_event(m) for m in messages]
-                result = self.featurizer.run_batch(batch, self.state.read_many)
+                try:
+                    result = self.featurizer.run_batch(batch, self.state.read_owned)
+                except StateLost:
+                    return False  # lost again meanwhile: the next recovery starts over
                 fence = batch[-1].offset
                 if self.state.apply(result.writes, {partition: fence}, {partition: expected}):
                     return False  # changed meanwhile: the next recovery starts over
