@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, Producer
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
-from millrace.featurize import Featurizer, backfill, from_envelopes, source_event
+from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import (
     TopicSpec,
     consumer_config,
@@ -50,6 +50,7 @@ from millrace_cli.replay import replay
 from millrace_featurizer import changelog
 from millrace_featurizer.backfill import from_file, from_topic
 from millrace_featurizer.live import LiveFeaturizer
+from millrace_featurizer.recovery import replay_into_state
 from millrace_featurizer.settings import FeaturizerSettings
 from millrace_flights.events import flight_events, load_flights
 
@@ -149,17 +150,16 @@ def rebuild_times(
         state = RedisState.from_url(redis_url, prefix)
         reader = Consumer(consumer_config(bootstrap, f"bench-rebuild-{uuid.uuid4().hex}"))
         started = time.perf_counter()
-        for partition, (low, high) in watermarks(reader, source).items():
+        ranges = watermarks(reader, source)
+        state.begin_rebuild(ranges)  # what the featurizer marks before it rebuilds
+        for partition, (low, high) in ranges.items():
             if how == "changelog":
                 found = changelog.replay(reader, changelog_topic, partition, high, 10_000, 600)
                 state.rebuild(found.states)
                 continue
-            fence = None
-            for messages in read_range(reader, source, partition, low, high, 10_000, 600):
-                batch = [source_event(m) for m in messages]
-                result = featurizer.run_batch(batch, state.read_many)
-                state.apply(result.writes, {partition: batch[-1].offset}, {partition: fence})
-                fence = batch[-1].offset
+            batches = read_range(reader, source, partition, low, high, 10_000, 600)
+            for _ in replay_into_state(featurizer, state, batches, partition, None):
+                pass
         seconds.append(time.perf_counter() - started)
         reader.close()
         if state.read_many(truth) != truth:

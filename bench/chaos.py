@@ -67,7 +67,12 @@ def main() -> None:
             f"{report.max_stall_s / 15:.2f}x (<= 1)",
         ),
         ("services restarted by the supervisor", ", ".join(report.restarts) or "none", "", ""),
-        ("Redis blows (flush, restart empty, retention + flush)", str(report.redis_blows), "", ""),
+        (
+            "Redis blows (flush, restart empty, failover, retention + flush)",
+            str(report.redis_blows),
+            "",
+            "",
+        ),
         (
             "predictions served from state known incomplete",
             f"{report.served_from_incomplete_state} of {report.probes:,} asked",

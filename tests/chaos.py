@@ -45,7 +45,7 @@ from millrace.waiting import wait_until
 from millrace_cli.replay import replay
 from millrace_cli.secrets import SIGNING_KEY, TOKEN, ensure_secrets, service_secrets
 from millrace_flights.events import SCHEDULED, flight_events, load_flights
-from millrace_stack.brokers import KafkaNode, RedisNode
+from millrace_stack.brokers import KafkaNode, SentinelGroup
 from millrace_stack.processes import ProcessTable, free_port
 from tests.helpers import delete_records_below, processed_offsets
 
@@ -73,6 +73,7 @@ class ChaosConfig:
         "broker",
         "redis_restart_empty",
         "predictor",
+        "redis_failover",
         "retention_then_flushall",
         "featurizer",
         "trainer",
@@ -188,10 +189,16 @@ class Chaos:
         self.say = say
         self.procs = ProcessTable(cfg.work_dir)
         self.kafka = KafkaNode(cfg.work_dir / "kafka", free_port(), free_port(), heap="1g")
-        self.redis = RedisNode(cfg.work_dir / "redis", free_port())
+        # Redis as a user who cannot lose it runs it: a master, two replicas, three sentinels.
+        self.redis = SentinelGroup(
+            cfg.work_dir / "redis", [free_port() for _ in range(3)], [free_port() for _ in range(3)]
+        )
         self.ports = {name: free_port() for name in MODULES}
         self.settings = CommonSettings(
-            kafka_bootstrap=self.kafka.bootstrap, redis_url=self.redis.url, topic_prefix="chaos."
+            kafka_bootstrap=self.kafka.bootstrap,
+            redis_sentinels=self.redis.sentinels,
+            redis_master_name=self.redis.master_name,
+            topic_prefix="chaos.",
         )
         self.report = ChaosReport()
 
@@ -200,7 +207,8 @@ class Chaos:
     def env(self, name: str, **extra: str) -> dict[str, str]:
         return {
             "MILLRACE_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
-            "MILLRACE_REDIS_URL": self.redis.url,
+            "MILLRACE_REDIS_SENTINELS": ",".join(self.redis.sentinels),
+            "MILLRACE_REDIS_MASTER_NAME": self.redis.master_name,
             "MILLRACE_TOPIC_PREFIX": "chaos.",
             "MILLRACE_REGISTRY_URL": self.url("model-registry"),
             "MILLRACE_DATA_DIR": str(self.cfg.work_dir / "registry"),
@@ -252,7 +260,8 @@ class Chaos:
         finally:
             stop.set()
             supervisor.join(5)
-            for name in [*reversed(MODULES), "trainer-b", "redis", "kafka"]:
+            redis_servers = [f"{kind}-{i}" for kind in ("sentinel", "redis") for i in range(3)]
+            for name in [*reversed(MODULES), "trainer-b", *redis_servers, "kafka"]:
                 self.procs.stop(name)
         return self.report
 
@@ -271,7 +280,7 @@ class Chaos:
         features = _Arrivals(self.settings, self.settings.features_topic)
         features.start()
         scheduled = next(e for e in events if e["type"] == SCHEDULED)
-        state = RedisState.from_url(self.redis.url, self.settings.topic_prefix)
+        state = RedisState.from_settings(self.settings)
         self.prober = _Prober(self.url("predictor"), orjson.dumps(scheduled), state, report)
         self.prober.start()
         self.say(f"replaying {len(events):,} events at full speed")
@@ -323,13 +332,23 @@ class Chaos:
         return self._until(lambda: self.healthy(blow, path))
 
     def _strike_redis(self, blow: str) -> None:
-        """Redis loses the state: flushed, killed and restarted empty, or flushed after
-        retention deleted every event so far (only the changelog can rebuild it then)."""
+        """Redis loses the state: flushed, killed and restarted empty, its master SIGKILLed
+        and failed over by the sentinels (a replica that may lack the last writes), or flushed
+        after retention deleted every event so far (only the changelog can rebuild it then)."""
         self.report.redis_blows += 1
-        client = redis.Redis.from_url(self.redis.url)
+        master = self.redis.master()
+        assert master is not None, "the sentinels name no master"
+        index = self.redis.redis_ports.index(master)
+        client = redis.Redis(port=master)
         if blow == "redis_restart_empty":
-            self.procs.kill("redis")
-            self.redis.start(self.procs)
+            self.procs.kill(f"redis-{index}")
+            self.redis.restart(self.procs, index)
+        elif blow == "redis_failover":
+            self.procs.kill(f"redis-{index}")
+            wait_until(
+                lambda: self.redis.master() not in (None, master), 60, "the sentinels' failover"
+            )
+            self.redis.restart(self.procs, index)  # back, as a replica of the new master
         else:
             if blow == "retention_then_flushall":
                 # Retention of what the featurizer has processed (deleting what it has not
@@ -393,7 +412,7 @@ class Chaos:
         report.lost = sum((wanted - got).values())
         report.duplicated = sum((got - wanted).values())
         report.records_identical = got == wanted
-        live = RedisState.from_url(s.redis_url, s.topic_prefix).read_many(state)
+        live = RedisState.from_settings(s).read_many(state)
         report.state_identical = live == state
 
     def _compare_trainers(self) -> None:

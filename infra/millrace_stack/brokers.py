@@ -294,6 +294,16 @@ class SentinelGroup:
             (redis.ConnectionError,),
         )
 
+    def restart(self, procs: ProcessTable, index: int) -> None:
+        """Start node ``index`` again, empty (no persistence): a replica of the master the
+        sentinels name, unless it is that master."""
+        master = self.master()
+        port = self.redis_ports[index]
+        node = RedisNode(
+            self.data_dir / f"redis-{index}", port, replica_of=master if master != port else None
+        )
+        node.start(procs, name=f"redis-{index}")
+
     def master(self) -> int | None:
         """The port of the master the first answering sentinel names now."""
         for port in self.sentinel_ports:

@@ -19,9 +19,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from prometheus_client import Counter
 
 from millrace.featurize import Featurizer, source_event
@@ -274,25 +274,21 @@ class StateRecovery:
                     f"from offset {start}, and the events topic starts at {low} (retention "
                     "deleted them) and the state changelog does not cover them"
                 )
-            expected = self.state.fences().get(partition)
             gap = read_range(
                 reader, self.events_topic, partition, start, end, self.batch_size, timeout
             )
-            for messages in gap:
-                batch = [source_event(m) for m in messages]
-                try:
-                    result = self.featurizer.run_batch(batch, self.state.read_owned)
-                except StateLost:
-                    return False  # lost again meanwhile: the next recovery starts over
-                fence = batch[-1].offset
-                if self.state.apply(result.writes, {partition: fence}, {partition: expected}):
-                    return False  # changed meanwhile: the next recovery starts over
-                expected = fence
-                RECOVERED.inc(len(batch))
-                self.liveness.beat()
-                self._stay_in_group()
-                if partition not in self.unrecovered or self.stopping.is_set():
-                    return False
+            fence = self.state.fences().get(partition)
+            try:
+                for applied in replay_into_state(
+                    self.featurizer, self.state, gap, partition, fence
+                ):
+                    RECOVERED.inc(applied)
+                    self.liveness.beat()
+                    self._stay_in_group()
+                    if partition not in self.unrecovered or self.stopping.is_set():
+                        return False
+            except StateLost:
+                return False  # lost again meanwhile: the next recovery starts over
             return True
         finally:
             reader.close()
@@ -311,3 +307,23 @@ class StateRecovery:
                 rewind_to.setdefault(source.partition, source.offset)
         for partition, offset in rewind_to.items():
             self.consumer.seek(TopicPartition(self.events_topic, partition, offset))
+
+
+def replay_into_state(
+    featurizer: Featurizer,
+    state: RedisState,
+    batches: Iterable[list[Message]],
+    partition: int,
+    fence: int | None,
+) -> Iterator[int]:
+    """Apply the events of ``batches`` (of ``partition``, in order, after ``fence``) to the
+    Redis state only, producing nothing; yields each batch's size once applied. Raises
+    :class:`StateLost` if Redis lost the partition meanwhile (its fence or marks moved)."""
+    for messages in batches:
+        batch = [source_event(m) for m in messages]
+        result = featurizer.run_batch(batch, state.read_owned)
+        offset = batch[-1].offset
+        if state.apply(result.writes, {partition: offset}, {partition: fence}):
+            raise StateLost([partition], "its fence or marks moved during the replay")
+        fence = offset
+        yield len(batch)
