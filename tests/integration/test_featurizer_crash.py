@@ -13,7 +13,13 @@ import pytest
 from millrace.state import RedisState
 from millrace_cli.replay import replay
 from millrace_stack.processes import ProcessTable, free_port
-from tests.helpers import CommittedCount, read_topic, wait_until
+from tests.helpers import (
+    CommittedCount,
+    end_offsets,
+    processed_offsets,
+    read_topic,
+    wait_until,
+)
 from tests.integration.test_featurizer_live import canonical, expected, setup_topics
 
 pytestmark = pytest.mark.integration
@@ -61,8 +67,14 @@ def test_sigkilled_featurizer_commits_each_feature_exactly_once(
         features = read_topic(
             kafka_bootstrap, settings.features_topic, expect=len(truth.features), timeout=300
         )
-        time.sleep(2)  # anything beyond the expected count would be a duplicate: let it show
-        features += read_topic(kafka_bootstrap, settings.features_topic, idle=1.0)[len(features) :]
+        # Every event processed for good, then a graceful stop: nothing more can be produced,
+        # so anything beyond the expected count in the topic now is a duplicate.
+        ends = {p: e for p, e in end_offsets(kafka_bootstrap, settings.events_topic).items() if e}
+        group = f"{prefix}millrace-featurizer"
+        done = lambda: processed_offsets(kafka_bootstrap, group, settings.events_topic) == ends  # noqa: E731
+        wait_until(done, 60, "every event processed")
+        procs.stop("featurizer")
+        features = read_topic(kafka_bootstrap, settings.features_topic, idle=1.0)
     finally:
         committed.close()
         stream.join()
