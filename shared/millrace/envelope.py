@@ -32,6 +32,7 @@ millrace.envelope.InvalidEvent: invalid reading: data.celsius: Expected `float` 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -212,3 +213,43 @@ _ANY_TYPE = EventDecoder()
 def parse_event(raw: bytes | str) -> Event:
     """Decode and validate one envelope of any type, or raise :class:`InvalidEvent`."""
     return _ANY_TYPE.decode(raw)
+
+
+# -- removed names, importable for one more release -----------------------------------------
+
+
+def _describe_errors(errors: Any, whole: str = "event") -> str:
+    """The first three of pydantic's errors as one line: ``where: what; ...``."""
+    parts = []
+    for item in list(errors)[:3]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or whole
+        parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or f"invalid {whole}"
+
+
+def _describe_validation_error(error: Any) -> str:
+    return _describe_errors(error.errors())
+
+
+_REMOVED: dict[str, tuple[Any, str]] = {
+    "describe_errors": (
+        _describe_errors,
+        "declare payloads as msgspec Structs: EventDecoder's InvalidEvent carries the reason",
+    ),
+    "describe_validation_error": (
+        _describe_validation_error,
+        "declare payloads as msgspec Structs: EventDecoder's InvalidEvent carries the reason",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REMOVED:
+        found, instead = _REMOVED[name]
+        warnings.warn(
+            f"millrace.envelope.{name} is deprecated and goes in the next release; {instead}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return found
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
