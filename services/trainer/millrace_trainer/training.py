@@ -28,6 +28,7 @@ from millrace.kafka import SourcePartition
 from millrace.learners import kernels
 from millrace.learners.base import Classifier, WindowStats, learner_from_state
 from millrace.registry_client import RegistryClient
+from millrace_trainer.batch_sizes import BatchSizeWatch
 from millrace_trainer.batching import Batch, WindowedJoin
 from millrace_trainer.checkpoints import VerifiedCheckpoint
 from millrace_trainer.lineage import Lineage
@@ -53,6 +54,9 @@ ROLLING = Gauge(
     "millrace_trainer_rolling_score", "Prequential score over the last batches", ["metric"]
 )
 LAST_ROUND_LOSS = Gauge("millrace_trainer_last_round_loss", "Training loss after the last round")
+SAMPLES_PER_BATCH = Gauge(
+    "millrace_trainer_samples_per_batch", "Mean samples per mini-batch over the recent batches"
+)
 
 
 class StreamTrainer:
@@ -90,6 +94,7 @@ class StreamTrainer:
         self.batches_total = 0
         self.lineage = Lineage(parent=None)
         self.stopping = threading.Event()
+        self.batch_sizes = BatchSizeWatch()
 
     # -- the one training path -----------------------------------------------------------
 
@@ -142,6 +147,14 @@ class StreamTrainer:
         rounds = int(stats.rounds[-1])
         if rounds:
             LAST_ROUND_LOSS.set(float(stats.round_losses[-1, rounds - 1]))
+        if self.batch_sizes.add(len(batch) for batch in batches):
+            log.warning(
+                "mini-batches hold about one sample: several rounds per batch is then plain "
+                "one-sample SGD; batch by count (MILLRACE_BATCH_SAMPLES) or widen the windows "
+                "(MILLRACE_WINDOW_MS)",
+                extra={"samples_per_batch": round(self.batch_sizes.mean, 2)},
+            )
+        SAMPLES_PER_BATCH.set(self.batch_sizes.mean)
         if log.isEnabledFor(logging.DEBUG):
             first = self.batches_total - len(batches)
             for w, batch in enumerate(batches):
