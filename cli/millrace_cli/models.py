@@ -125,22 +125,43 @@ def show(
         "schema",
         title=f"{name}: newest {len(items)}",
     )
+    notes = []
     for item in items:
         lineage = item["metadata"].get("lineage", {})
-        scores = item["metadata"].get("metrics", {}).get("prequential", {})
+        metrics = item["metadata"].get("metrics", {})
+        # The baseline shows its own fit, labelled: scored prequentially it was untrained.
+        fit = metrics.get("baseline_fit")
+        scores = fit["training"] if fit else metrics.get("prequential", {})
+        suffix = " (fit)" if fit else ""
         table.add_row(
             str(item["version"]),
             _when(item["created_at"]),
             ", ".join(pointing.get(item["version"], [])),
             str(lineage.get("parent") or ""),
-            _score(scores.get("log_loss")),
-            _score(scores.get("auc")),
+            _score(scores.get("log_loss")) + suffix,
+            _score(scores.get("auc")) + suffix,
             str(scores.get("samples", "")),
             str(lineage.get("feature_schema", ""))[:12],
         )
+        if fit:
+            notes.append(_fit_note(item["version"], fit))
     _out().print(table)
+    for line in notes:
+        _out().print(line, highlight=False)
     for line in refusals:
         _out().print(f"[yellow]{line}[/yellow]", highlight=False)
+
+
+def _fit_note(version: int, fit: dict[str, Any]) -> str:
+    note = f"version {version}: (fit) is {fit['what']}"
+    held = fit.get("held_out")
+    if held:
+        note += (
+            f"; a copy trained on all but the newest {held['fraction']:.0%} scores on them "
+            f"log-loss {_score(held.get('log_loss'))}, AUC {_score(held.get('auc'))} "
+            f"({held['samples']} samples)"
+        )
+    return note
 
 
 def _refusals(client: RegistryClient) -> list[str]:

@@ -175,6 +175,8 @@ def test_the_console_shows_versions_and_curve_and_rolls_back_with_the_token(
     # The page redraws every few seconds, so each look reads the DOM in one script.
     wait.until(lambda _: count(chromium, "#versions tbody tr") == total)
     assert production_row(chromium) == production
+    # The baseline's row gives its own fit, labelled (its prequential scores were untrained).
+    assert "(fit)" in text(chromium, '#versions tbody tr[data-version="1"]')
     wait.until(lambda _: count(chromium, "#curve-loss canvas") > 0)
     legend = text(chromium, "#curve-loss .u-legend")
     assert "trainer rolling log-loss" in legend and "live log-loss v" in legend, legend

@@ -33,6 +33,12 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Regist
                 "lineage": {"parent": i or None, "feature_schema": "ab" * 32},
                 "metrics": {"prequential": {"log_loss": 0.6 - i / 10, "auc": 0.7, "samples": 9}},
             }
+            if i == 0:  # the baseline, with its own fit
+                metadata["metrics"]["baseline_fit"] = {
+                    "what": "the baseline's fit on its own bounded data (not prequential)",
+                    "training": {"log_loss": 0.3125, "auc": 0.875, "samples": 90},
+                    "held_out": {"fraction": 0.1, "samples": 10, "log_loss": 0.4375, "auc": 0.8},
+                }
             client.publish("m", dump_model(model), metadata)
             client.promote("m", i + 1, reason=f"step {i + 1}")
         monkeypatch.setenv("MILLRACE_REGISTRY_URL", f"http://127.0.0.1:{settings.port}")
@@ -52,7 +58,10 @@ def test_list_show_and_history(registry: RegistryClient):
     listed = run("list")
     assert "m" in listed and "production→v3" in listed
     shown = run("show")
-    assert all(f"{s:.4f}" in shown for s in (0.6, 0.5, 0.4)) and "production" in shown
+    assert all(f"{s:.4f}" in shown for s in (0.5, 0.4)) and "production" in shown
+    # The baseline's row gives its fit, labelled, and a note the held-out slice's scores.
+    assert "0.3125 (fit)" in shown and "0.6000" not in shown
+    assert "version 1: (fit) is the baseline's fit" in shown and "log-loss 0.4375" in shown
     assert "abababababab" in shown, "the feature schema's hash, shortened"
     assert '"parent": 2' in run("show", "3")
     history = run("history")

@@ -84,7 +84,7 @@ def test_two_freshly_loaded_topic_sets_train_the_same_model(
         )
     ]
     registry = RegistrySettings(data_dir=tmp_path, announce=False, kafka_bootstrap=kafka_bootstrap)
-    outcomes, counts = [], []
+    outcomes, counts, fits = [], [], []
     with serve(create_app(registry), free_port()) as url:
         client = RegistryClient.from_settings(registry, signs=True, url=url)
         for run, labels_first in (("a", False), ("b", True)):
@@ -106,9 +106,17 @@ def test_two_freshly_loaded_topic_sets_train_the_same_model(
             assert records == sum(len(rows) for rows in stream)
             counts.append(samples)
             outcomes.append(train(settings, client, base, counts[-1]))
+            fits.append(client.get_version(f"model-{run}", 1)["metadata"]["metrics"])
         client.close()
     (count_a, model_a, checkpoint_a), (count_b, model_b, checkpoint_b) = outcomes
     assert counts[0] == counts[1] > 1000
     assert count_a == count_b == counts[0]
     assert model_a == model_b
+    # The baseline carries its own fit, labelled, beside its (untrained) prequential scores.
+    fit = fits[0]["baseline_fit"]
+    assert fits[0]["baseline_fit"] == fits[1]["baseline_fit"]
+    assert fit["what"].startswith("the baseline's fit") and fit["training"]["samples"] == len(base)
+    assert fit["training"]["log_loss"] < fits[0]["prequential"]["log_loss"]
+    held = fit["held_out"]
+    assert held["trained_on"] + held["samples"] == len(base) and held["log_loss"] is not None
     assert 0 < checkpoint_a < 2_000_000 and 0 < checkpoint_b < 2_000_000

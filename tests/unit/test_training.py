@@ -2,6 +2,7 @@ import itertools
 import random
 import zlib
 
+import numpy as np
 import orjson
 import pytest
 
@@ -331,3 +332,26 @@ def test_an_empty_baseline_is_an_error_with_the_reason():
         EmptyBaseline, match=r"nycflights13, from 2013-01-01\) has no labelled samples"
     ):
         trainer.start(None, lambda: [], {"backfill": "nycflights13", "from": "2013-01-01"})
+
+
+def test_the_baseline_fit_scores_its_own_data_and_a_held_out_newest_slice():
+    from millrace.join import Sample
+    from millrace_trainer.baseline_fit import baseline_fit
+
+    rng = np.random.default_rng(7)
+    samples = [
+        Sample(f"s{i}", i, {"x": float(x)}, float(x + rng.normal(0, 0.5) > 0))
+        for i, x in enumerate(rng.normal(0, 1, 2000))
+    ]
+    trained, untrained = LogisticRegression(), LogisticRegression()
+    trained.learn_windows(
+        trained.encode_many([s.features for s in samples]),
+        np.array([s.label for s in samples]),
+        np.array([0, len(samples)]),
+        None,
+    )
+    fit = baseline_fit(trained, untrained, samples[::-1], None)  # any order: by time inside
+    assert fit["training"]["samples"] == 2000 and fit["training"]["log_loss"] < 0.6
+    held = fit["held_out"]
+    assert (held["trained_on"], held["samples"], held["from_ts"]) == (1800, 200, 1800)
+    assert held["log_loss"] < 0.6 and held["auc"] > 0.8

@@ -28,6 +28,7 @@ from millrace.kafka import SourcePartition
 from millrace.learners import kernels
 from millrace.learners.base import Classifier, WindowStats, learner_from_state
 from millrace.registry_client import RegistryClient
+from millrace_trainer.baseline_fit import baseline_fit
 from millrace_trainer.batch_sizes import BatchSizeWatch
 from millrace_trainer.batching import Batch, WindowedJoin
 from millrace_trainer.checkpoints import VerifiedCheckpoint
@@ -200,8 +201,9 @@ class StreamTrainer:
         )
         return False
 
-    def publish(self, source: dict[str, Any]) -> int:
-        """Publish the current model once per stream position (a replay finds it again)."""
+    def publish(self, source: dict[str, Any], metrics: dict[str, Any] | None = None) -> int:
+        """Publish the current model once per stream position (a replay finds it again), with
+        ``metrics`` beside the scores (the baseline's own fit)."""
         metadata = {
             "lineage": {
                 "parent": self.lineage.parent,
@@ -215,6 +217,7 @@ class StreamTrainer:
                 **self.lineage.metrics(),
                 "rolling": self.rolling.total().as_dict(),
                 "gate": self._gate_report(),
+                **(metrics or {}),
             },
         }
         version = self.publisher.publish(self.learner, self.batches_total, metadata)
@@ -305,8 +308,11 @@ class StreamTrainer:
                 "(`millrace backfill events.jsonl --out baseline.parquet`)."
             )
         log.info("training the baseline", extra={"samples": len(samples)})
+        untrained = learner_from_state(self.learner.state(), allow_pickle=True)
         self.learn_batch(samples, self.baseline_rounds)
+        fit = baseline_fit(self.learner, untrained, samples, self.baseline_rounds)
+        log.info("baseline trained", extra=fit)
         self.batches_total = 0  # stream positions count from the end of the baseline
         self.rolling.restore([])  # rolling scores are the stream's
         self.stream_scores = Scores()
-        self.publish(source)
+        self.publish(source, {"baseline_fit": fit})

@@ -169,7 +169,13 @@ function renderVersions(model, versions, aliases) {
   for (const a of aliases) (pointing[a.version] ||= []).push(a.alias);
   fill($("#versions tbody"), versions.map((v) => {
     const lineage = v.metadata?.lineage || {};
-    const scores = v.metadata?.metrics?.prequential || {};
+    // The baseline shows its own fit (labelled): scored prequentially it was still untrained.
+    const fit = v.metadata?.metrics?.baseline_fit;
+    const scores = (fit ? fit.training : v.metadata?.metrics?.prequential) || {};
+    const held = fit?.held_out;
+    const fitNote = held ? `${fit.what}; held out, the newest ${held.fraction * 100}%: log-loss ` +
+      `${fixed(held.log_loss)}, AUC ${fixed(held.auc)} (${held.samples} samples)` : fit?.what || "";
+    const suffix = fit ? " (fit)" : "";
     const learner = lineage.learner || {};
     const config = Object.entries(learner).filter(([k]) => k !== "kind").map(([k, x]) => `${k}=${JSON.stringify(x)}`).join(" ");
     const offsets = Object.entries(lineage.input_offsets || {}).map(([p, [a, b]]) => `${p}: ${a}–${b}`).join("; ");
@@ -182,7 +188,8 @@ function renderVersions(model, versions, aliases) {
       el("td", { class: "num" }, lineage.parent ?? ""), el("td", {}, el("code", { class: "small" }, offsets)),
       el("td", {}, el("code", { class: "small", title: lineage.feature_schema || "" }, (lineage.feature_schema || "").slice(0, 12))),
       el("td", {}, el("code", { class: "small", title: config }, learner.kind ?? "")), el("td", {}, lineage.code_version ?? ""),
-      el("td", { class: "num" }, fixed(scores.log_loss)), el("td", { class: "num" }, fixed(scores.auc)),
+      el("td", { class: "num", title: fitNote }, fixed(scores.log_loss) + suffix),
+      el("td", { class: "num", title: fitNote }, fixed(scores.auc) + suffix),
       el("td", { class: "num" }, scores.samples ?? ""),
       el("td", {}, el("code", { class: "small" }, JSON.stringify(v.metadata?.tags || {}))),
       el("td", {}, promote));
