@@ -21,7 +21,15 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from prometheus_client import Counter
 
 from millrace.featurize import Featurizer, source_event
@@ -91,6 +99,8 @@ class StateRecovery:
         #: Set when a loss was found since the loop last looked (see :meth:`take_losses`).
         self._losses = False
         self._checked_at = 0.0
+        #: The offsets this recovery started partitions at (see :meth:`_start_at`).
+        self._starts: dict[int, TopicPartition] = {}
 
     def assigned(self, partitions: Iterable[int]) -> None:
         partitions = list(partitions)
@@ -161,6 +171,7 @@ class StateRecovery:
         revoked meanwhile."""
         self.state.wait_ready()
         pending = sorted(self.unrecovered)
+        self._starts = {}
         fences = self.state.fences()
         committed = committed_offsets(
             self.brokers,
@@ -186,9 +197,30 @@ class StateRecovery:
             # From the offsets read here, not from the consumer's own fetch of them, which
             # waits for good on a hanging transaction.
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self.consumer.seek(TopicPartition(self.events_topic, partition, start))
+            self._start_at(TopicPartition(self.events_topic, partition, start))
         if not self.unrecovered:
             self.consumer.resume(self.consumer.assignment())
+
+    def _start_at(self, start: TopicPartition) -> None:
+        """Where ``start``'s partition is consumed from. A seek is refused ("erroneous state")
+        while the consumer still waits for its own fetch of the committed offset, which a
+        hanging transaction keeps waiting for good: the partition is then assigned again with
+        the offset given (the others at their positions), and stays paused like them."""
+        try:
+            self.consumer.seek(start)
+            return
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._STATE:
+                raise
+        self._starts[start.partition] = start
+        positions = self.consumer.position(self.consumer.assignment())
+        again = {tp.partition: tp for tp in positions} | self._starts
+        self.consumer.assign(list(again.values()))
+        self.consumer.pause(self.consumer.assignment())
+        log.warning(
+            "the consumer could not seek; assigned again at the committed offset",
+            extra={"partition": start.partition, "offset": start.offset},
+        )
 
     def _rebuild(self, partition: int, fence: int | None, last: int | None, total: int) -> bool:
         """Redis state of ``partition`` from the changelog and the events after it, up to the
