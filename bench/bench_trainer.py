@@ -53,6 +53,7 @@ from millrace_flights.events import flight_events, load_flights
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
+from millrace_trainer.rebuild import published_samples, rebuild_version, stream_versions
 from millrace_trainer.service import (
     learnable_samples,
     make_checkpoints,
@@ -201,9 +202,14 @@ def read_all(settings: TrainerSettings, on_batch: Callable[[list[Any]], None]) -
 
 
 def run_trainer(
-    settings: TrainerSettings, client: RegistryClient, base: list[Sample], expected: int
+    settings: TrainerSettings,
+    client: RegistryClient,
+    base: list[Sample],
+    expected: int,
+    tail: bool = False,
 ) -> dict[str, Any]:
-    """The trainer service's loop from its default settings, until it learned ``expected``."""
+    """The trainer service's loop from its default settings, until it learned ``expected``
+    (with ``tail``, then until that is all in published versions: the stream is quiet)."""
     run = uuid.uuid4().hex[:6]
     settings = settings.model_copy(update={"model_name": f"bench-{run}", "group": f"trainer-{run}"})
     trainer = make_trainer(settings, client, feature_schema_hash(load_feature_module(MODULE)))
@@ -212,7 +218,7 @@ def run_trainer(
     loop = make_loop(settings, trainer, checkpoints)
     thread = threading.Thread(target=loop.run, name="trainer")
     thread.start()
-    while not trainer.lineage.offsets:  # the clock starts with the first records
+    while not loop.last_offsets:  # the clock starts with the first records
         time.sleep(0.002)
     started = time.perf_counter()
     deadline, report_at = started + 600, started + 5
@@ -232,6 +238,15 @@ def run_trainer(
             f"  trainer learned {trainer.stream_scores.samples:,}, not {expected:,}",
             file=sys.stderr,
         )
+    tail_s = None
+    if tail:
+        limit = (settings.publish_idle_s or settings.publish_within_s or 0) + 60
+        while published_samples(client, settings.model_name) < expected:
+            if time.perf_counter() - started - elapsed > limit:
+                break
+            time.sleep(0.2)
+        else:
+            tail_s = time.perf_counter() - started - elapsed
     trainer.stopping.set()
     thread.join(60)
     learned = trainer.stream_scores.samples
@@ -247,6 +262,8 @@ def run_trainer(
         ),
         "checkpoints_written": loop.checkpoints_written,
         "versions": client.list_versions(settings.model_name, limit=1)["total"],
+        "model_name": settings.model_name,
+        "tail_published_within_s": tail_s,
         "model": dump_model(trainer.learner),
     }
 
@@ -350,15 +367,42 @@ def main() -> None:
         client = RegistryClient.from_settings(registry, signs=True, url=f"http://127.0.0.1:{port}")
         trainer_runs, bare, peers = [], [], []
         try:
-            for _ in range(args.reps):
-                trainer_runs.append(run_trainer(topics, client, base, expected))
+            for rep in range(args.reps):
+                trainer_runs.append(run_trainer(topics, client, base, expected, tail=rep == 0))
                 bare.append(bare_consume(topics))
                 peers.append(river_kafka_peer(topics))
+            rebuilt = rebuild_every_version(client, bootstrap, trainer_runs[0]["model_name"])
         finally:
             client.close()
             server.stop()
 
     report(table, stream, expected, records, trainer_runs, bare, peers, ours_alone, river_mem)
+    tail_s = trainer_runs[0]["tail_published_within_s"]
+    print(
+        f"Lineage: {rebuilt['versions_rebuilt_identical']} of {rebuilt['versions_rebuilt']} stream "
+        f"versions rebuilt bit for bit from their parent and lineage "
+        f"({rebuilt['rebuild_s']:.1f} s); the quiet stream's tail published "
+        + (f"{tail_s:.1f} s after it was learned" if tail_s is not None else "NOT within the bound")
+        + f" (publish_idle_s {settings.publish_idle_s:g})"
+    )
+    record(
+        {
+            "versions_rebuilt": rebuilt["versions_rebuilt"],
+            "versions_rebuilt_identical": rebuilt["versions_rebuilt_identical"],
+            "tail_published_within_s": None if tail_s is None else round(tail_s, 2),
+        }
+    )
+
+
+def rebuild_every_version(client: RegistryClient, bootstrap: str, model: str) -> dict[str, Any]:
+    """Every stream version of one run trained again from its parent and lineage."""
+    started = time.perf_counter()
+    rebuilt = [rebuild_version(client, bootstrap, model, v) for v in stream_versions(client, model)]
+    return {
+        "versions_rebuilt": len(rebuilt),
+        "versions_rebuilt_identical": sum(r.identical for r in rebuilt),
+        "rebuild_s": time.perf_counter() - started,
+    }
 
 
 def report(

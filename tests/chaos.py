@@ -221,6 +221,9 @@ class Chaos:
             "MILLRACE_BASELINE_END": self.cfg.start,
             # Wall-clock idleness would make what is learned depend on timing: off.
             "MILLRACE_IDLE_PARTITION_MS": str(10**12),
+            # So would versions published by the wall clock (a quiet stream's): off too.
+            "MILLRACE_PUBLISH_IDLE_S": "null",
+            "MILLRACE_PUBLISH_WITHIN_S": "null",
             "MILLRACE_POLL_INTERVAL_S": "2",
             **service_secrets(self.cfg.work_dir, name),
             **extra,

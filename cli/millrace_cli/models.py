@@ -15,12 +15,15 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from millrace.registry_client import RegistryClient, RegistryError
 from millrace.registry_models import AliasMove
 from millrace.settings import CommonSettings, MissingSecret
-from millrace_cli.secrets import TOKEN, read_secrets
+from millrace.signing import VerifyKey
+from millrace_cli.secrets import TOKEN, VERIFY_KEY, read_secrets
+from millrace_trainer.rebuild import NotRebuildable, rebuild_version, stream_versions
 
 app = typer.Typer(
     help="Versions, aliases and rollbacks in the model registry.", no_args_is_help=True
@@ -39,20 +42,29 @@ RunDir = typer.Option(Path(".run"), envvar="MILLRACE_RUN_DIR", help="where `make
 
 
 def _client(
-    run_dir: Path, model: str | None = None, writes: bool = False
+    run_dir: Path, model: str | None = None, writes: bool = False, verifies: bool = False
 ) -> tuple[RegistryClient, CommonSettings, str]:
-    """A client of the configured registry, its settings, and the model to act on."""
+    """A client of the configured registry, its settings, and the model to act on (with
+    ``verifies``, holding the key artifacts are checked with)."""
     settings = CommonSettings()
     token = settings.read_token()
+    local = read_secrets(run_dir) or {}
     if writes or token is None:
         try:
             token = settings.token()
         except MissingSecret:
-            local = read_secrets(run_dir) or {}
             if writes and TOKEN not in local:
                 raise
             token = local.get(TOKEN, token)
-    client = RegistryClient(settings.registry_url, token, retries=1)
+    verifier = None
+    if verifies:
+        try:
+            verifier = settings.verifier()
+        except MissingSecret:
+            if VERIFY_KEY not in local:
+                raise
+            verifier = VerifyKey.from_text(local[VERIFY_KEY])
+    client = RegistryClient(settings.registry_url, token, verifier=verifier, retries=1)
     return client, settings, model or settings.model_name
 
 
@@ -119,6 +131,7 @@ def show(
         "published",
         "aliases",
         "parent",
+        "because",
         "log-loss",
         "AUC",
         "samples",
@@ -138,6 +151,7 @@ def show(
             _when(item["created_at"]),
             ", ".join(pointing.get(item["version"], [])),
             str(lineage.get("parent") or ""),
+            str(lineage.get("published_because", "")),
             _score(scores.get("log_loss")) + suffix,
             _score(scores.get("auc")) + suffix,
             str(scores.get("samples", "")),
@@ -175,6 +189,46 @@ def _refusals(client: RegistryClient) -> list[str]:
         for t in targets
         for v, why in ((t.get("detail") or {}).get("refused") or {}).items()
     ]
+
+
+@app.command()
+def rebuild(
+    versions: list[int] = typer.Argument(None, help="the versions to rebuild (default: --all)"),
+    model: str | None = Model,
+    every: bool = typer.Option(False, "--all", help="every version that has a parent"),
+    run_dir: Path = RunDir,
+) -> None:
+    """Train versions again from their parent and the records their lineage names (read from
+    Kafka), and check that the bytes are the published artifact's. Exit status 1 if any
+    differs or cannot be rebuilt."""
+    client, settings, name = _client(run_dir, model, verifies=True)
+    table = Table("version", "parent", "published because", "batches", "samples", "bytes")
+    failed = 0
+    with _answered(settings):
+        wanted = list(versions or []) if versions and not every else stream_versions(client, name)
+        with Progress(transient=True) as progress:
+            task = progress.add_task(f"rebuilding {name}", total=len(wanted))
+            for version in wanted:
+                try:
+                    done = rebuild_version(client, settings.kafka, name, version)
+                except NotRebuildable as exc:
+                    failed += 1
+                    table.add_row(str(version), "", "", "", "", f"[red]{exc}[/red]")
+                else:
+                    failed += not done.identical
+                    table.add_row(
+                        str(version),
+                        str(done.parent),
+                        done.published_because,
+                        str(done.batches),
+                        str(done.samples),
+                        "[green]identical[/green]" if done.identical else "[red]differ[/red]",
+                    )
+                progress.advance(task)
+    table.title = f"{name}: {len(wanted) - failed} of {len(wanted)} versions rebuilt identical"
+    _out().print(table)
+    if failed or not wanted:
+        raise typer.Exit(1)
 
 
 @app.command()

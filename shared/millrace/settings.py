@@ -57,7 +57,10 @@ LOCAL_PORTS = {"model-registry": 8700, "predictor": 8701, "featurizer": 8702, "t
 class CommonSettings(BaseSettings):
     """Connection settings shared by every Millrace process."""
 
-    model_config = SettingsConfigDict(env_prefix="MILLRACE_", env_ignore_empty=True, extra="ignore")
+    # MILLRACE_<NAME>=null unsets an optional setting (an empty value keeps the default).
+    model_config = SettingsConfigDict(
+        env_prefix="MILLRACE_", env_ignore_empty=True, env_parse_none_str="null", extra="ignore"
+    )
 
     @classmethod
     def settings_customise_sources(

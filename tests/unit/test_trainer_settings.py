@@ -1,4 +1,5 @@
-"""The trainer's baseline settings: the deprecated `demo_baseline` still works, saying so."""
+"""The trainer's settings: the deprecated `demo_baseline` still works, saying so; publish rules
+unset from the environment."""
 
 from __future__ import annotations
 
@@ -19,3 +20,17 @@ def test_a_baseline_events_function_that_cannot_be_imported_is_named():
     window = TrainerSettings(baseline_events="no_such_package:events").baseline_events
     with pytest.raises(ValueError, match="cannot load baseline_events 'no_such_package:events'"):
         load_object(window or "", "baseline_events")
+
+
+def test_publish_rules_are_unset_with_null_and_one_must_remain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MILLRACE_PUBLISH_IDLE_S", "null")
+    monkeypatch.setenv("MILLRACE_PROMOTION", "none")  # a value, not an unset
+    settings = TrainerSettings()
+    assert settings.publish_idle_s is None and settings.promotion == "none"
+    assert settings.publish_every == 288 and settings.publish_within_s == 600
+    for rule in ("PUBLISH_EVERY", "PUBLISH_WITHIN_S"):
+        monkeypatch.setenv(f"MILLRACE_{rule}", "null")
+    with pytest.raises(ValueError, match="no version would ever be published"):
+        TrainerSettings()

@@ -355,3 +355,83 @@ def test_the_baseline_fit_scores_its_own_data_and_a_held_out_newest_slice():
     held = fit["held_out"]
     assert (held["trained_on"], held["samples"], held["from_ts"]) == (1800, 200, 1800)
     assert held["log_loss"] < 0.6 and held["auc"] > 0.8
+
+
+class RecordedPublishes(StreamTrainer):
+    """The trainer's publishing rules with what each publish would send kept, not sent."""
+
+    published: list[tuple[str, int, dict]]
+
+    def publish(self, source: dict, metrics: dict | None = None, reason: str = "") -> int:
+        self.published.append((reason, self.batches_total, self.lineage.describe()))
+        self.lineage = type(self.lineage)(parent=len(self.published))
+        return len(self.published)
+
+
+def publishes(order: list[Held], check_every: int) -> list[tuple[str, int, dict]]:
+    settings = TrainerSettings(
+        model_name="m", window_ms=HOUR, publish_every=5, publish_interval_ms=6 * HOUR
+    )
+    trainer = RecordedPublishes(
+        LogisticRegression(),
+        None,  # type: ignore[arg-type]
+        "m",
+        "-",
+        join=windowed_join(window_ms=HOUR, label_wait_ms=24 * HOUR),
+        publish_every=settings.publish_every,
+        publish_interval_ms=settings.publish_interval_ms,
+        promotion="none",
+        run_key="r",
+        baseline_rounds=None,
+        gate_margin=None,
+        rolling_batches=3,
+    )
+    trainer.published = []
+    trainer.join.assign({p for p, _, _ in order})
+    for i, held in enumerate(order):
+        feed(trainer.join, held)
+        if i % check_every == 0:
+            trainer.learn_stream(trainer.join.ready(), {})
+    trainer.learn_stream(trainer.join.ready(), {})
+    return trainer.published
+
+
+def test_versions_come_by_count_and_by_event_time_at_the_same_positions_in_any_order(
+    records: list[Held],
+) -> None:
+    first = publishes(interleave(records, 1), 97)
+    assert first == publishes(interleave(records, 2), 1000)
+    reasons = {reason for reason, _, _ in first}
+    assert reasons == {"publish_every", "publish_interval"}
+    for reason, position, lineage in first:
+        learned = lineage["learned"]
+        start, end = learned["event_time"]
+        if reason == "publish_every":
+            assert position % 5 == 0
+        # No version spans two six-hour intervals of event time.
+        assert start // (6 * HOUR) == (end - 1) // (6 * HOUR)
+        assert 1 <= len(learned["batch_samples"]) <= 5
+    # Every record learned is in exactly one version's lineage: features and labels alike.
+    named: list[tuple[str, int]] = []
+    for _, _, lineage in first:
+        for partition, runs in lineage["learned"]["records"].items():
+            named += [(partition, o) for a, b in runs for o in range(a, b + 1)]
+    assert len(named) == len(set(named))
+    samples = sum(sum(lineage["learned"]["batch_samples"]) for _, _, lineage in first)
+    assert len([p for p, _ in named if p.startswith("features")]) == samples
+    assert len([p for p, _ in named if p.startswith("labels")]) == samples
+
+
+def test_quiet_streams_publish_after_the_idle_time_or_the_bound() -> None:
+    from millrace_trainer.stream import QuietPublish
+
+    quiet = QuietPublish(idle_s=30, within_s=600)
+    assert quiet.due(0) is None  # nothing learned
+    quiet.learned(100.0)
+    assert quiet.due(129.0) is None and quiet.due(130.0) == "publish_idle_s"
+    for now in range(100, 700, 20):  # a batch every 20 s never idles 30 s ...
+        quiet.learned(float(now))
+    # ... but waits 600 s at most.
+    assert quiet.due(699.0) is None and quiet.due(700.0) == "publish_within_s"
+    quiet.published()
+    assert quiet.due(10_000.0) is None

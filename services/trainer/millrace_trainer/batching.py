@@ -67,6 +67,8 @@ class Batch:
     start: int
     end: int
     samples: list[Sample]
+    #: The same samples with where their two records were read (the version's lineage).
+    joined: list[Joined]
 
 
 @dataclass
@@ -234,7 +236,10 @@ class WindowedJoin:
         self._expire(horizon)
         if self.batch_samples is not None:
             return self._by_count(batches, self.batch_samples)
-        return [Batch(s, s + self.window_ms, [j.sample for j in joined]) for s, joined in batches]
+        return [
+            Batch(s, s + self.window_ms, [j.sample for j in joined], joined)
+            for s, joined in batches
+        ]
 
     def _expire(self, horizon: int) -> None:
         """Records that can no longer meet a partner within the wait leave the buffer."""
@@ -254,8 +259,9 @@ class WindowedJoin:
         self.pending = self.pending[full:]
         batches = []
         for cut in cuts:
-            first, last = cut[0].joined.sample, cut[-1].joined.sample
-            batches.append(Batch(first.ts, last.ts + 1, [c.joined.sample for c in cut]))
+            joined = [c.joined for c in cut]
+            first, last = joined[0].sample, joined[-1].sample
+            batches.append(Batch(first.ts, last.ts + 1, [j.sample for j in joined], joined))
         return batches
 
     # -- checkpoints -------------------------------------------------------------------------

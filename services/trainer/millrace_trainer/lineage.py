@@ -1,36 +1,132 @@
-"""What the next version is built from since its parent, as the trainer accumulates it."""
+"""What the next version is built from since its parent, as the trainer accumulates it.
+
+A version's lineage names exactly what it learned: per source partition, the offsets of the
+feature and label records of every sample it learned since its parent (as inclusive ranges),
+and the batches they made (samples per batch, in order, with a chained digest of each batch's
+``(time, id)`` sequence). Whatever the poll sizes, the checkpoints or the restarts, the parent's
+model plus those records cut into those batches is the version: :mod:`millrace_trainer.rebuild`
+trains it again and compares the bytes.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from millrace.evaluation import Scores
-from millrace.kafka import SourcePartition
+from millrace.join import Sample
+from millrace_trainer.batching import Batch
+
+#: The version of the ``learned`` record's layout in a version's lineage.
+LEARNED_FORMAT = 1
+#: The digest before any batch.
+EMPTY_DIGEST = hashlib.sha256(b"millrace-lineage").hexdigest()
+
+
+def offset_ranges(offsets: Iterable[int]) -> list[list[int]]:
+    """Sorted, distinct offsets as inclusive ``[first, last]`` runs.
+
+    >>> offset_ranges([7, 3, 4, 5, 9, 10])
+    [[3, 5], [7, 7], [9, 10]]
+    """
+    values = np.unique(np.fromiter(offsets, dtype=np.int64))
+    if not len(values):
+        return []
+    breaks = np.flatnonzero(np.diff(values) != 1)
+    firsts = np.concatenate([values[:1], values[breaks + 1]])
+    lasts = np.concatenate([values[breaks], values[-1:]])
+    return [[int(a), int(b)] for a, b in zip(firsts, lasts, strict=True)]
+
+
+def expand(ranges: Sequence[Sequence[int]]) -> list[int]:
+    """The offsets of inclusive ranges.
+
+    >>> expand([[3, 5], [9, 9]])
+    [3, 4, 5, 9]
+    """
+    return [offset for first, last in ranges for offset in range(int(first), int(last) + 1)]
+
+
+def chain_digest(previous: str, samples: Sequence[Sample]) -> str:
+    """The digest after one more batch: its samples' ``(time, id)`` in their learned order."""
+    digest = hashlib.sha256(previous.encode())
+    digest.update("\x1e".join(f"{s.ts}\x1f{s.id}" for s in samples).encode())
+    return digest.hexdigest()
 
 
 @dataclass
 class Lineage:
     parent: int | None
-    #: partition -> [first, last] offset consumed since the parent.
-    offsets: dict[str, list[int]] = field(default_factory=dict)
+    #: partition -> offsets of the records (features and labels) learned since the parent.
+    records: dict[str, list[int]] = field(default_factory=dict)
+    #: Samples in each batch learned since the parent, in order.
+    batch_samples: list[int] = field(default_factory=list)
+    digest: str = EMPTY_DIGEST
+    #: Event time: the start of the first batch since the parent and the end of the last one.
+    first_start: int | None = None
+    last_end: int | None = None
+    #: False when restored from a checkpoint of a release that did not record the records.
+    exact: bool = True
     #: The learning model's prequential scores since the parent ...
     scores: Scores = field(default_factory=Scores)
     #: ... and the parent's own on the same batches (kept when the validation gate is on).
     parent_scores: Scores = field(default_factory=Scores)
-    batches: int = 0
     rounds: list[int] = field(default_factory=list)
     #: Partitions that left the watermark while idle (wall-clock time decided it).
     idle: list[dict[str, Any]] = field(default_factory=list)
 
-    def consumed(self, partition: SourcePartition, first: int, last: int) -> None:
-        span = self.offsets.setdefault(str(partition), [first, last])
-        span[0] = min(span[0], first)
-        span[1] = max(span[1], last)
+    def learned(self, batches: Sequence[Batch]) -> None:
+        """Batches just learned, in order."""
+        records = self.records
+        for batch in batches:
+            for joined in batch.joined:
+                # Inlined: this runs twice per sample on the poll thread.
+                offsets = records.get(joined.features_partition)
+                if offsets is None:
+                    offsets = records[joined.features_partition] = []
+                offsets.append(joined.features_offset)
+                offsets = records.get(joined.label_partition)
+                if offsets is None:
+                    offsets = records[joined.label_partition] = []
+                offsets.append(joined.label_offset)
+            self.batch_samples.append(len(batch.samples))
+            self.digest = chain_digest(self.digest, batch.samples)
+            if self.first_start is None:
+                self.first_start = batch.start
+            self.last_end = batch.end
+
+    @property
+    def batches(self) -> int:
+        return len(self.batch_samples)
 
     @property
     def samples(self) -> int:
         return self.scores.samples
+
+    def ranges(self) -> dict[str, list[list[int]]]:
+        return {str(name): offset_ranges(offsets) for name, offsets in sorted(self.records.items())}
+
+    def describe(self) -> dict[str, Any]:
+        """What a version's lineage says it learned (None for the baseline, whose lineage is
+        its source, and where a checkpoint of an older release left it unknown)."""
+        ranges = self.ranges()
+        return {
+            # partition -> [first, last]: the span of the records learned.
+            "input_offsets": {name: [runs[0][0], runs[-1][1]] for name, runs in ranges.items()},
+            "learned": {
+                "format": LEARNED_FORMAT,
+                "records": ranges,
+                "batch_samples": self.batch_samples,
+                "digest": self.digest,
+                "event_time": [self.first_start, self.last_end],
+            }
+            if self.exact and self.parent is not None
+            else None,
+        }
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -43,22 +139,39 @@ class Lineage:
     def state(self) -> dict[str, Any]:
         return {
             "parent": self.parent,
-            "offsets": self.offsets,
+            "records": self.ranges(),
+            "batch_samples": self.batch_samples,
+            "digest": self.digest,
+            "event_time": [self.first_start, self.last_end],
+            "exact": self.exact,
             "scores": self.scores.state(),
             "parent_scores": self.parent_scores.state(),
-            "batches": self.batches,
             "rounds": self.rounds,
             "idle": self.idle,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Lineage:
+        if "records" not in state:  # a checkpoint from before lineage recorded its records
+            first_start = last_end = None
+            batch_samples = [0] * int(state["batches"])
+            records: dict[str, list[int]] = {}
+            exact, digest = False, EMPTY_DIGEST
+        else:
+            first_start, last_end = state["event_time"]
+            batch_samples = [int(n) for n in state["batch_samples"]]
+            records = {name: expand(runs) for name, runs in state["records"].items()}
+            exact, digest = bool(state["exact"]), str(state["digest"])
         return cls(
             parent=state["parent"],
-            offsets={k: [int(a), int(b)] for k, (a, b) in state["offsets"].items()},
+            records=records,
+            batch_samples=batch_samples,
+            digest=digest,
+            first_start=first_start,
+            last_end=last_end,
+            exact=exact,
             scores=Scores.from_state(state["scores"]),
             parent_scores=Scores.from_state(state["parent_scores"]),
-            batches=int(state["batches"]),
             rounds=[int(r) for r in state["rounds"]],
             idle=list(state.get("idle", [])),
         )

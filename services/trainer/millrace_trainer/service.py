@@ -15,7 +15,7 @@ from millrace.registry_client import RegistryClient
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import KafkaCheckpoints
 from millrace_trainer.settings import TrainerSettings
-from millrace_trainer.stream import Cadence, StreamLoop
+from millrace_trainer.stream import Cadence, QuietPublish, StreamLoop
 from millrace_trainer.training import StreamTrainer
 
 
@@ -50,6 +50,7 @@ def make_trainer(
         feature_schema,
         join=make_join(settings),
         publish_every=settings.publish_every,
+        publish_interval_ms=settings.publish_interval_ms,
         promotion=settings.promotion,
         run_key=group_id(settings),
         baseline_rounds=settings.baseline_rounds,
@@ -86,6 +87,7 @@ def make_loop(
         settings.features_topic,
         settings.labels_topic,
         Cadence(settings.checkpoint_every, settings.checkpoint_interval_s),
+        QuietPublish(settings.publish_idle_s, settings.publish_within_s),
         settings.poll_size,
         stall_timeout_s=settings.stall_timeout_s,
     )

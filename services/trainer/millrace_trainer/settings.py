@@ -27,7 +27,21 @@ class TrainerSettings(HttpSettings):
     # Or batches by count: the complete windows' samples in event-time order, this many a batch.
     batch_samples: int | None = Field(default=None, ge=1)
     label_wait_ms: int = Field(default=24 * 3_600_000, ge=0)
-    publish_every: int = Field(default=288, ge=1, description="publish a version every N batches")
+    # When a version is published (any rule that is set; unset one with "null"). By the records
+    # alone, so a replay publishes at the same positions: after every N-th batch of the stream
+    # (288 five-minute batches: a day of flights), and/or before the first batch of each new
+    # interval of event time (aligned on the epoch: 86400000 is a version per calendar day).
+    publish_every: int | None = Field(
+        default=288, ge=1, description="publish a version every N batches"
+    )
+    publish_interval_ms: int | None = Field(default=None, ge=1)
+    # By the wall clock, for streams that go quiet or trickle: what was learned is published
+    # once no batch has come for `publish_idle_s`, and at the latest `publish_within_s` after
+    # the first unpublished batch was learned. These versions depend on timing, not only on the
+    # records: a replay after a crash need not publish them again (it still publishes the same
+    # bytes at the positions above), and each says in its lineage why it was published.
+    publish_idle_s: float | None = Field(default=30.0, gt=0)
+    publish_within_s: float | None = Field(default=600.0, gt=0)
     # Checkpoints hold no buffered records, so they are small; they come every interval and/or
     # every N batches, whichever is first (unset: not by that rule). A crash replays from the
     # last one; publishing is idempotent.
@@ -48,7 +62,7 @@ class TrainerSettings(HttpSettings):
     promotion: Promotion = "always"
     # The validation gate (off when unset): a version is published only if the learning model's
     # prequential log-loss since its parent is at most the parent's own on the same batches plus
-    # this margin; otherwise it keeps learning and tries again `publish_every` batches later.
+    # this margin; otherwise it keeps learning and tries again at the next publish.
     gate_margin: float | None = Field(default=None, ge=0)
     # Rolling prequential scores (metrics, version metadata) cover this many batches.
     rolling_batches: int = Field(default=288, ge=1)
@@ -63,6 +77,13 @@ class TrainerSettings(HttpSettings):
     baseline_end: date = date(2013, 1, 15)
     # Deprecated (for one release): `baseline_events = "millrace_flights.events:baseline_events"`.
     demo_baseline: bool = False
+
+    @model_validator(mode="after")
+    def _some_publish_rule(self) -> TrainerSettings:
+        rules = ("publish_every", "publish_interval_ms", "publish_idle_s", "publish_within_s")
+        if all(getattr(self, rule) is None for rule in rules):
+            raise ValueError(f"no version would ever be published: set one of {', '.join(rules)}")
+        return self
 
     @model_validator(mode="after")
     def _demo_baseline_is_baseline_events(self) -> TrainerSettings:

@@ -55,6 +55,36 @@ class Cadence:
         return by_count or by_time
 
 
+@dataclass
+class QuietPublish:
+    """The wall-clock publishing rules: what was learned goes out once no batch has come for
+    ``idle_s``, and at the latest ``within_s`` after the first unpublished batch was learned."""
+
+    idle_s: float | None = 30.0
+    within_s: float | None = 600.0
+    #: When the oldest unpublished batch was learned, and the newest.
+    first_learned: float | None = None
+    last_learned: float | None = None
+
+    def learned(self, now: float) -> None:
+        if self.first_learned is None:
+            self.first_learned = now
+        self.last_learned = now
+
+    def published(self) -> None:
+        self.first_learned = self.last_learned = None
+
+    def due(self, now: float) -> str | None:
+        """The rule that says publish now, if one does."""
+        if self.first_learned is None or self.last_learned is None:
+            return None
+        if self.idle_s is not None and now - self.last_learned >= self.idle_s:
+            return "publish_idle_s"
+        if self.within_s is not None and now - self.first_learned >= self.within_s:
+            return "publish_within_s"
+        return None
+
+
 class StreamLoop:
     def __init__(
         self,
@@ -64,6 +94,7 @@ class StreamLoop:
         features_topic: str,
         labels_topic: str,
         cadence: Cadence | None = None,
+        quiet: QuietPublish | None = None,
         poll_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         stall_timeout_s: float = 300.0,
@@ -74,6 +105,8 @@ class StreamLoop:
         self.features_topic = features_topic
         self.labels_topic = labels_topic
         self.cadence = cadence or Cadence()
+        self.quiet = quiet or QuietPublish()
+        self._lineage = trainer.lineage
         self.poll_size = poll_size
         self.clock = clock
         self.source = {"stream": [features_topic, labels_topic]}
@@ -83,7 +116,7 @@ class StreamLoop:
         self.liveness = Liveness(stall_timeout_s)
         self._names: dict[tuple[str, int], SourcePartition] = {}
         #: The offset of the last record read per partition, by this process.
-        self._last_offsets: dict[SourcePartition, int] = {}
+        self.last_offsets: dict[SourcePartition, int] = {}
 
     def run(self) -> None:
         self.consumer.subscribe([self.features_topic, self.labels_topic], on_assign=self._on_assign)
@@ -98,7 +131,7 @@ class StreamLoop:
         restart) resumes after the last record the join holds, not at the committed offset the
         group would restart it from: that would feed the join records it already has."""
         for tp in partitions:
-            last = self._last_offsets.get(self._name(tp.topic, tp.partition))
+            last = self.last_offsets.get(self._name(tp.topic, tp.partition))
             if last is not None:
                 tp.offset = last + 1
         consumer.assign(partitions)
@@ -116,6 +149,7 @@ class StreamLoop:
             if ready:
                 self.trainer.learn_stream(ready, self.source)
                 batches_since += len(ready)
+            dirty |= self._publish_on_time(bool(ready), now)
             self._note_idle()
             if dirty and self.cadence.due(batches_since, now - checkpointed_at):
                 try:
@@ -128,10 +162,26 @@ class StreamLoop:
             self._gauges()
             self.liveness.beat()
 
+    def _publish_on_time(self, learned: bool, now: float) -> bool:
+        """The wall-clock rules; True if a version was published."""
+        lineage = self.trainer.lineage
+        if lineage is not self._lineage:  # published since (a new lineage began)
+            self._lineage = lineage
+            self.quiet.published()
+        if not lineage.batches:
+            return False
+        if learned:
+            self.quiet.learned(now)
+        reason = self.quiet.due(now)
+        if reason is None:
+            return False
+        self.quiet.published()  # a refused candidate waits for the next rule, not every poll
+        return self.trainer.publish_if_due(self.source, reason) is not None
+
     def _add(self, messages: list[Message], now: float) -> bool:
         """Decode and join a poll's records; True if any was a record."""
-        join, lineage = self.trainer.join, self.trainer.lineage
-        spans: dict[SourcePartition, list[int]] = {}
+        join, last_offsets = self.trainer.join, self.last_offsets
+        records = False
         for message in messages:
             error = message.error()
             if error is not None:
@@ -144,11 +194,8 @@ class StreamLoop:
                 continue
             topic, offset = message.topic(), message.offset() or 0
             name = self._name(str(topic), message.partition() or 0)
-            span = spans.get(name)
-            if span is None:
-                spans[name] = [offset, offset]
-            else:
-                span[1] = offset
+            last_offsets[name] = offset
+            records = True
             try:
                 if topic == self.features_topic:
                     join.add_features(name, decode_features(message.value() or b""), offset)
@@ -157,10 +204,7 @@ class StreamLoop:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 UNDECODABLE.inc()
                 log.warning("undecodable record skipped", extra={"topic": topic, "error": str(exc)})
-        for name, (first, last) in spans.items():
-            lineage.consumed(name, first, last)
-            self._last_offsets[name] = last
-        return bool(spans)
+        return records
 
     def _name(self, topic: str, partition: int) -> SourcePartition:
         key = (topic, partition)

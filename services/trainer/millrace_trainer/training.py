@@ -4,10 +4,11 @@ Both go through :meth:`StreamTrainer.learn_batches` — a bounded data set is on
 batch is iterated in rounds until ``max_rounds`` or ``tol``, and the model state carries from
 batch to batch; all the batches a poll makes ready are learned in one call to the learner.
 Batches come from :class:`~millrace_trainer.batching.WindowedJoin`, so the same records make the
-same batches whatever the consumption order. Every ``publish_every`` batches a version is
-published (idempotently: tagged with its position in the stream) and, under the ``always``
-policy, ``production`` moves to it by compare-and-set. The poll loop and the checkpoints are in
-:mod:`millrace_trainer.stream`.
+same batches whatever the consumption order. A version is published (idempotently: tagged with
+its position in the stream) after every ``publish_every``-th batch and at each new
+``publish_interval_ms`` of event time, rules that depend on the records alone; the poll loop
+(:mod:`millrace_trainer.stream`, with the checkpoints) adds the wall-clock ones for quiet
+streams. Under the ``always`` policy, ``production`` moves to each by compare-and-set.
 """
 
 from __future__ import annotations
@@ -60,6 +61,23 @@ SAMPLES_PER_BATCH = Gauge(
 )
 
 
+def learn_windows(
+    learner: Classifier, batches: Sequence[Sequence[Sample]], max_rounds: int | None = None
+) -> tuple[Any, np.ndarray, np.ndarray, WindowStats] | None:
+    """The one training step (the trainer's, and a rebuild's): consecutive batches encoded
+    once and learned in one call, each scored before it is learned. Returns the encoded
+    features, the labels, the batches' row offsets and the learner's statistics (None when
+    there is nothing to learn)."""
+    samples = [s for batch in batches for s in batch]
+    if not samples:
+        return None
+    offsets = np.zeros(len(batches) + 1, dtype=np.int64)
+    np.cumsum([len(batch) for batch in batches], out=offsets[1:])
+    X = learner.encode_many([s.features for s in samples])
+    y = np.fromiter((s.label for s in samples), float, len(samples))
+    return X, y, offsets, learner.learn_windows(X, y, offsets, max_rounds)
+
+
 class StreamTrainer:
     def __init__(
         self,
@@ -69,7 +87,8 @@ class StreamTrainer:
         feature_schema: str,
         *,
         join: WindowedJoin,
-        publish_every: int,
+        publish_every: int | None,
+        publish_interval_ms: int | None = None,
         promotion: Promotion,
         run_key: str,
         baseline_rounds: int | None,
@@ -83,6 +102,7 @@ class StreamTrainer:
         self.feature_schema = feature_schema
         self.join = join
         self.publish_every = publish_every
+        self.publish_interval_ms = publish_interval_ms
         self.baseline_rounds = baseline_rounds
         # The validation gate: publish only if the learning model's prequential log-loss since
         # the parent is at most the parent's own on the same batches plus this margin.
@@ -109,14 +129,10 @@ class StreamTrainer:
     ) -> None:
         """Learn consecutive batches in one call to the learner, each scored before it is
         learned; scores, lineage and metrics are updated once for the lot."""
-        samples = [s for batch in batches for s in batch]
-        if not samples:
+        learned = learn_windows(self.learner, batches, max_rounds)
+        if learned is None:
             return
-        offsets = np.zeros(len(batches) + 1, dtype=np.int64)
-        np.cumsum([len(batch) for batch in batches], out=offsets[1:])
-        X = self.learner.encode_many([s.features for s in samples])
-        y = np.fromiter((s.label for s in samples), float, len(samples))
-        stats = self.learner.learn_windows(X, y, offsets, max_rounds)
+        X, y, offsets, stats = learned
         p = stats.probabilities
         if self.gate_margin is not None and self.parent_learner is not None:
             parent_p = self.parent_learner.predict_proba_many(X)
@@ -125,7 +141,6 @@ class StreamTrainer:
         self.lineage.scores.add_windows(p, y, offsets, stats.loss_sums)
         self.rolling.add_windows(p, y, offsets, stats.loss_sums)
         self.stream_scores.add_windows(p, y, offsets, stats.loss_sums)
-        self.lineage.batches += len(batches)
         self.lineage.rounds += stats.rounds.tolist()
         self.batches_total += len(batches)
         self._report(batches, offsets, p, y, stats)
@@ -170,21 +185,50 @@ class StreamTrainer:
                 )
 
     def learn_stream(self, batches: Sequence[Batch], source: dict[str, Any]) -> None:
-        """Learn ready batches from the stream, publishing every ``publish_every`` batches
-        since the parent (a candidate the gate refuses waits for the next multiple)."""
+        """Learn ready batches from the stream, publishing on the rules that depend on the
+        records alone (so a replay publishes at the same positions): after every
+        ``publish_every``-th batch of the stream, and before the first batch of each new
+        ``publish_interval_ms`` of event time. A candidate the gate refuses keeps learning."""
         done = 0
         while done < len(batches):
-            until_publish = self.publish_every - self.lineage.batches % self.publish_every
-            run = batches[done : done + until_publish]
+            if self._starts_new_interval(batches[done]):
+                self.publish_if_due(source, "publish_interval")
+            run = batches[done : done + self._run_length(batches, done)]
             self.learn_batches([b.samples for b in run])
+            self.lineage.learned(run)
             done += len(run)
-            if self.lineage.batches % self.publish_every == 0 and self.gate_passes():
-                self.publish(source)
+            if self.publish_every is not None and self.batches_total % self.publish_every == 0:
+                self.publish_if_due(source, "publish_every")
         rolling = self.rolling.total()
         for metric in ("log_loss", "accuracy", "auc"):
             value = getattr(rolling, metric)
             if value is not None:
                 ROLLING.labels(metric).set(value)
+
+    def _starts_new_interval(self, batch: Batch) -> bool:
+        """Whether ``batch`` begins in a later event-time interval (aligned on the epoch:
+        whole days for a day) than the last sample learned since the parent."""
+        last_end, interval = self.lineage.last_end, self.publish_interval_ms
+        return interval is not None and last_end is not None and _later(batch, last_end, interval)
+
+    def _run_length(self, batches: Sequence[Batch], done: int) -> int:
+        """How many batches from ``done`` on can be learned in one call: up to the next
+        publish by count, and none that begins a new event-time interval."""
+        length = len(batches) - done
+        if self.publish_every is not None:
+            length = min(length, self.publish_every - self.batches_total % self.publish_every)
+        if self.publish_interval_ms is not None:
+            for n in range(1, length):
+                if _later(batches[done + n], batches[done + n - 1].end, self.publish_interval_ms):
+                    return n
+        return length
+
+    def publish_if_due(self, source: dict[str, Any], reason: str) -> int | None:
+        """Publish what was learned since the parent, if anything and the gate passes it;
+        ``reason`` (the rule that called) goes into the lineage."""
+        if not self.lineage.batches or not self.gate_passes():
+            return None
+        return self.publish(source, reason=reason)
 
     def gate_passes(self) -> bool:
         """True without a gate or a parent to compare with; else whether the learning model
@@ -201,13 +245,17 @@ class StreamTrainer:
         )
         return False
 
-    def publish(self, source: dict[str, Any], metrics: dict[str, Any] | None = None) -> int:
+    def publish(
+        self, source: dict[str, Any], metrics: dict[str, Any] | None = None, reason: str = ""
+    ) -> int:
         """Publish the current model once per stream position (a replay finds it again), with
         ``metrics`` beside the scores (the baseline's own fit)."""
         metadata = {
             "lineage": {
                 "parent": self.lineage.parent,
-                "input_offsets": self.lineage.offsets,
+                **self.lineage.describe(),
+                "published_because": reason,
+                "position": self.batches_total,
                 "source": source,
                 "feature_schema": self.feature_schema,
                 "learner": {"kind": self.learner.kind, **self.learner.config},
@@ -315,4 +363,9 @@ class StreamTrainer:
         self.batches_total = 0  # stream positions count from the end of the baseline
         self.rolling.restore([])  # rolling scores are the stream's
         self.stream_scores = Scores()
-        self.publish(source, {"baseline_fit": fit})
+        self.publish(source, {"baseline_fit": fit}, reason="baseline")
+
+
+def _later(batch: Batch, end: int, interval: int) -> bool:
+    """Whether ``batch`` starts in a later interval than the time just before ``end``."""
+    return batch.start // interval > (end - 1) // interval

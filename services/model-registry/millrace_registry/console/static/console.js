@@ -185,7 +185,7 @@ function renderVersions(model, versions, aliases) {
     return el("tr", { "data-version": v.version },
       el("td", { class: "num" }, v.version), el("td", {}, when(v.created_at)),
       el("td", {}, ...(pointing[v.version] || []).map((a) => el("span", { class: "alias" }, a))),
-      el("td", { class: "num" }, lineage.parent ?? ""), el("td", {}, el("code", { class: "small" }, offsets)),
+      el("td", { class: "num" }, lineage.parent ?? ""), el("td", {}, el("code", { class: "small", title: lineage.published_because ? `published by ${lineage.published_because}` : "" }, offsets)),
       el("td", {}, el("code", { class: "small", title: lineage.feature_schema || "" }, (lineage.feature_schema || "").slice(0, 12))),
       el("td", {}, el("code", { class: "small", title: config }, learner.kind ?? "")), el("td", {}, lineage.code_version ?? ""),
       el("td", { class: "num", title: fitNote }, fixed(scores.log_loss) + suffix),
