@@ -10,7 +10,7 @@ BENCH_VENV  ?= .venv-bench
 BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: install up down status test lint unit bench parity chaos clean docker images compose-test
+.PHONY: install up down status test lint unit bench parity chaos cluster-chaos clean docker images compose-test
 
 install: $(STAMP)
 
@@ -86,6 +86,12 @@ parity: install
 # (make test runs a few days of it).
 chaos: install
 	cd bench && ../$(PY) chaos.py
+
+# The same on a three-node Kafka cluster in network namespaces (root), with node faults: SIGKILL
+# of the leader and of the coordinators, a rolling restart, a node cut off, a node paused
+# (make test runs a few days of it).
+cluster-chaos: install
+	cd bench && ../$(PY) cluster_chaos.py
 
 unit: install
 	$(PY) -m pytest -q tests/unit

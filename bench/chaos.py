@@ -18,7 +18,7 @@ from common import print_table, record
 
 # The harness lives beside the tests that run it scaled down (tests/chaos.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.chaos import ChaosConfig, run_chaos
+from tests.chaos import ChaosConfig, ChaosReport, run_chaos
 
 
 def main() -> None:
@@ -30,7 +30,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="millrace-chaos-") as tmp:
         cfg = ChaosConfig(Path(tmp), args.start, args.end, batch_size=args.batch_size)
         report = run_chaos(cfg, say=lambda line: print(line, flush=True))
-    rows = [
+    print_table("Chaos: kills, a broker restart, Redis losses, and the account", rows(report))
+    record(report.figures())
+
+
+def rows(report: ChaosReport) -> list[tuple[str, str, str, str]]:
+    """The account's table (make cluster-chaos prints it too, with its own rows)."""
+    return [
         ("events replayed", f"{report.events:,}", "", ""),
         (
             "records expected (features, labels, dead letters)",
@@ -81,9 +87,3 @@ def main() -> None:
         ),
         ("predictions refused (503) while incomplete", str(report.refused_incomplete), "", ""),
     ]
-    print_table("Chaos: kills, a broker restart, Redis losses, and the account", rows)
-    record(report.figures())
-
-
-if __name__ == "__main__":
-    main()

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import orjson
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
@@ -46,7 +46,9 @@ from millrace_cli.replay import replay
 from millrace_cli.secrets import SIGNING_KEY, TOKEN, ensure_secrets, service_secrets
 from millrace_flights.events import SCHEDULED, flight_events, load_flights
 from millrace_stack.brokers import KafkaNode, SentinelGroup
+from millrace_stack.kafka_cluster import KafkaCluster
 from millrace_stack.processes import ProcessTable, free_port
+from tests.cluster_faults import NodeFaults
 from tests.helpers import delete_records_below, processed_offsets
 
 MODULES = {
@@ -81,6 +83,11 @@ class ChaosConfig:
     #: Events per featurizer transaction: small, so the stream lasts through the plan.
     batch_size: int = 100
     pause_s: float = 1.5
+    #: Kafka: one broker, or a cluster of this many nodes in network namespaces of their own
+    #: (the plan may then hold the node faults of tests/cluster_faults.py).
+    kafka_nodes: int = 1
+    #: How long a cut-off or paused node stays away.
+    hold_s: float = 20.0
 
 
 @dataclass
@@ -108,6 +115,13 @@ class ChaosReport:
     #: Predict requests sent meanwhile, and how many were refused (503) while incomplete.
     probes: int = 0
     refused_incomplete: int = 0
+    #: Node faults struck (a cluster run), records a read_committed reader saw during the run
+    #: that are not the committed ones at their offsets (aborted or uncommitted), offsets seen
+    #: going backwards, and transactions left hanging at the end (Kafka's find-hanging).
+    node_faults: int = 0
+    aborted_reads: int = 0
+    offsets_backwards: int = 0
+    hanging_transactions: list[str] = field(default_factory=list)
 
     @property
     def max_stall_s(self) -> float:
@@ -127,21 +141,34 @@ class ChaosReport:
 
 
 class _Arrivals(threading.Thread):
-    """Counts committed records on a topic as they arrive, with when."""
+    """What a read_committed reader of a topic sees as it arrives, with when: every partition
+    assigned from its start (no group, so no rebalance reads anything twice)."""
 
     def __init__(self, settings: CommonSettings, topic: str) -> None:
         super().__init__(daemon=True)
-        self.count = 0
         self.last_at = 0.0
+        #: (partition, offset) -> the value seen there.
+        self.seen: dict[tuple[int, int], bytes] = {}
+        self.backwards = 0
         self._halt = threading.Event()
         self._consumer = Consumer(consumer_config(settings.kafka, f"chaos-watch-{topic}"))
-        self._consumer.subscribe([topic])
+        partitions = watermarks(self._consumer, topic)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+
+    @property
+    def count(self) -> int:
+        return len(self.seen)
 
     def run(self) -> None:
+        newest: dict[int, int] = {}
         while not self._halt.is_set():
             got = [m for m in self._consumer.consume(1000, timeout=0.2) if m.error() is None]
+            for m in got:
+                partition, offset = m.partition() or 0, m.offset() or 0
+                self.backwards += offset <= newest.get(partition, -1)
+                newest[partition] = offset
+                self.seen[(partition, offset)] = m.value() or b""
             if got:
-                self.count += len(got)
                 self.last_at = time.monotonic()
         self._consumer.close()
 
@@ -188,7 +215,11 @@ class Chaos:
         self.cfg = cfg
         self.say = say
         self.procs = ProcessTable(cfg.work_dir)
-        self.kafka = KafkaNode(cfg.work_dir / "kafka", free_port(), free_port(), heap="1g")
+        self.kafka: KafkaNode | KafkaCluster = (
+            KafkaNode(cfg.work_dir / "kafka", free_port(), free_port(), heap="1g")
+            if cfg.kafka_nodes == 1
+            else KafkaCluster(cfg.work_dir / "kafka", cfg.kafka_nodes)
+        )
         # Redis as a user who cannot lose it runs it: a master, two replicas, three sentinels.
         self.redis = SentinelGroup(
             cfg.work_dir / "redis", [free_port() for _ in range(3)], [free_port() for _ in range(3)]
@@ -201,6 +232,18 @@ class Chaos:
             topic_prefix="chaos.",
         )
         self.report = ChaosReport()
+        self.node_faults = (
+            NodeFaults(
+                self.kafka,
+                self.procs,
+                self.settings,
+                group=f"{self.settings.topic_prefix}millrace-featurizer",
+                transactional_id=f"{self.settings.topic_prefix}millrace-featurizer-featurizer-0",
+                hold_s=cfg.hold_s,
+            )
+            if isinstance(self.kafka, KafkaCluster)
+            else None
+        )
 
     # -- processes ------------------------------------------------------------------------
 
@@ -264,8 +307,12 @@ class Chaos:
             stop.set()
             supervisor.join(5)
             redis_servers = [f"{kind}-{i}" for kind in ("sentinel", "redis") for i in range(3)]
-            for name in [*reversed(MODULES), "trainer-b", *redis_servers, "kafka"]:
+            for name in [*reversed(MODULES), "trainer-b", *redis_servers]:
                 self.procs.stop(name)
+            if isinstance(self.kafka, KafkaCluster):
+                self.kafka.stop(self.procs)
+            else:
+                self.procs.stop("kafka")
         return self.report
 
     def _run(self) -> None:
@@ -303,10 +350,15 @@ class Chaos:
         features.stop()
         self.prober.stop()
         self._account(truth.feature_bytes + truth.label_bytes, truth.dead, truth.state)
+        self._account_reads(features)
+        if self.node_faults is not None:
+            report.hanging_transactions = self.node_faults.hanging_transactions()
         self._compare_trainers()
 
     def _strike(self, blow: str, features: _Arrivals) -> float | None:
         struck = time.monotonic()
+        if blow.startswith("node_"):
+            return self._strike_node(blow, features)
         if blow.startswith(("redis_", "retention_")):
             self._strike_redis(blow)
             back = time.monotonic()
@@ -333,6 +385,19 @@ class Chaos:
             return self._until(lambda: features.last_at > ready, since=struck)
         path = "/ready" if blow == "predictor" else "/health"
         return self._until(lambda: self.healthy(blow, path))
+
+    def _strike_node(self, fault: str, features: _Arrivals) -> float | None:
+        """One node fault; the stall is the time until a feature committed after it arrives
+        (timed while the node is still away), then the node comes back and catches up."""
+        assert self.node_faults is not None, f"{fault} needs kafka_nodes > 1"
+        struck = time.monotonic()
+        node, restoring = self.node_faults.strike(fault)
+        self.report.node_faults += 1
+        self.say(f"{fault}: node {node}")
+        stall = self._until(lambda: features.last_at > struck, self.cfg.hold_s + 90, struck)
+        restoring.join()
+        self.node_faults.in_sync()
+        return stall
 
     def _strike_redis(self, blow: str) -> None:
         """Redis loses the state: flushed, killed and restarted empty, its master SIGKILLed
@@ -390,8 +455,11 @@ class Chaos:
             while time.monotonic() < deadline:
                 for partition in range(3):
                     tp = TopicPartition(topic, partition)
-                    stable = committed.get_watermark_offsets(tp, timeout=5, cached=False)[1]
-                    high = uncommitted.get_watermark_offsets(tp, timeout=5, cached=False)[1]
+                    try:
+                        stable = committed.get_watermark_offsets(tp, timeout=5, cached=False)[1]
+                        high = uncommitted.get_watermark_offsets(tp, timeout=5, cached=False)[1]
+                    except KafkaException:  # a leader moving (a node fault just before)
+                        continue
                     if high > stable:
                         return True
                 time.sleep(0.01)
@@ -401,6 +469,14 @@ class Chaos:
             uncommitted.close()
 
     # -- the account ----------------------------------------------------------------------
+
+    def _account_reads(self, features: _Arrivals) -> None:
+        """What the reader saw during the run against the committed records at the end."""
+        committed = dict(_read_to_end_at(self.settings, self.settings.features_topic))
+        self.report.aborted_reads = sum(
+            committed.get(where) != value for where, value in features.seen.items()
+        )
+        self.report.offsets_backwards = features.backwards
 
     def _account(
         self, expected: list[bytes], dead: list[tuple[bytes, str]], state: dict[str, Any]
@@ -469,13 +545,18 @@ def _settle(count: Callable[[], int], quiet_s: float = 15.0, timeout: float = 90
 
 
 def _read_to_end(settings: CommonSettings, topic: str) -> list[bytes]:
+    return [value for _, value in _read_to_end_at(settings, topic)]
+
+
+def _read_to_end_at(settings: CommonSettings, topic: str) -> list[tuple[tuple[int, int], bytes]]:
+    """((partition, offset), value) of every committed record of ``topic``."""
     reader = Consumer(consumer_config(settings.kafka, f"chaos-account-{topic}"))
     try:
-        values = []
+        found = []
         for partition, (low, high) in watermarks(reader, topic).items():
             for batch in read_range(reader, topic, partition, low, high, timeout=120):
-                values += [m.value() or b"" for m in batch]
-        return values
+                found += [((partition, m.offset() or 0), m.value() or b"") for m in batch]
+        return found
     finally:
         reader.close()
 

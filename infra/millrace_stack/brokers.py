@@ -68,7 +68,9 @@ def ensure_kafka_jars(cache: Path = JAR_CACHE, pom: Path = POM) -> Path:
 
 @dataclass
 class KafkaNode:
-    """One broker+controller; ``data_dir`` holds its config, logs and storage."""
+    """One broker+controller; ``data_dir`` holds its config, logs and storage. Alone (the
+    default: a standalone controller on loopback) or one node of a :class:`KafkaCluster`, with
+    its own address, maybe in a network namespace of its own."""
 
     data_dir: Path
     port: int = 9092
@@ -77,21 +79,30 @@ class KafkaNode:
     #: A second listener with SASL/PLAIN authentication for these users (name -> password).
     sasl_port: int | None = None
     sasl_users: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    node_id: int = 1
+    #: A static quorum ("1@host:port,2@host:port,..."); unset: this node is its own quorum.
+    voters: str | None = None
+    cluster_id: str | None = None
+    #: Replicas of the internal topics and of topics created without a factor.
+    replication: int = 1
+    #: The network namespace the process runs in (``ip netns exec``), if any.
+    netns: str | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def sasl_bootstrap(self) -> str | None:
-        return f"127.0.0.1:{self.sasl_port}" if self.sasl_port else None
+        return f"{self.host}:{self.sasl_port}" if self.sasl_port else None
 
     def _listener_config(self) -> list[str]:
-        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        listeners = [f"PLAINTEXT://{self.host}:{self.port}"]
         protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
         extra = []
         if self.sasl_port:
-            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+            listeners.append(f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}")
             protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
             users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_users.items())
             extra = [
@@ -100,10 +111,29 @@ class KafkaNode:
                 f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
             ]
         return [
-            f"listeners={','.join(listeners)},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"listeners={','.join(listeners)},CONTROLLER://{self.host}:{self.controller_port}",
             f"advertised.listeners={','.join(listeners)}",
             f"listener.security.protocol.map={','.join(protocols)}",
             *extra,
+        ]
+
+    def _quorum_config(self) -> list[str]:
+        if self.voters is None:
+            return [f"controller.quorum.bootstrap.servers={self.host}:{self.controller_port}"]
+        return [f"controller.quorum.voters={self.voters}"]
+
+    def _replication_config(self) -> list[str]:
+        """Durable when replicated: a write needs two replicas of three, no unclean leader."""
+        replicas, min_isr = self.replication, 2 if self.replication >= 3 else 1
+        return [
+            f"offsets.topic.replication.factor={replicas}",
+            f"transaction.state.log.replication.factor={replicas}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={replicas}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
+            f"default.replication.factor={replicas}",
+            f"min.insync.replicas={min_isr}",
+            "unclean.leader.election.enable=false",
         ]
 
     def _write_config(self) -> Path:
@@ -113,20 +143,16 @@ class KafkaNode:
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                    f"node.id={self.node_id}",
+                    *self._quorum_config(),
                     *self._listener_config(),
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir / 'data'}",
                     "num.partitions=3",
-                    "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=3",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
                     "transaction.state.log.num.partitions=3",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    *self._replication_config(),
                     "group.initial.rebalance.delay.ms=0",
                     "auto.create.topics.enable=false",
                     "",
@@ -138,6 +164,7 @@ class KafkaNode:
 
     def _java(self, lib: Path, *args: str) -> list[str]:
         return [
+            *(["ip", "netns", "exec", self.netns] if self.netns else []),
             "java",
             f"-Xmx{self.heap}",
             f"-Xms{self.heap}",
@@ -147,19 +174,21 @@ class KafkaNode:
             *args,
         ]
 
-    def start(self, procs: ProcessTable, name: str = "kafka", timeout: float = 90.0) -> None:
-        if port_open(self.port):
+    def launch(self, procs: ProcessTable, name: str = "kafka") -> None:
+        """Format the storage on the first start, and start the process (without waiting)."""
+        if self.netns is None and port_open(self.port):
             raise InfraError(f"port {self.port} is taken; set another with MILLRACE_KAFKA_PORT")
         lib = ensure_kafka_jars()
         config = self._write_config()
         if not (self.data_dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            # "--cluster-id=" form: a random id may start with "-".
+            cluster_id = self.cluster_id or new_cluster_id()
+            # "--cluster-id=" form: a random id may start with "-". A static quorum is named by
+            # the config; a node alone formats as a standalone controller.
             fmt = self._java(
                 lib,
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                *(["--standalone"] if self.voters is None else []),
                 f"--cluster-id={cluster_id}",
                 f"--config={config}",
             )
@@ -167,12 +196,19 @@ class KafkaNode:
             if result.returncode != 0:
                 raise InfraError(f"formatting Kafka storage failed: {result.stdout}{result.stderr}")
         procs.start(name, self._java(lib, "kafka.Kafka", str(config)))
+
+    def start(self, procs: ProcessTable, name: str = "kafka", timeout: float = 90.0) -> None:
+        self.launch(procs, name)
         try:
             wait_for_broker(self.bootstrap, timeout)
         except TimeoutError as exc:
             tail = procs.log_path(name).read_text(errors="replace")[-2000:]
             procs.stop(name)
             raise InfraError(f"Kafka did not become ready: {exc}\n{tail}") from None
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def debian_program(program: str, package: str) -> str:

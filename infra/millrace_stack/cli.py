@@ -26,6 +26,11 @@ def up(
     run_dir: Path = RunDir,
     kafka_port: int = KafkaPort,
     redis_port: int = RedisPort,
+    kafka_nodes: int = typer.Option(
+        1,
+        help="1: one broker on loopback; 3: a KRaft cluster, each node in a network namespace "
+        "of its own (root), replication factor 3",
+    ),
     speed: float = typer.Option(7200.0, help="event time per wall time for the replay"),
     start: str = typer.Option(
         "2013-01-15", help="replay from this day (the baseline covers before)"
@@ -39,6 +44,7 @@ def up(
         kafka_port=kafka_port,
         kafka_controller_port=kafka_port + 1,
         redis_port=redis_port,
+        kafka_nodes=kafka_nodes,
         speed=speed,
         replay_start=start,
     )

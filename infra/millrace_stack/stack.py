@@ -16,6 +16,8 @@ from millrace.settings import LOCAL_PORTS, CommonSettings, config_file
 from millrace.waiting import wait_until
 from millrace_cli.secrets import service_secrets
 from millrace_stack.brokers import KafkaNode, RedisNode
+from millrace_stack.kafka_cluster import KafkaCluster
+from millrace_stack.netns import Network
 from millrace_stack.observability import write_prometheus_config
 from millrace_stack.processes import ProcessTable
 
@@ -26,7 +28,20 @@ MODULES = {
     "trainer": "millrace_trainer",
     "predictor": "millrace_predictor",
 }
-STOP_ORDER = ("replay", "predictor", "trainer", "featurizer", "model-registry", "redis", "kafka")
+STOP_ORDER = (
+    "replay",
+    "predictor",
+    "trainer",
+    "featurizer",
+    "model-registry",
+    "redis",
+    "kafka",
+    "kafka-1",
+    "kafka-2",
+    "kafka-3",
+)
+#: The network namespaces of `millrace up --kafka-nodes 3`: fixed, so `down` finds them.
+STACK_NETWORK = Network(tag="mrstack", subnet="10.213.250")
 
 
 class StackSettings(CommonSettings):
@@ -43,14 +58,26 @@ class StackConfig:
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     redis_port: int = 6379
+    #: 1: one broker on loopback; 3: a KRaft cluster, each node in a network namespace (root).
+    kafka_nodes: int = 1
     speed: float = 7200.0
     replay_start: str = "2013-01-15"
     replay_end: str = "2014-01-01"
 
 
+def kafka_cluster(cfg: StackConfig) -> KafkaCluster:
+    return KafkaCluster(cfg.run_dir / "kafka-cluster", cfg.kafka_nodes, network=STACK_NETWORK)
+
+
+def kafka_bootstrap(cfg: StackConfig) -> str:
+    if cfg.kafka_nodes > 1:
+        return kafka_cluster(cfg).bootstrap
+    return f"127.0.0.1:{cfg.kafka_port}"
+
+
 def service_env(cfg: StackConfig) -> dict[str, str]:
     env = {
-        "MILLRACE_KAFKA_BOOTSTRAP": f"127.0.0.1:{cfg.kafka_port}",
+        "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap(cfg),
         "MILLRACE_REDIS_URL": f"redis://127.0.0.1:{cfg.redis_port}/0",
         "MILLRACE_REGISTRY_URL": f"http://127.0.0.1:{LOCAL_PORTS['model-registry']}",
         "MILLRACE_DATA_DIR": str((cfg.run_dir / "registry").resolve()),
@@ -83,7 +110,12 @@ def events_topic_empty(brokers: Brokers, topic: str) -> bool:
 def up(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
     procs = ProcessTable(cfg.run_dir)
     env = service_env(cfg)
-    if not procs.running("kafka"):
+    if cfg.kafka_nodes > 1:
+        if not procs.running("kafka-1"):
+            cluster = kafka_cluster(cfg)
+            say(f"starting a {cfg.kafka_nodes}-node Kafka cluster on {cluster.bootstrap}")
+            cluster.start(procs)
+    elif not procs.running("kafka"):
         say(f"starting Kafka on 127.0.0.1:{cfg.kafka_port} (the first start fetches its jars)")
         KafkaNode(cfg.run_dir / "kafka", cfg.kafka_port, cfg.kafka_controller_port).start(procs)
     if not procs.running("redis"):
@@ -138,8 +170,14 @@ def down(cfg: StackConfig, say: Callable[[str], object] = print) -> None:
     for name in STOP_ORDER:
         if procs.stop(name):
             say(f"stopped {name}")
+    if os.geteuid() == 0:
+        STACK_NETWORK.destroy()  # a cluster's namespaces, if `up --kafka-nodes` made them
 
 
 def status(cfg: StackConfig) -> dict[str, str]:
     procs = ProcessTable(cfg.run_dir)
-    return {name: ("running" if procs.running(name) else "stopped") for name in STOP_ORDER[::-1]}
+    return {
+        name: ("running" if procs.running(name) else "stopped")
+        for name in STOP_ORDER[::-1]
+        if not name.startswith("kafka-") or procs.running(name)
+    }

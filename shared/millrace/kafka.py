@@ -33,6 +33,43 @@ class TopicSpec:
 Brokers = str | Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class Durability:
+    """How the topics Millrace creates are replicated (the settings ``replication_factor`` and
+    ``min_insync``; unset, what the cluster allows: see :meth:`resolve`)."""
+
+    replication_factor: int | None = None
+    min_insync: int | None = None
+
+    @classmethod
+    def of(cls, settings: CommonSettings) -> Durability:
+        return cls(settings.replication_factor, settings.min_insync)
+
+    def resolve(self, brokers: int) -> tuple[int, int | None]:
+        """(replication factor, min.insync.replicas or None for the brokers' default) on a
+        cluster of ``brokers``.
+
+        >>> Durability().resolve(1), Durability().resolve(3), Durability().resolve(5)
+        ((1, None), (3, 2), (3, 2))
+        >>> Durability(replication_factor=3).resolve(2)
+        Traceback (most recent call last):
+        ...
+        millrace.errors.ServiceFailed: replication_factor 3 needs 3 brokers; the cluster has 2
+        """
+        factor = self.replication_factor or min(3, brokers)
+        if factor > brokers:
+            raise ServiceFailed(
+                f"replication_factor {factor} needs {factor} brokers; the cluster has {brokers}"
+            )
+        min_insync = self.min_insync or (factor - 1 if factor >= 3 else None)
+        if min_insync is not None and min_insync > factor:
+            raise ServiceFailed(
+                f"min_insync {min_insync} is above the replication factor {factor}: every "
+                "write would be refused"
+            )
+        return factor, min_insync
+
+
 class SourcePartition(str):
     """One partition of a topic, as the trainer keys its progress by it. Its text is
     ``"topic/partition"``, the form checkpoints and lineage record, so it goes into JSON as it
@@ -96,14 +133,27 @@ def wait_for_broker(brokers: Brokers, timeout: float = 60.0) -> None:
     )
 
 
-def ensure_topics(brokers: Brokers, specs: Iterable[TopicSpec], timeout: float = 30.0) -> None:
-    """Create the topics that do not exist yet (replication factor 1 on a local broker)."""
+def ensure_topics(
+    brokers: Brokers,
+    specs: Iterable[TopicSpec],
+    timeout: float = 30.0,
+    durability: Durability = Durability(),
+) -> None:
+    """Create the topics that do not exist yet, replicated as ``durability`` says (on one
+    local broker: replication factor 1)."""
     client = admin(brokers)
-    existing = set(client.list_topics(timeout=timeout).topics)
+    metadata = client.list_topics(timeout=timeout)
+    factor, min_insync = durability.resolve(len(metadata.brokers))
+    replicated = {} if min_insync is None else {"min.insync.replicas": str(min_insync)}
     wanted = [
-        NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=s.config)
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=factor,
+            config={**replicated, **s.config},
+        )
         for s in specs
-        if s.name not in existing
+        if s.name not in set(metadata.topics)
     ]
     if not wanted:
         return

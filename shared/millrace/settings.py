@@ -86,6 +86,11 @@ class CommonSettings(BaseSettings):
     redis_cluster_nodes: Annotated[list[str], NoDecode] = []
     # Every topic and Redis key starts with this, so test runs never see each other's data.
     topic_prefix: str = "millrace."
+    # The topics Millrace creates: their replication factor (unset: 3, or the cluster's broker
+    # count when it has fewer) and min.insync.replicas (unset: the replication factor - 1 from a
+    # factor of 3 on, else the brokers' own default). Existing topics are left as they are.
+    replication_factor: int | None = Field(default=None, ge=1)
+    min_insync: int | None = Field(default=None, ge=1)
     registry_url: str = f"http://127.0.0.1:{LOCAL_PORTS['model-registry']}"
     # Secrets have no defaults: outside development mode (MILLRACE_DEV_MODE=1, public values)
     # a process that needs one and lacks it refuses to start, naming the variable.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from millrace.health import run_supervised, serve_health
-from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
+from millrace.kafka import Durability, ensure_topics, pipeline_topics, wait_for_broker
 from millrace.logs import configure_logging
 from millrace_featurizer.live import LiveFeaturizer
 from millrace_featurizer.settings import FeaturizerSettings
@@ -13,7 +13,11 @@ def main() -> None:
     settings = FeaturizerSettings()
     configure_logging("featurizer", settings.log_level)
     wait_for_broker(settings.kafka)
-    ensure_topics(settings.kafka, pipeline_topics(settings, settings.partitions))
+    ensure_topics(
+        settings.kafka,
+        pipeline_topics(settings, settings.partitions),
+        durability=Durability.of(settings),
+    )
     runner = LiveFeaturizer.from_settings(settings)
     runner.install_signal_handlers()
     serve_health(settings.host, settings.port, runner.health)

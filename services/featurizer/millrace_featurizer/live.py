@@ -45,6 +45,7 @@ from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent,
 from millrace.health import Liveness, ServiceFailed
 from millrace.kafka import (
     Brokers,
+    Durability,
     TopicSpec,
     abort_transaction,
     client_config,
@@ -104,6 +105,7 @@ class LiveFeaturizer:
         stall_timeout_s: float,
         transaction_timeout_s: float,
         max_cached_entities: int,
+        durability: Durability = Durability(),
     ) -> None:
         """Every tunable from the featurizer's settings (:meth:`from_settings`), where the
         defaults are written."""
@@ -118,6 +120,7 @@ class LiveFeaturizer:
         #: The state changelog (None: off, for measuring its cost; Redis is then not rebuildable
         #: once the events topic's retention deleted what it needs).
         self.changelog_topic = changelog_topic
+        self.durability = durability
         self.batch_size = batch_size
         self.stopping = threading.Event()
         self.liveness = Liveness(stall_timeout_s)
@@ -201,6 +204,7 @@ class LiveFeaturizer:
             stall_timeout_s=settings.stall_timeout_s,
             transaction_timeout_s=settings.transaction_timeout_s,
             max_cached_entities=settings.max_cached_entities,
+            durability=Durability.of(settings),
         )
 
     def install_signal_handlers(self) -> None:
@@ -243,6 +247,7 @@ class LiveFeaturizer:
         ensure_topics(
             self.brokers,
             [TopicSpec(self.changelog_topic or "", partitions, {"cleanup.policy": "compact"})],
+            durability=self.durability,
         )
 
     def _loop(self) -> None:

@@ -6,7 +6,7 @@ import logging
 
 import uvicorn
 
-from millrace.kafka import TopicSpec, ensure_topics, wait_for_broker
+from millrace.kafka import Durability, TopicSpec, ensure_topics, wait_for_broker
 from millrace.logs import configure_logging
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
@@ -22,6 +22,7 @@ def main() -> None:
         ensure_topics(
             settings.kafka,
             [TopicSpec(settings.model_events_topic, 1, {"cleanup.policy": "compact"})],
+            durability=Durability.of(settings),
         )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 

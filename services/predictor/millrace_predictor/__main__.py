@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from millrace.kafka import TopicSpec, ensure_topics, wait_for_broker
+from millrace.kafka import Durability, TopicSpec, ensure_topics, wait_for_broker
 from millrace.logs import configure_logging
 from millrace_predictor.app import create_app
 from millrace_predictor.settings import PredictorSettings
@@ -16,7 +16,11 @@ def main() -> None:
     if settings.follow_model_events or settings.log_predictions:
         wait_for_broker(settings.kafka)
     if settings.log_predictions:
-        ensure_topics(settings.kafka, [TopicSpec(settings.predictions_topic, 3)])
+        ensure_topics(
+            settings.kafka,
+            [TopicSpec(settings.predictions_topic, 3)],
+            durability=Durability.of(settings),
+        )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 

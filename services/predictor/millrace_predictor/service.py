@@ -81,7 +81,10 @@ class Predictor:
         self.models.start_polling(s.poll_interval_s)
         if s.log_predictions:
             self.producer = Producer(
-                client_config(s.kafka, **{"linger.ms": 20, "compression.type": "lz4"})
+                client_config(
+                    s.kafka,
+                    **{"enable.idempotence": True, "linger.ms": 20, "compression.type": "lz4"},
+                )
             )
             guardrail = Guardrail(
                 self._rollback, s.guardrail_margin, s.guardrail_min_labels, s.guardrail

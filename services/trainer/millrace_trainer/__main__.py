@@ -11,7 +11,7 @@ from millrace.features import feature_schema_hash, load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.health import run_supervised, serve_health
 from millrace.join import Sample, join_all
-from millrace.kafka import ensure_topics, pipeline_topics, wait_for_broker
+from millrace.kafka import Durability, ensure_topics, pipeline_topics, wait_for_broker
 from millrace.logs import configure_logging
 from millrace.record_files import read_parquet
 from millrace.registry_client import RegistryClient
@@ -29,7 +29,11 @@ def main() -> None:
     module = load_feature_module(settings.feature_module)
     client = RegistryClient.from_settings(settings, signs=True)
     wait_for_broker(settings.kafka)
-    ensure_topics(settings.kafka, pipeline_topics(settings, settings.partitions))
+    ensure_topics(
+        settings.kafka,
+        pipeline_topics(settings, settings.partitions),
+        durability=Durability.of(settings),
+    )
     client.wait_ready()
     checkpoints = make_checkpoints(settings)
     trainer = make_trainer(settings, client, feature_schema_hash(module))

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from millrace.errors import MillraceError
 from millrace.kafka import (
     Brokers,
+    Durability,
     TopicSpec,
     abort_transaction,
     client_config,
@@ -72,7 +73,13 @@ class CheckpointRefused(MillraceError, RuntimeError):
 
 class KafkaCheckpoints:
     def __init__(
-        self, brokers: Brokers, topic: str, key: str, transactional_id: str, signer: SigningKey
+        self,
+        brokers: Brokers,
+        topic: str,
+        key: str,
+        transactional_id: str,
+        signer: SigningKey,
+        durability: Durability = Durability(),
     ) -> None:
         self.brokers = brokers
         self.topic = topic
@@ -88,6 +95,7 @@ class KafkaCheckpoints:
                     {"cleanup.policy": "compact", "max.message.bytes": str(MAX_CHECKPOINT_BYTES)},
                 )
             ],
+            durability=durability,
         )
         self.producer = Producer(
             client_config(

@@ -8,7 +8,7 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from millrace.kafka import SourcePartition, consumer_config, has_data, watermarks
+from millrace.kafka import Durability, SourcePartition, consumer_config, has_data, watermarks
 from millrace.learners import Classifier
 from millrace.records import decode_features, decode_label
 from millrace.registry_client import RegistryClient
@@ -67,6 +67,7 @@ def make_checkpoints(settings: TrainerSettings) -> KafkaCheckpoints:
         key=f"{group}/{settings.model_name}",
         transactional_id=f"{group}-{settings.instance_id}",
         signer=settings.signer(),
+        durability=Durability.of(settings),
     )
 
 
