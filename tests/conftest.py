@@ -22,6 +22,7 @@ import pytest
 
 from millrace.signing import generate_keypair
 from millrace_stack.brokers import KafkaNode, RedisNode
+from millrace_stack.kafka_cluster import KafkaCluster
 from millrace_stack.processes import ProcessTable, free_port
 from tests.containers import kafka_container, redis_container
 
@@ -68,6 +69,21 @@ def infra_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 #: The SASL/PLAIN user the local test broker accepts on its second listener.
 SASL_USER, SASL_PASSWORD = "millrace-test", secrets.token_urlsafe(12)
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three KRaft nodes, each in a network namespace of its own (root and iproute2)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    work = tmp_path_factory.mktemp("kafka-cluster")
+    procs = ProcessTable(work)
+    cluster = KafkaCluster(work / "kafka")
+    cluster.start(procs)
+    try:
+        yield cluster
+    finally:
+        cluster.stop(procs)
 
 
 @pytest.fixture(scope="session")

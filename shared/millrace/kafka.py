@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from millrace.errors import ServiceFailed
+from millrace.errors import MillraceError, ServiceFailed
 from millrace.settings import CommonSettings
 from millrace.waiting import wait_until
 
@@ -292,6 +292,36 @@ def retry_retriable(call: Callable[[float], object], what: str, timeout: float) 
 
 
 _RETRY_PAUSE_S = 0.5
+
+
+class CommitOutcomeUnknown(MillraceError, KafkaException):
+    """``commit_transaction`` timed out (or failed retriably) until its deadline: the
+    transaction may have committed or not. Never abort it (the abort could land on the next
+    transaction, KAFKA-17754): replace the producer (:func:`replaceable`)."""
+
+
+#: Fatal errors that mean another process took over the transactional id: that one goes on.
+_FENCES = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+
+
+def outcome_unknown(exc: KafkaException) -> bool:
+    """Whether a failed commit left its outcome unknown (timed out or retriable to the end),
+    rather than refused (abortable) or fatal."""
+    error: KafkaError = exc.args[0]
+    return not error.fatal() and not error.txn_requires_abort()
+
+
+def replaceable(exc: KafkaException | BufferError) -> bool:
+    """A fatal producer error other than a fence: a new producer with the same transactional
+    id can go on (a fenced one must stop: another incarnation holds the id)."""
+    if not isinstance(exc, KafkaException):
+        return False
+    error: KafkaError = exc.args[0]
+    return bool(error.fatal()) and error.code() not in _FENCES
 
 
 def abort_transaction(

@@ -1,7 +1,7 @@
 """The chaos run on a three-node Kafka cluster, scaled down to a few days: each kind of node
 fault once (the leader, the transaction and the group coordinator SIGKILLed and restarted, a
 node cut off and one paused past the session timeout) with a featurizer SIGKILL among them,
-then the exact account (``make cluster-chaos`` runs two months and more faults)."""
+then the exact account (``make cluster-chaos`` runs it, then two months and more faults)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ pytestmark = [
         os.geteuid() != 0 or shutil.which("ip") is None,
         reason="network namespaces need root and iproute2",
     ),
+    # Between 6 and over 10 minutes on 2 cores, not yet stable enough for `make test`:
+    # `make cluster-chaos` runs it first.
+    pytest.mark.skipif(
+        os.environ.get("MILLRACE_CLUSTER_FAULTS") != "1", reason="make cluster-chaos runs it"
+    ),
+    pytest.mark.timeout(1800),
 ]
 
 

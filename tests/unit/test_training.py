@@ -387,6 +387,7 @@ def publishes(order: list[Held], check_every: int) -> list[tuple[str, int, dict]
         rolling_batches=3,
     )
     trainer.published = []
+    trainer.lineage = type(trainer.lineage)(parent=0)  # after a baseline, version 0 here
     trainer.join.assign({p for p, _, _ in order})
     for i, held in enumerate(order):
         feed(trainer.join, held)

@@ -45,6 +45,7 @@ from millrace.featurize import BatchResult, DeadLetter, Featurizer, SourceEvent,
 from millrace.health import Liveness, ServiceFailed
 from millrace.kafka import (
     Brokers,
+    CommitOutcomeUnknown,
     Durability,
     TopicSpec,
     abort_transaction,
@@ -53,6 +54,8 @@ from millrace.kafka import (
     consumer_config,
     ensure_topics,
     has_data,
+    outcome_unknown,
+    replaceable,
     retry_retriable,
     wait_for_broker,
 )
@@ -71,6 +74,10 @@ DEAD = Counter("millrace_featurizer_dead_letters_total", "Events dead-lettered",
 LATE = Counter("millrace_featurizer_late_events_total", "Events later than the allowed lateness")
 STATE_WRITES = Counter("millrace_featurizer_state_writes_total", "Entity state writes")
 LAG_MS = Gauge("millrace_featurizer_event_time_lag_ms", "Wall clock minus newest event time")
+PRODUCERS_REPLACED = Counter(
+    "millrace_featurizer_producers_replaced_total",
+    "Producers replaced after a transaction of unknown outcome or a non-fence fatal error",
+)
 FAILED_TRANSACTIONS = Counter(
     "millrace_featurizer_failed_transactions_total", "Transactions aborted and read again"
 )
@@ -152,17 +159,10 @@ class LiveFeaturizer:
                 },
             )
         )
-        self.producer = Producer(
-            client_config(
-                brokers,
-                **{
-                    "transactional.id": f"{group}-{self.instance_id}",
-                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-                    "linger.ms": 5,
-                    "compression.type": "lz4",
-                },
-            )
-        )
+        self.producer = self._new_producer()
+        #: Producers replaced after a transaction of unknown outcome (kept: destroying one
+        #: waits for what it still has in flight).
+        self.replaced: list[Producer] = []
         self.recovery = StateRecovery(
             featurizer,
             state,
@@ -210,6 +210,19 @@ class LiveFeaturizer:
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
+
+    def _new_producer(self) -> Producer:
+        return Producer(
+            client_config(
+                self.brokers,
+                **{
+                    "transactional.id": f"{self.group}-{self.instance_id}",
+                    "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                },
+            )
+        )
 
     def health(self) -> dict[str, Any]:
         return self.liveness.status(batches=self.batches, events=self.events)
@@ -314,7 +327,12 @@ class LiveFeaturizer:
                 "send_offsets_to_transaction",
                 timeout,
             )
-        retry_retriable(self.producer.commit_transaction, "commit_transaction", timeout)
+        try:
+            retry_retriable(self.producer.commit_transaction, "commit_transaction", timeout)
+        except KafkaException as exc:
+            if outcome_unknown(exc):
+                raise CommitOutcomeUnknown(exc.args[0]) from exc
+            raise
         # Committed: Kafka holds the batch (the changelog included). Redis follows, if it still
         # holds what this replica wrote; a partition whose fence moved is rebuilt.
         try:
@@ -356,8 +374,36 @@ class LiveFeaturizer:
     def _failed(self, exc: KafkaException | BufferError) -> None:
         # The batches in flight changed the states in memory: they are read again from Redis.
         self.owned.clear()
-        self._abort(exc)
+        if isinstance(exc, KafkaException) and (
+            isinstance(exc, CommitOutcomeUnknown) or replaceable(exc)
+        ):
+            self._replace_producer(exc)
+        else:
+            try:
+                self._abort(exc)
+            except ServiceFailed as failed:
+                cause = failed.__cause__
+                if not isinstance(cause, KafkaException) or not replaceable(cause):
+                    raise
+                self._replace_producer(cause)  # the abort itself hit a non-fence fatal error
         self._rewind()
+
+    def _replace_producer(self, exc: KafkaException) -> None:
+        """The open transaction's outcome is unknown (a commit that timed out), or the producer
+        cannot go on for a reason other than a fence (an invalid state or epoch, as a delayed
+        EndTxn landing on a later transaction makes it, KAFKA-17754). Aborting could land on
+        the next transaction: instead a new producer with the same transactional id, whose
+        ``init_transactions`` bumps the epoch, so the old transaction is completed or aborted
+        first and nothing the old producer still sends is accepted. Whether the batch
+        committed is then read from the group's committed offsets; what it wrote to Redis is
+        unknown, so the partitions are rebuilt from the changelog."""
+        FAILED_TRANSACTIONS.inc()
+        PRODUCERS_REPLACED.inc()
+        log.error("transaction outcome unknown; replacing the producer", extra={"error": str(exc)})
+        self.replaced.append(self.producer)
+        self.producer = self.recovery.producer = self._new_producer()
+        retry_retriable(self.producer.init_transactions, "init_transactions", 120)
+        self.recovery.lost(self.recovery.owned(), f"transaction outcome unknown: {exc}")
 
     def _count(self, result: BatchResult) -> None:
         EVENTS_IN.inc(result.events)
