@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 from common import infrastructure, print_table, record
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 from river import linear_model
 
 from millrace.artifacts import dump_model
@@ -48,6 +48,7 @@ from millrace.health import BackgroundServer
 from millrace.join import Sample, join_all
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics
 from millrace.learners import Classifier
+from millrace.loading import produce_all
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights
 from millrace_registry.app import create_app
@@ -149,23 +150,19 @@ def load_topics(bootstrap: str, result: BackfillResult, cut: int) -> TrainerSett
     """A fresh set of topics holding the stream's feature and label records, keyed by entity."""
     settings = TrainerSettings(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.")
     ensure_topics(bootstrap, pipeline_topics(settings, settings.partitions))
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4"}
+    # In order: a reordered partition would make on-time samples late (millrace.loading).
+    produce_all(
+        bootstrap,
+        (
+            (topic, value, r.key)
+            for topic, records, raw in (
+                (settings.features_topic, result.features, result.feature_bytes),
+                (settings.labels_topic, result.labels, result.label_bytes),
+            )
+            for r, value in zip(records, raw, strict=True)
+            if r.ts >= cut
+        ),
     )
-    for topic, records, raw in (
-        (settings.features_topic, result.features, result.feature_bytes),
-        (settings.labels_topic, result.labels, result.label_bytes),
-    ):
-        for r, value in zip(records, raw, strict=True):
-            if r.ts < cut:
-                continue
-            while True:
-                try:
-                    producer.produce(topic, value, r.key.encode())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-    producer.flush(60)
     return settings
 
 

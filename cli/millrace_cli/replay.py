@@ -8,9 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaException
 
-from millrace.kafka import Brokers, client_config
+from millrace.kafka import Brokers
+from millrace.loading import OrderedProducer
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +26,7 @@ def replay(
 ) -> int:
     """Produce ``events`` keyed by their ``key``; ``speed`` is event time per wall time
     (3600 = one hour of flights per second), 0 = as fast as the broker takes them."""
-    producer = Producer(
-        client_config(
-            brokers,
-            **{"enable.idempotence": True, "linger.ms": 10, "compression.type": "lz4"},
-        )
-    )
-    errors: list[str] = []
-
-    def delivered(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            errors.append(str(err))
-
+    producer = OrderedProducer(brokers)
     first_ts = events[0]["ts"] if events else 0
     started = time.monotonic()
     for i, event in enumerate(events):
@@ -46,19 +36,13 @@ def replay(
             if wait > 0:
                 producer.poll(0)
                 sleep(wait)
-        while True:
-            try:
-                producer.produce(topic, orjson.dumps(event), event["key"], on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        if i % 1000 == 0:
-            producer.poll(0)
-            if on_progress:
-                on_progress(i)
-    left = producer.flush(60)
-    if left or errors:
-        raise KafkaException(f"replay lost {left} undelivered events; errors: {errors[:3]}")
+        producer.produce(topic, orjson.dumps(event), event["key"])
+        if on_progress and i % 1000 == 0:
+            on_progress(i)
+    try:
+        producer.flush(60)
+    except KafkaException as exc:
+        raise KafkaException(f"replay lost events: {exc}") from exc
     if on_progress:
         on_progress(len(events))
     return len(events)

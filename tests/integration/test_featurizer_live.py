@@ -10,12 +10,13 @@ from contextlib import contextmanager
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics, watermarks
+from millrace.loading import OrderedProducer
 from millrace.records import FeatureRecord, LabelRecord, encode
 from millrace.settings import CommonSettings
 from millrace.state import RedisState, StateIncomplete, StateLost
@@ -171,14 +172,13 @@ def test_malformed_events_are_dead_lettered_and_good_ones_featurized(
     settings = setup_topics(kafka_bootstrap, redis_url, prefix)
     events, truth = expected("2013-01-01", "2013-01-04")
     rng = random.Random(13)
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
+    producer = OrderedProducer(kafka_bootstrap)
     bad = 0
     for event in events:
         producer.produce(settings.events_topic, orjson.dumps(event), event["key"])
         if rng.random() < 0.5:
             producer.produce(settings.events_topic, malformed(rng, event), event["key"])
             bad += 1
-        producer.poll(0)
     producer.flush(30)
     assert bad > 2000
     with running(settings, replicas=1):

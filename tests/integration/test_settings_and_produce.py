@@ -6,9 +6,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import KafkaException
 from typer.testing import CliRunner
 
 from millrace.kafka import ensure_topics, pipeline_topics
+from millrace.loading import OrderedProducer, produce_all
 from millrace.settings import CommonSettings
 from millrace_cli.app import app
 from millrace_featurizer.settings import FeaturizerSettings
@@ -74,3 +76,21 @@ def test_a_relative_path_in_the_settings_file_is_relative_to_the_file(tmp_path: 
     monkeypatch.setenv("MILLRACE_CONFIG", str(config))
     monkeypatch.chdir(tmp_path)
     assert TrainerSettings().baseline_parquet == config.parent / "data" / "baseline.parquet"
+
+
+def test_a_load_keeps_each_partitions_order_and_reports_what_it_could_not_deliver(
+    kafka_bootstrap: str, prefix: str
+):
+    settings = CommonSettings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix)
+    ensure_topics(kafka_bootstrap, pipeline_topics(settings, partitions=3))
+    rows = [(settings.events_topic, str(i).encode(), f"k{i % 7}") for i in range(20_000)]
+    assert produce_all(kafka_bootstrap, rows) == 20_000
+    by_key: dict[bytes, list[int]] = {}
+    for message in read_topic(kafka_bootstrap, settings.events_topic, expect=20_000):
+        by_key.setdefault(message.key() or b"", []).append(int(message.value() or b"0"))
+    assert {k: sorted(v) for k, v in by_key.items()} == by_key
+    # No auto-created topics on our brokers: a record for a missing topic is undeliverable.
+    producer = OrderedProducer(kafka_bootstrap, **{"message.timeout.ms": 2000})
+    producer.produce(f"{prefix}missing", b"x")
+    with pytest.raises(KafkaException, match=r"errors: .*timed out"):
+        producer.flush(30)

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.kafka import ensure_topics, pipeline_topics
+from millrace.loading import produce_all
 from millrace.records import encode
 from millrace.registry_client import RegistryClient
 from millrace.settings import CommonSettings
@@ -46,16 +46,18 @@ def test_killed_trainer_publishes_the_same_bytes(
         from_envelopes(events),
     )
     stream_from = day_start_ms("2013-01-03")
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 10})
-    for topic, records in (
-        (settings.features_topic, result.features),
-        (settings.labels_topic, result.labels),
-    ):
-        for record in records:
-            if record.ts >= stream_from:
-                producer.produce(topic, encode(record), record.key.encode())
-    producer.flush(30)
-    del producer
+    produce_all(
+        kafka_bootstrap,
+        (
+            (topic, encode(record), record.key)
+            for topic, records in (
+                (settings.features_topic, result.features),
+                (settings.labels_topic, result.labels),
+            )
+            for record in records
+            if record.ts >= stream_from
+        ),
+    )
 
     port = free_port()
     with serve(

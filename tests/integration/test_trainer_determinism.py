@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from millrace.artifacts import dump_model
 from millrace.days import day_start_ms
@@ -18,6 +17,7 @@ from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.join import Sample, join_all
 from millrace.kafka import ensure_topics, pipeline_topics
+from millrace.loading import produce_all
 from millrace.records import FeatureRecord, LabelRecord
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights
@@ -43,12 +43,14 @@ def load(
     topics_in_order: list[tuple[str, Sequence[FeatureRecord | LabelRecord], list[bytes]]],
 ) -> None:
     ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings, settings.partitions))
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
-    for topic, records, raw in topics_in_order:
-        for record, value in zip(records, raw, strict=True):
-            producer.produce(topic, value, record.key.encode())
-            producer.poll(0)
-    assert producer.flush(30) == 0
+    produce_all(
+        settings.kafka_bootstrap,
+        (
+            (topic, value, record.key)
+            for topic, records, raw in topics_in_order
+            for record, value in zip(records, raw, strict=True)
+        ),
+    )
 
 
 def train(

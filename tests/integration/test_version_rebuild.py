@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from millrace.days import day_start_ms
@@ -21,6 +20,7 @@ from millrace.features import load_feature_module
 from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
 from millrace.join import Sample, join_all
 from millrace.kafka import ensure_topics, pipeline_topics
+from millrace.loading import OrderedProducer
 from millrace.registry_client import RegistryClient
 from millrace_cli.app import app
 from millrace_flights.events import flight_events, load_flights
@@ -74,15 +74,14 @@ def produce(
     settings: TrainerSettings, rows: list[tuple[int, str, bytes, str]], pause: float
 ) -> None:
     """The rows into the settings' topics; ``pause`` seconds after every 100 (a slow stream)."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    producer = OrderedProducer(settings.kafka_bootstrap, **{"linger.ms": 5})
     topics = {"features": settings.features_topic, "labels": settings.labels_topic}
     for i, (_, kind, raw, key) in enumerate(rows):
-        producer.produce(topics[kind], raw, key.encode())
-        producer.poll(0)
+        producer.produce(topics[kind], raw, key)
         if pause and i % 100 == 99:
             producer.flush(30)
             time.sleep(pause)
-    assert producer.flush(30) == 0
+    producer.flush(30)
 
 
 def run_trainer(
