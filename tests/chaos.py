@@ -19,6 +19,7 @@ broker. Every killed process is restarted at once, as a supervisor would. Then i
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -147,6 +148,8 @@ class _Arrivals(threading.Thread):
     def __init__(self, settings: CommonSettings, topic: str) -> None:
         super().__init__(daemon=True)
         self.last_at = 0.0
+        #: When each poll that brought records returned.
+        self.arrivals: list[float] = []
         #: (partition, offset) -> the value seen there.
         self.seen: dict[tuple[int, int], bytes] = {}
         self.backwards = 0
@@ -170,7 +173,13 @@ class _Arrivals(threading.Thread):
                 self.seen[(partition, offset)] = m.value() or b""
             if got:
                 self.last_at = time.monotonic()
+                self.arrivals.append(self.last_at)
         self._consumer.close()
+
+    def longest_gap(self, since: float) -> float:
+        """The longest time without a new record from ``since`` to the latest arrival."""
+        times = [since, *(t for t in list(self.arrivals) if t > since)]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def stop(self) -> None:
         self._halt.set()
@@ -338,7 +347,7 @@ class Chaos:
         for blow in cfg.plan:
             time.sleep(cfg.pause_s)
             remaining = features.count < len(truth.features)
-            stall = self._strike(blow, features)
+            stall = self._strike(blow, features, len(truth.features))
             if stall is not None and (blow in ("trainer", "predictor") or remaining):
                 report.stalls.append((blow, stall))
                 self.say(f"{blow}: downstream moved again {stall:.1f} s after the blow")
@@ -355,10 +364,10 @@ class Chaos:
             report.hanging_transactions = self.node_faults.hanging_transactions()
         self._compare_trainers()
 
-    def _strike(self, blow: str, features: _Arrivals) -> float | None:
+    def _strike(self, blow: str, features: _Arrivals, expected: int) -> float | None:
         struck = time.monotonic()
         if blow.startswith("node_"):
-            return self._strike_node(blow, features)
+            return self._strike_node(blow, features, expected)
         if blow.startswith(("redis_", "retention_")):
             self._strike_redis(blow)
             back = time.monotonic()
@@ -386,18 +395,24 @@ class Chaos:
         path = "/ready" if blow == "predictor" else "/health"
         return self._until(lambda: self.healthy(blow, path))
 
-    def _strike_node(self, fault: str, features: _Arrivals) -> float | None:
-        """One node fault; the stall is the time until a feature committed after it arrives
-        (timed while the node is still away), then the node comes back and catches up."""
+    def _strike_node(self, fault: str, features: _Arrivals, expected: int) -> float | None:
+        """One node fault; the stall is the longest time without a new committed feature from
+        the blow until the node is back, in sync, and features flow again (while the stream
+        lasts): what a reader downstream waits for, whichever phase of the fault it falls in."""
         assert self.node_faults is not None, f"{fault} needs kafka_nodes > 1"
         struck = time.monotonic()
         node, restoring = self.node_faults.strike(fault)
         self.report.node_faults += 1
         self.say(f"{fault}: node {node}")
-        stall = self._until(lambda: features.last_at > struck, self.cfg.hold_s + 90, struck)
         restoring.join()
         self.node_faults.in_sync()
-        return stall
+        back = time.monotonic()
+        flowing = self._until(
+            lambda: features.last_at > back or features.count >= expected, self.cfg.hold_s + 90
+        )
+        if flowing is None:
+            return None
+        return features.longest_gap(struck)
 
     def _strike_redis(self, blow: str) -> None:
         """Redis loses the state: flushed, killed and restarted empty, its master SIGKILLed

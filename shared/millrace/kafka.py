@@ -360,10 +360,22 @@ def _raise_if_fatal(exc: KafkaException | BufferError) -> None:
 
 
 def has_data(message: Message) -> bool:
-    """True for a record; consumer errors are logged (end-of-partition events are not)."""
+    """True for a record; consumer errors are logged (end-of-partition events are not).
+
+    A fatal one (a static member fenced, say by its own rejoin while a coordinator was away)
+    raises :class:`ServiceFailed`: that consumer delivers nothing more, and a loop that only
+    logged it would look alive while it stood still."""
     error = message.error()
     if error is None:
         return True
+    raise_if_consumer_failed(error)
     if error.code() != KafkaError._PARTITION_EOF:
         log.warning("consumer error", extra={"error": str(error)})
     return False
+
+
+def raise_if_consumer_failed(error: KafkaError) -> None:
+    # A consumer's fatal error arrives as a message whose error has the code _FATAL (and not
+    # always the fatal flag).
+    if error.fatal() or error.code() == KafkaError._FATAL:
+        raise ServiceFailed(f"fatal Kafka consumer error: {error.str()}")

@@ -25,7 +25,9 @@ from millrace.kafka import (
     client_config,
     consumer_config,
     ensure_topics,
+    outcome_unknown,
     read_range,
+    replaceable,
     retry_retriable,
     watermarks,
 )
@@ -80,8 +82,11 @@ class KafkaCheckpoints:
         transactional_id: str,
         signer: SigningKey,
         durability: Durability = Durability(),
+        commit_timeout_s: float = 30.0,
     ) -> None:
         self.brokers = brokers
+        #: How long a checkpoint's commit may take before its outcome counts as unknown.
+        self.commit_timeout_s = commit_timeout_s
         self.topic = topic
         self.key = key
         self.signer = signer
@@ -97,17 +102,24 @@ class KafkaCheckpoints:
             ],
             durability=durability,
         )
-        self.producer = Producer(
+        self.transactional_id = transactional_id
+        #: Producers replaced after a commit of unknown outcome (see :meth:`_recover`).
+        self.replaced = 0
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        producer = Producer(
             client_config(
-                brokers,
+                self.brokers,
                 **{
-                    "transactional.id": transactional_id,
+                    "transactional.id": self.transactional_id,
                     "message.max.bytes": MAX_CHECKPOINT_BYTES,
                     "compression.type": "zstd",
                 },
             )
         )
-        self.producer.init_transactions(30)
+        retry_retriable(producer.init_transactions, "init_transactions", 120)
+        return producer
 
     def load(self) -> VerifiedCheckpoint | None:
         """The newest committed checkpoint for this key, verified; None if there is none.
@@ -164,13 +176,30 @@ class KafkaCheckpoints:
             retry_retriable(
                 lambda left: self.producer.send_offsets_to_transaction(offsets, group, left),
                 "send_offsets_to_transaction",
-                20,
+                self.commit_timeout_s,
             )
-            retry_retriable(self.producer.commit_transaction, "commit_transaction", 30)
+            retry_retriable(
+                self.producer.commit_transaction, "commit_transaction", self.commit_timeout_s
+            )
         except KafkaException as exc:
-            abort_transaction(self.producer, exc)
+            self._recover(exc)
             raise CheckpointFailed(str(exc.args[0])) from exc
         return len(data)
+
+    def _recover(self, exc: KafkaException) -> None:
+        """After a failed checkpoint: abort what Kafka asks to abort; but a commit whose outcome
+        is unknown (timed out, a coordinator away) is never aborted, since the abort could land
+        on the next transaction (KAFKA-17754, librdkafka has no transaction protocol v2), and a
+        producer that cannot go on for a reason other than a fence is not kept either. Both get
+        a new producer: its ``init_transactions`` bumps the epoch, which completes or aborts
+        the old transaction first. Either outcome is a consistent checkpoint, since the state
+        and the offsets commit together; a fence raises :class:`ServiceFailed`."""
+        if exc.args[0].txn_requires_abort() or not (outcome_unknown(exc) or replaceable(exc)):
+            abort_transaction(self.producer, exc)
+            return
+        log.error("checkpoint outcome unknown; replacing the producer", extra={"error": str(exc)})
+        self.replaced += 1
+        self.producer = self._new_producer()
 
 
 class CheckpointFailed(MillraceError, RuntimeError):

@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge
 
 from millrace import collector
 from millrace.health import Liveness
-from millrace.kafka import SourcePartition
+from millrace.kafka import SourcePartition, raise_if_consumer_failed
 from millrace.records import decode_features, decode_label
 from millrace_trainer.checkpoints import CheckpointFailed, KafkaCheckpoints
 from millrace_trainer.training import StreamTrainer
@@ -190,6 +190,7 @@ class StreamLoop:
                         self._name(str(message.topic()), message.partition() or 0), now
                     )
                 else:
+                    raise_if_consumer_failed(error)
                     log.warning("consumer error", extra={"error": str(error)})
                 continue
             topic, offset = message.topic(), message.offset() or 0
