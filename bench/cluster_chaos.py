@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from chaos import STALL_AIM_S as SERVICE_AIM_S
 from chaos import rows
 from common import print_table, record
 
@@ -66,7 +67,7 @@ def main() -> None:
     node_stalls = [s for what, s in report.stalls if what.startswith("node_")]
     longest = max(node_stalls, default=0.0)
     table = [
-        *rows(report),
+        *rows(report, lambda blow: STALL_AIM_S if blow.startswith("node_") else SERVICE_AIM_S),
         ("node faults struck", str(report.node_faults), ">= 12", ""),
         (
             "aborted or uncommitted records read (read_committed)",

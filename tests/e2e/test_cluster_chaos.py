@@ -19,12 +19,8 @@ pytestmark = [
         os.geteuid() != 0 or shutil.which("ip") is None,
         reason="network namespaces need root and iproute2",
     ),
-    # Between 6 and over 10 minutes on 2 cores, not yet stable enough for `make test`:
-    # `make cluster-chaos` runs it first.
-    pytest.mark.skipif(
-        os.environ.get("MILLRACE_CLUSTER_FAULTS") != "1", reason="make cluster-chaos runs it"
-    ),
-    pytest.mark.timeout(1800),
+    # About 5 minutes on 2 cores.
+    pytest.mark.timeout(1200),
 ]
 
 
@@ -55,4 +51,5 @@ def test_node_faults_on_a_three_node_cluster_lose_nothing_and_change_nothing(tmp
     assert report.state_identical, "Redis state differs from the backfill's"
     assert report.versions > 1 and report.artifacts_identical
     assert report.hanging_transactions == []
-    assert all(seconds < 60 for _, seconds in report.stalls), report.stalls
+    # The aim of `make cluster-chaos` is 30 s; a loaded machine gets some room here.
+    assert all(seconds < 40 for _, seconds in report.stalls), report.stalls

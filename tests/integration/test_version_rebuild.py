@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
@@ -159,24 +159,15 @@ def test_every_version_of_a_fast_and_a_slow_replay_rebuilds_bit_for_bit(
         assert newest["published_because"] == "publish_idle_s", newest
 
     # The command a user runs: the slow replay's versions from a terminal, and a baseline said.
-    result = CliRunner().invoke(
-        app,
-        ["models", "rebuild", "--all", "--model", "model-slow"],
-        env={
-            "MILLRACE_REGISTRY_URL": url,
-            "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "COLUMNS": "200",
-        },
-    )
+    env = {"MILLRACE_REGISTRY_URL": url, "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    result = rebuild_command(["--all"], env)
     assert result.exit_code == 0, result.output
     assert f"{len(versions)} of {len(versions)} versions rebuilt identical" in result.output
-    result = CliRunner().invoke(
-        app,
-        ["models", "rebuild", "1", "--model", "model-slow"],
-        env={
-            "MILLRACE_REGISTRY_URL": url,
-            "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "COLUMNS": "200",
-        },
-    )
+    result = rebuild_command(["1"], env)
     assert result.exit_code == 1 and "is a baseline" in result.output, result.output
+
+
+def rebuild_command(versions: list[str], env: dict[str, str]) -> Result:
+    """``millrace models rebuild VERSIONS --model model-slow``, in a wide terminal."""
+    command = ["models", "rebuild", *versions, "--model", "model-slow"]
+    return CliRunner().invoke(app, command, env={**env, "COLUMNS": "200"})
