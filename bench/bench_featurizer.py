@@ -102,6 +102,7 @@ def live(
         stall_timeout_s=defaults.stall_timeout_s,
         transaction_timeout_s=defaults.transaction_timeout_s,
         max_cached_entities=defaults.max_cached_entities,
+        request_timeout_ms=defaults.request_timeout_ms,
     )
     thread = threading.Thread(target=runner.run)
     thread.start()

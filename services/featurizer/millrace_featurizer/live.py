@@ -112,6 +112,7 @@ class LiveFeaturizer:
         stall_timeout_s: float,
         transaction_timeout_s: float,
         max_cached_entities: int,
+        request_timeout_ms: int,
         durability: Durability = Durability(),
     ) -> None:
         """Every tunable from the featurizer's settings (:meth:`from_settings`), where the
@@ -132,6 +133,7 @@ class LiveFeaturizer:
         self.stopping = threading.Event()
         self.liveness = Liveness(stall_timeout_s)
         self.transaction_timeout_s = transaction_timeout_s
+        self.request_timeout_ms = request_timeout_ms
         self.batches = 0
         #: Events committed, and events read (committed or on their way).
         self.events = 0
@@ -204,6 +206,7 @@ class LiveFeaturizer:
             stall_timeout_s=settings.stall_timeout_s,
             transaction_timeout_s=settings.transaction_timeout_s,
             max_cached_entities=settings.max_cached_entities,
+            request_timeout_ms=settings.request_timeout_ms,
             durability=Durability.of(settings),
         )
 
@@ -218,6 +221,8 @@ class LiveFeaturizer:
                 **{
                     "transactional.id": f"{self.group}-{self.instance_id}",
                     "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                    "request.timeout.ms": self.request_timeout_ms,
+                    "socket.timeout.ms": self.request_timeout_ms,
                     "linger.ms": 5,
                     "compression.type": "lz4",
                 },

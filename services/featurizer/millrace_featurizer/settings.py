@@ -33,6 +33,12 @@ class FeaturizerSettings(HttpSettings):
     # Each transactional call's timeout. send_offsets_to_transaction gets 3 s more, past which
     # the process exits (librdkafka may otherwise block in it for good, see Liveness.bounded).
     transaction_timeout_s: float = Field(default=5.0, gt=0)
+    # How long the producer waits for a broker's answer before it sends again (librdkafka's
+    # request.timeout.ms and socket.timeout.ms; their defaults are 30 and 60 s). A partition
+    # leader cut off from the network holds the open transaction up this long before its
+    # records go to the new leader: on the three-node cluster, a cut leader stalled the
+    # pipeline 21 s with librdkafka's defaults and 11 s with 10 s.
+    request_timeout_ms: int = Field(default=10_000, ge=1_000)
     # Entity states kept in memory between batches (of the partitions this replica owns); past
     # this many, the longest held are read from Redis again when next needed.
     max_cached_entities: int = Field(default=1_000_000, ge=0)
