@@ -40,7 +40,7 @@ def infrastructure() -> Iterator[tuple[str, str]]:
         try:
             yield kafka.bootstrap, redis.url
         finally:
-            procs.stop("kafka")
+            kafka.stop(procs)
             procs.stop("redis")
 
 

@@ -318,10 +318,7 @@ class Chaos:
             redis_servers = [f"{kind}-{i}" for kind in ("sentinel", "redis") for i in range(3)]
             for name in [*reversed(MODULES), "trainer-b", *redis_servers]:
                 self.procs.stop(name)
-            if isinstance(self.kafka, KafkaCluster):
-                self.kafka.stop(self.procs)
-            else:
-                self.procs.stop("kafka")
+            self.kafka.stop(self.procs)
         return self.report
 
     def _run(self) -> None:

@@ -105,7 +105,7 @@ def kafka_node(infra_dir: Path) -> Iterator[KafkaNode | None]:
     # Destroy clients that tests left in reference cycles while the broker still answers, so
     # they do not log refused connections after it is gone.
     gc.collect()
-    procs.stop("kafka")
+    node.stop(procs)
 
 
 @pytest.fixture(scope="session")

@@ -206,6 +206,9 @@ class KafkaNode:
             procs.stop(name)
             raise InfraError(f"Kafka did not become ready: {exc}\n{tail}") from None
 
+    def stop(self, procs: ProcessTable, name: str = "kafka") -> None:
+        procs.stop(name)
+
 
 def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
