@@ -8,6 +8,7 @@ that made them, so two runs on one machine do not meet; :meth:`Network.destroy` 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 
@@ -52,6 +53,17 @@ class Network:
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
+        self._forwarding("-I")
+
+    def _forwarding(self, action: str) -> None:
+        """Let the nodes reach each other across the bridge where a firewall drops forwarded
+        packets by default (a Docker Engine sets the FORWARD policy to DROP, and with
+        br_netfilter bridged frames pass through it): ``action`` -I adds the rule, -D removes it."""
+        iptables = shutil.which("iptables")
+        if iptables is None:
+            return
+        rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+        subprocess.run([iptables, action, *rule], capture_output=True)
 
     def address(self, index: int) -> str:
         return f"{self.subnet}.{10 + index}"
@@ -83,6 +95,7 @@ class Network:
         _ip("link", "set", host.link, "up")
 
     def destroy(self) -> None:
+        self._forwarding("-D")
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         for line in listed.splitlines():
             name = line.split()[0] if line.strip() else ""
