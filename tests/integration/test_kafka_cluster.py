@@ -165,7 +165,20 @@ def test_a_checkpoint_of_unknown_outcome_is_not_aborted_and_state_and_offsets_st
     assert failed, "no checkpoint failed while the coordinator was paused"
     assert checkpoints.replaced >= 1, failed
     assert committed[-1] > resumed_at
-    newest = checkpoints.load()
-    assert newest is not None and newest.state == {"i": committed[-1]}
     consumer.close()
-    assert processed_offsets(brokers, group, source) == {0: committed[-1]}
+    # A commit returns once the coordinator decided it; the markers that make it visible to a
+    # read_committed reader follow (moments later, or after a coordinator move). A new trainer
+    # does not read early: its init_transactions waits for them first.
+    wait_until(
+        lambda: (
+            newest_state(checkpoints) == {"i": committed[-1]}
+            and processed_offsets(brokers, group, source) == {0: committed[-1]}
+        ),
+        30,
+        f"checkpoint {committed[-1]} and its offsets to be visible",
+    )
+
+
+def newest_state(checkpoints: KafkaCheckpoints) -> dict[str, object] | None:
+    newest = checkpoints.load()
+    return None if newest is None else newest.state

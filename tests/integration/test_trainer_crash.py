@@ -10,7 +10,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from millrace.days import day_start_ms
@@ -67,14 +69,17 @@ def test_killed_trainer_publishes_the_same_bytes(
         client = RegistryClient.from_settings(settings, signs=True, url=url)
         procs = ProcessTable(tmp_path)
 
+        ports: dict[str, int] = {}
+
         def env(run: str) -> dict[str, str]:
+            ports[run] = free_port()
             return {
                 "MILLRACE_KAFKA_BOOTSTRAP": kafka_bootstrap,
                 "MILLRACE_TOPIC_PREFIX": prefix,
                 "MILLRACE_REGISTRY_URL": url,
                 "MILLRACE_MODEL_NAME": f"model-{run}",
                 "MILLRACE_GROUP": f"trainer-{run}",
-                "MILLRACE_PORT": str(free_port()),
+                "MILLRACE_PORT": str(ports[run]),
                 "MILLRACE_BASELINE_END": "2013-01-03",
                 "MILLRACE_WINDOW_MS": str(2 * 3_600_000),
                 "MILLRACE_PUBLISH_EVERY": "1",
@@ -92,6 +97,17 @@ def test_killed_trainer_publishes_the_same_bytes(
 
         def versions(run: str) -> int:
             return int(client.list_versions(f"model-{run}", limit=1)["total"])
+
+        def health(run: str) -> dict[str, Any]:
+            """The trainer's /health: it answers once the trainer has started (restored)."""
+            try:
+                return dict(httpx.get(f"http://127.0.0.1:{ports[run]}/health", timeout=2).json())
+            except httpx.HTTPError:
+                return {}
+
+        def checkpointed(run: str) -> bool:
+            """This run of the trainer has committed a checkpoint since it started."""
+            return int(health(run).get("checkpoints", 0)) >= 1
 
         def settle(run: str) -> int:
             counts = [versions(run)]
@@ -116,15 +132,19 @@ def test_killed_trainer_publishes_the_same_bytes(
                 procs.start("b", command, env("b"))
                 reached: Callable[[], bool] = lambda f=fraction: versions("b") >= int(total * f)  # noqa: E731
                 wait_until(reached, 120, "trainer b to make progress", interval=0.05)
+                # Killed only once this run has a checkpoint to lose the work after.
+                wait_until(lambda: checkpointed("b"), 120, "trainer b to checkpoint", interval=0.05)
                 time.sleep(rng.uniform(0.0, 0.3))
                 procs.kill("b")
             procs.start("b", command, env("b"))
+            # Not stopped before it restored: every restart after a kill is counted below.
+            wait_until(lambda: bool(health("b")), 120, "trainer b to start", interval=0.1)
             wait_until(lambda: versions("b") >= total, 240, "trainer b to catch up", interval=0.5)
             # Stopped as a was: whatever b would still publish (a duplicate) is out by now.
             procs.stop("b")
             assert versions("b") == total
             restarts = procs.log_path("b").read_text()
-            assert restarts.count("restored checkpoint") >= 2, "the restarts restored nothing"
+            assert restarts.count("restored checkpoint") == 3, "a restart restored nothing"
         finally:
             for name in ("a", "b"):
                 procs.stop(name)

@@ -70,7 +70,11 @@ def main() -> None:
     serve_health(
         settings.host,
         settings.port,
-        lambda: loop.liveness.status(version=trainer.version, batches=trainer.batches_total),
+        lambda: loop.liveness.status(
+            version=trainer.version,
+            batches=trainer.batches_total,
+            checkpoints=loop.checkpoints_written,
+        ),
     )
     run_supervised(loop.run, loop.liveness, "trainer")
 
