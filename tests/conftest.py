@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,10 @@ from pathlib import Path
 import pytest
 
 from millrace.signing import generate_keypair
+from millrace_registry.schema import make_engine, migrate
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.kafka_cluster import KafkaCluster
+from millrace_stack.postgres import PostgresServer
 from millrace_stack.processes import ProcessTable, free_port
 from tests.containers import kafka_container, redis_container
 
@@ -154,3 +157,32 @@ def redis_url(infra_dir: Path) -> Iterator[str]:
 def prefix() -> str:
     """A topic and Redis-key prefix of this test's own, so runs never see each other's data."""
     return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Debian's PostgreSQL as a local process (``POSTGRES_URL``: an existing server's
+    superuser URL instead, databases made on it the same way)."""
+    # As root the server runs as the postgres user, who cannot enter pytest's folders.
+    data = Path(tempfile.mkdtemp(prefix="millrace-pg-"))
+    data.chmod(0o755)
+    procs = ProcessTable(data / "procs")
+    server = PostgresServer(data / "data", free_port())
+    server.start(procs)
+    yield server
+    procs.stop("postgres")
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_database(request: pytest.FixtureRequest) -> str | None:
+    """The registry's database, once per backend: None (the embedded SQLite file) or a fresh
+    PostgreSQL database, migrated as a deploy would (``millrace registry migrate``)."""
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database(f"registry_{uuid.uuid4().hex[:12]}")
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    return url

@@ -26,7 +26,7 @@ from millrace.record_files import write_parquet
 from millrace.settings import CommonSettings, UnknownSetting, check_config_keys, config_file
 from millrace.signing import generate_keypair
 from millrace.state import RedisState
-from millrace_cli import models, plugins
+from millrace_cli import models, plugins, registry
 from millrace_cli.project import check_module, init_project
 from millrace_cli.replay import replay
 from millrace_featurizer import backfill as backfill_runner
@@ -38,6 +38,7 @@ from millrace_trainer.settings import TrainerSettings
 log = logging.getLogger(__name__)
 app = typer.Typer(help="Millrace: online learning and serving on Kafka.", no_args_is_help=True)
 app.add_typer(models.app, name="models")
+app.add_typer(registry.app, name="registry")
 SETTINGS: list[type[BaseSettings]] = [
     CommonSettings,
     FeaturizerSettings,

@@ -19,9 +19,10 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def client(tmp_path):
+def client(tmp_path, registry_database):
     settings = RegistrySettings(
         data_dir=tmp_path,
+        registry_database_url=registry_database,
         registry_token=TOKEN,
         verify_key=PUBLIC,
         announce=False,
@@ -44,8 +45,8 @@ def _publish(client, data: bytes | None = None, signature: str | None = None, he
     )
 
 
-def test_concurrent_publishers_get_unique_gapless_versions(tmp_path):
-    store = RegistryStore(tmp_path)
+def test_concurrent_publishers_get_unique_gapless_versions(tmp_path, registry_database):
+    store = RegistryStore(tmp_path, registry_database)
 
     def publisher(worker: int) -> list[int]:
         return [
@@ -58,8 +59,8 @@ def test_concurrent_publishers_get_unique_gapless_versions(tmp_path):
     assert sorted(versions) == list(range(1, 401))
 
 
-def test_alias_compare_and_set_rollback_and_history(tmp_path):
-    store = RegistryStore(tmp_path)
+def test_alias_compare_and_set_rollback_and_history(tmp_path, registry_database):
+    store = RegistryStore(tmp_path, registry_database)
     for i in range(3):
         store.publish("m", f"a{i}".encode(), "s", {})
     store.move_alias("m", "production", 1, None, "t", "first")
@@ -78,7 +79,7 @@ def test_alias_compare_and_set_rollback_and_history(tmp_path):
         (3, 2, "rollback"),
     ]
     store.close()
-    reopened = RegistryStore(tmp_path)
+    reopened = RegistryStore(tmp_path, registry_database)
     assert reopened.get_alias("m", "production")["version"] == 1
     assert len(reopened.history("m", "production", 10)) == 5
 
@@ -122,8 +123,8 @@ def test_http_security_and_bad_input(client):
     assert chunked.status_code == 413
 
 
-def test_archive_filters_promote_and_retention(tmp_path):
-    store = RegistryStore(tmp_path)
+def test_archive_filters_promote_and_retention(tmp_path, registry_database):
+    store = RegistryStore(tmp_path, registry_database)
     for i in range(1, 11):
         stage = "even" if i % 2 == 0 else "odd"
         store.publish("m", f"artifact-{i}".encode(), "s", {"tags": {"stage": stage}})
@@ -139,7 +140,7 @@ def test_archive_filters_promote_and_retention(tmp_path):
     assert 3 not in deleted and {9, 10}.isdisjoint(deleted) and 1 in deleted
     survivors = {v["version"] for v in store.list_versions("m", 100, 0, include_archived=True)[0]}
     assert survivors == {3, 9, 10}
-    assert not store.artifact_path(sha256_hex(b"artifact-1")).exists()
+    assert not store.has_artifact(sha256_hex(b"artifact-1"))
     # Numbers are never handed out twice, even after old versions were pruned.
     assert store.publish("m", b"new", "s", {})[0]["version"] == 11
 

@@ -54,7 +54,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     # Secrets are read now, so a registry without them refuses to start, naming the setting.
     settings.token()
     app.state.verifier = settings.verifier() if settings.verify_signatures else None
-    app.state.store = RegistryStore(settings.data_dir)
+    app.state.store = RegistryStore(settings.data_dir, settings.registry_database_url)
     app.state.series = SeriesStore(settings.data_dir / "console.db")
     app.state.publisher = None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

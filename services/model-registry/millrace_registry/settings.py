@@ -10,6 +10,10 @@ from millrace.settings import LOCAL_PORTS, HttpSettings
 class RegistrySettings(HttpSettings):
     port: int = LOCAL_PORTS["model-registry"]
     data_dir: Path = Path(".run/registry")
+    # Unset: the embedded SQLite file in data_dir (one replica). `postgresql://user@host/db`:
+    # several replicas on one database, artifacts in it too (migrate it first:
+    # `millrace registry migrate --to <url>`).
+    registry_database_url: str | None = None
     max_body_bytes: int = 64 * 1024 * 1024
     # Verify publishers' Ed25519 signatures on upload (with MILLRACE_VERIFY_KEY).
     verify_signatures: bool = True

@@ -1,57 +1,58 @@
-"""The registry's embedded store: SQLite (WAL) for metadata, a content-addressed artifact folder.
+"""The registry's store: one implementation over SQLite (the embedded default) or PostgreSQL
+(several registry replicas on one database), SQLAlchemy Core for both (see :mod:`.schema`).
 
-Version numbers come from a per-model counter inside one ``BEGIN IMMEDIATE`` transaction, so
-concurrent publishers get unique, gapless numbers, and a number is never handed out twice even
-after retention pruned old versions. A publish may carry an idempotency key: the same key again
-returns the version it first made, so a client may retry a publish whose answer it lost.
-Artifact files are written and unlinked under the same lock as the rows that reference them, so a
-publish of bytes identical to a version being pruned never loses its file.
+Every rule holds by the database, not by a lock in this process, so it holds across replicas:
+version numbers come from a per-model counter row incremented with ``... RETURNING`` in the
+publish's transaction (unique and gapless, never handed out twice even after retention pruned old
+versions; a rolled-back publish takes its number back with it). A publish may carry an
+idempotency key, unique in the database: the same key again returns the version it first made,
+so a client may retry a publish whose answer it lost.
 
-Alias moves are compare-and-set, append to an alias history that is never rewritten, and carry a
-per-alias sequence number from the same transaction: followers apply a move only if its number
-is above the one they hold, so late or reordered announcements cannot move them backwards.
-Retention never removes a version an alias points at or one the last N alias moves reference.
+Alias moves are compare-and-set in one statement (``UPDATE ... WHERE version = expected``, or an
+insert that conflicts when the alias already exists), append to an alias history that is never
+rewritten, and carry a per-alias sequence number from the same transaction: followers apply a
+move only if its number is above the one they hold, so late or reordered announcements cannot
+move them backwards. Retention never removes a version an alias points at or one the last N
+alias moves reference.
+
+Artifacts are content-addressed (sha256): in the database's ``artifacts`` table on PostgreSQL
+(every replica reads them), in a folder beside the SQLite file otherwise. Either way they are
+written before the version row that references them commits, and removed only by the
+transaction that removes their last reference.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-import orjson
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from millrace.artifacts import sha256_hex
 from millrace.errors import MillraceError
 from millrace.registry_models import Alias, AliasMove, ModelVersion, MoveKind
+from millrace_registry.schema import (
+    alias_history,
+    aliases,
+    artifacts,
+    make_engine,
+    migrate,
+    publish_keys,
+    require_current,
+    sqlite_url,
+    version_counters,
+    versions,
+)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    model TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    signature TEXT NOT NULL, size INTEGER NOT NULL, metadata TEXT NOT NULL,
-    created_at REAL NOT NULL, archived INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (model, version));
-CREATE TABLE IF NOT EXISTS version_counters (
-    model TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS aliases (
-    model TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
-    updated_at REAL NOT NULL, seq INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (model, alias));
-CREATE TABLE IF NOT EXISTS alias_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, alias TEXT NOT NULL,
-    from_version INTEGER, to_version INTEGER NOT NULL, kind TEXT NOT NULL,
-    actor TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL,
-    seq INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS publish_keys (
-    model TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    PRIMARY KEY (model, key));
-CREATE INDEX IF NOT EXISTS alias_history_by_alias ON alias_history (model, alias, id);
-CREATE INDEX IF NOT EXISTS versions_by_sha ON versions (sha256);
-"""
+T = TypeVar("T")
 
 
 class NotFound(MillraceError, LookupError):
@@ -63,41 +64,32 @@ class Conflict(MillraceError, RuntimeError):
 
 
 class RegistryStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, database_url: str | None = None) -> None:
         self.root = root
-        self.artifacts = root / "artifacts"
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            root / "registry.db", check_same_thread=False, isolation_level=None
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._migrate()
-        # Reentrant: prune holds it across its transaction and the unlinking of orphan files.
-        self._lock = threading.RLock()
-
-    def _migrate(self) -> None:
-        """Add the columns a store made by an earlier release lacks."""
-        for table in ("aliases", "alias_history"):
-            columns = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            if "seq" not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+        root.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(database_url or sqlite_url(root))
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            migrate(self.engine)  # the embedded store: this process owns the file
+        else:
+            require_current(self.engine)  # migrated once per deploy, never by N replicas
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        #: Artifacts in the database when replicas share it; else files beside the database.
+        self.artifacts: Path | None = None if self.dialect == "postgresql" else root / "artifacts"
+        if self.artifacts is not None:
+            self.artifacts.mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
-        self._db.close()
+        self.engine.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as db:
+            yield db
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.connect() as db:
+            return work(db)
 
     # -- versions -------------------------------------------------------------------------
 
@@ -112,46 +104,79 @@ class RegistryStore:
         """(the version, True if this call created it). With ``idempotency_key``, a key seen
         before returns the version it made (:class:`Conflict` if the bytes differ)."""
         digest = sha256_hex(artifact)
+        try:
+            return self._publish(model, artifact, digest, signature, metadata, idempotency_key)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # Another replica published with this key between our check and our insert: its
+            # version is the answer (the check below finds it now).
+            return self._publish(model, artifact, digest, signature, metadata, idempotency_key)
+
+    def _publish(
+        self,
+        model: str,
+        artifact: bytes,
+        digest: str,
+        signature: str,
+        metadata: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> tuple[ModelVersion, bool]:
         with self._tx() as db:
             if idempotency_key is not None:
                 seen = db.execute(
-                    "SELECT version, sha256 FROM publish_keys WHERE model = ? AND key = ?",
-                    (model, idempotency_key),
-                ).fetchone()
+                    select(publish_keys.c.version, publish_keys.c.sha256).where(
+                        publish_keys.c.model == model, publish_keys.c.key == idempotency_key
+                    )
+                ).first()
                 if seen is not None:
-                    if seen[1] != digest:
+                    if seen.sha256 != digest:
                         raise Conflict("this idempotency key was used to publish other bytes")
-                    return self.get_version(model, int(seen[0])), False
-            row = db.execute(
-                "INSERT INTO version_counters VALUES (?, 1) ON CONFLICT (model) "
-                "DO UPDATE SET last_version = last_version + 1 RETURNING last_version",
-                (model,),
-            ).fetchone()
-            version = int(row[0])
+                    return self._version(db, model, int(seen.version)), False
+            counter = self._insert(version_counters).values(model=model, last_version=1)
+            version = int(
+                db.execute(
+                    counter.on_conflict_do_update(
+                        index_elements=["model"],
+                        set_={"last_version": version_counters.c.last_version + 1},
+                    ).returning(version_counters.c.last_version)
+                ).scalar_one()
+            )
+            # Before the row that references it, in the same transaction (see store_artifact).
+            self.store_artifact(db, digest, artifact)
             db.execute(
-                "INSERT INTO versions (model, version, sha256, signature, size, metadata, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    model,
-                    version,
-                    digest,
-                    signature,
-                    len(artifact),
-                    orjson.dumps(metadata).decode(),
-                    time.time(),
-                ),
+                insert(versions).values(
+                    model=model,
+                    version=version,
+                    sha256=digest,
+                    signature=signature,
+                    size=len(artifact),
+                    metadata=metadata,
+                    created_at=time.time(),
+                    archived=0,
+                )
             )
             if idempotency_key is not None:
                 db.execute(
-                    "INSERT INTO publish_keys VALUES (?, ?, ?, ?)",
-                    (model, idempotency_key, version, digest),
+                    insert(publish_keys).values(
+                        model=model, key=idempotency_key, version=version, sha256=digest
+                    )
                 )
-            # Under the lock, so a concurrent prune cannot unlink the file between the check
-            # that it exists and the commit that references it.
-            self._write_artifact(digest, artifact)
-        return self.get_version(model, version), True
+            return self._version(db, model, version), True
 
-    def _write_artifact(self, digest: str, data: bytes) -> None:
+    def store_artifact(self, db: Connection, digest: str, data: bytes) -> None:
+        """The bytes of ``digest``, present when the caller's transaction commits. In the
+        database the upsert locks the row, so a prune on another replica that would delete it
+        waits for this transaction and then sees the new reference. In a folder the SQLite write
+        lock (``BEGIN IMMEDIATE``) serialises this with every prune, in any process."""
+        if self.artifacts is None:
+            row = self._insert(artifacts).values(sha256=digest, data=data)
+            db.execute(
+                row.on_conflict_do_update(
+                    index_elements=["sha256"], set_={"sha256": row.excluded.sha256}
+                )
+            )
+            return
         path = self.artifact_path(digest)
         if path.exists():
             return
@@ -161,24 +186,29 @@ class RegistryStore:
         os.replace(tmp, path)
 
     def artifact_path(self, digest: str) -> Path:
+        if self.artifacts is None:
+            raise RuntimeError("this store keeps its artifacts in the database")
         return self.artifacts / digest[:2] / digest
 
-    def _one(self, missing: str, sql: str, *args: object) -> sqlite3.Row:
-        """The one row ``sql`` selects, or :class:`NotFound` with ``missing`` as the reason."""
-        with self._lock:
-            row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+    def has_artifact(self, digest: str) -> bool:
+        if self.artifacts is not None:
+            return self.artifact_path(digest).exists()
+        found = self._read(
+            lambda db: db.execute(select(artifacts.c.sha256).where(artifacts.c.sha256 == digest))
+        )
+        return found.first() is not None
+
+    @staticmethod
+    def _version(db: Connection, model: str, version: int) -> ModelVersion:
+        row = db.execute(
+            select(versions).where(versions.c.model == model, versions.c.version == version)
+        ).first()
         if row is None:
-            raise NotFound(missing)
-        return row
+            raise NotFound(f"model {model!r} has no version {version}")
+        return _version_dict(row)
 
     def get_version(self, model: str, version: int) -> ModelVersion:
-        row = self._one(
-            f"model {model!r} has no version {version}",
-            "SELECT * FROM versions WHERE model = ? AND version = ?",
-            model,
-            version,
-        )
-        return _version_dict(row)
+        return self._read(lambda db: self._version(db, model, version))
 
     def list_versions(
         self,
@@ -189,117 +219,162 @@ class RegistryStore:
         include_archived: bool = False,
     ) -> tuple[list[ModelVersion], int]:
         """Newest first; ``tag=(name, value)`` keeps versions whose ``metadata.tags`` match."""
-        where = "model = ?"
-        args: list[object] = [model]
+        where = [versions.c.model == model]
         if not include_archived:
-            where += " AND archived = 0"
+            where.append(versions.c.archived == 0)
         if tag is not None:
-            where += " AND json_extract(metadata, '$.tags.' || json_quote(?)) = ?"
-            args += list(tag)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM versions WHERE {where} ORDER BY version DESC LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
-            total = self._db.execute(
-                f"SELECT COUNT(*) FROM versions WHERE {where}", args
-            ).fetchone()[0]
-        return [_version_dict(r) for r in rows], total
+            where.append(versions.c.metadata[("tags", tag[0])].as_string() == tag[1])
+
+        def query(db: Connection) -> tuple[list[ModelVersion], int]:
+            rows = db.execute(
+                select(versions)
+                .where(*where)
+                .order_by(versions.c.version.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            total = db.execute(select(func.count()).select_from(versions).where(*where))
+            return [_version_dict(r) for r in rows], int(total.scalar_one())
+
+        return self._read(query)
 
     def list_models(self) -> list[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT model FROM versions ORDER BY model").fetchall()
-        return [r[0] for r in rows]
+        rows = self._read(
+            lambda db: db.execute(
+                select(versions.c.model).distinct().order_by(versions.c.model)
+            ).all()
+        )
+        return [r.model for r in rows]
 
     def read_artifact(self, model: str, version: int) -> tuple[bytes, ModelVersion]:
         info = self.get_version(model, version)
-        return self.artifact_path(info["sha256"]).read_bytes(), info
+        if self.artifacts is not None:
+            return self.artifact_path(info["sha256"]).read_bytes(), info
+        data = self._read(
+            lambda db: db.execute(
+                select(artifacts.c.data).where(artifacts.c.sha256 == info["sha256"])
+            ).scalar_one()
+        )
+        return bytes(data), info
 
     def archive(self, model: str, version: int) -> ModelVersion:
         """Hide a version from listings (its artifact stays for history and rollback)."""
         with self._tx() as db:
             self._refuse_if_aliased(db, model, version)
-            cursor = db.execute(
-                "UPDATE versions SET archived = 1 WHERE model = ? AND version = ?", (model, version)
+            done = db.execute(
+                update(versions)
+                .where(versions.c.model == model, versions.c.version == version)
+                .values(archived=1)
             )
-            if cursor.rowcount == 0:
+            if done.rowcount == 0:
                 raise NotFound(f"model {model!r} has no version {version}")
-        return self.get_version(model, version)
+            return self._version(db, model, version)
 
     def prune(self, model: str, keep_last: int, keep_history_moves: int = 20) -> list[int]:
         """Delete versions beyond the newest ``keep_last``, except those an alias points at or
         the last ``keep_history_moves`` alias moves reference; returns the deleted numbers."""
-        with self._lock:
+        trash: list[tuple[Path, Path]] = []
+        try:
             with self._tx() as db:
                 deleted, orphans = self._delete_old(db, model, keep_last, keep_history_moves)
-            # Still under the lock, the transaction committed: no publish can be between
-            # checking that a file exists and referencing it.
-            for sha in orphans:
-                self.artifact_path(sha).unlink(missing_ok=True)
+                self._delete_artifacts(db, orphans, trash)
+        except BaseException:
+            for path, moved in trash:  # the rows are back: so are their files
+                os.replace(moved, path)
+            raise
+        for _, moved in trash:
+            moved.unlink(missing_ok=True)
         return deleted
+
+    def _delete_artifacts(
+        self, db: Connection, digests: set[str], trash: list[tuple[Path, Path]]
+    ) -> None:
+        """Remove artifacts no version references, inside the transaction that removed their
+        last reference: rows locked first, then checked again (a publish on another replica
+        that references one holds its row until it commits, and is then seen here)."""
+        for digest in sorted(digests):
+            if self.artifacts is None:
+                db.execute(
+                    select(artifacts.c.sha256).where(artifacts.c.sha256 == digest).with_for_update()
+                ).first()
+            if db.execute(select(versions.c.version).where(versions.c.sha256 == digest)).first():
+                continue
+            if self.artifacts is None:
+                db.execute(delete(artifacts).where(artifacts.c.sha256 == digest))
+                continue
+            # A file cannot roll back: moved aside now, unlinked once the transaction committed.
+            path = self.artifact_path(digest)
+            if path.exists():
+                moved = path.with_suffix(f".deleted{os.getpid()}")
+                os.replace(path, moved)
+                trash.append((path, moved))
 
     @staticmethod
     def _delete_old(
-        db: sqlite3.Connection, model: str, keep_last: int, keep_history_moves: int
+        db: Connection, model: str, keep_last: int, keep_history_moves: int
     ) -> tuple[list[int], set[str]]:
-        """(the deleted versions, the artifact digests no version references any more)."""
-        protected = {
-            r[0] for r in db.execute("SELECT version FROM aliases WHERE model = ?", (model,))
-        }
+        """(the deleted versions, the digests of their artifacts)."""
+        protected = set(
+            db.execute(select(aliases.c.version).where(aliases.c.model == model)).scalars()
+        )
         for old, new in db.execute(
-            "SELECT from_version, to_version FROM alias_history WHERE model = ? "
-            "ORDER BY id DESC LIMIT ?",
-            (model, keep_history_moves),
+            select(alias_history.c.from_version, alias_history.c.to_version)
+            .where(alias_history.c.model == model)
+            .order_by(alias_history.c.id.desc())
+            .limit(keep_history_moves)
         ):
             protected.update(v for v in (old, new) if v is not None)
         candidates = [
-            (r[0], r[1])
+            (r.version, r.sha256)
             for r in db.execute(
-                "SELECT version, sha256 FROM versions WHERE model = ? "
-                "ORDER BY version DESC LIMIT -1 OFFSET ?",
-                (model, keep_last),
+                select(versions.c.version, versions.c.sha256)
+                .where(versions.c.model == model)
+                .order_by(versions.c.version.desc())
+                .offset(keep_last)
             )
-            if r[0] not in protected
+            if r.version not in protected
         ]
         for version, _ in candidates:
-            db.execute("DELETE FROM versions WHERE model = ? AND version = ?", (model, version))
+            db.execute(
+                delete(versions).where(versions.c.model == model, versions.c.version == version)
+            )
         db.execute(
-            "DELETE FROM publish_keys WHERE model = ? AND version NOT IN "
-            "(SELECT version FROM versions WHERE model = ?)",
-            (model, model),
+            delete(publish_keys).where(
+                publish_keys.c.model == model,
+                publish_keys.c.version.not_in(
+                    select(versions.c.version).where(versions.c.model == model)
+                ),
+            )
         )
-        orphans = {
-            sha
-            for _, sha in candidates
-            if db.execute("SELECT 1 FROM versions WHERE sha256 = ?", (sha,)).fetchone() is None
-        }
-        return [v for v, _ in candidates], orphans
+        return [v for v, _ in candidates], {sha for _, sha in candidates}
 
     @staticmethod
-    def _refuse_if_aliased(db: sqlite3.Connection, model: str, version: int) -> None:
-        row = db.execute(
-            "SELECT alias FROM aliases WHERE model = ? AND version = ?", (model, version)
-        ).fetchone()
-        if row is not None:
-            raise Conflict(f"version {version} is what alias {row[0]!r} points at")
+    def _refuse_if_aliased(db: Connection, model: str, version: int) -> None:
+        alias = db.execute(
+            select(aliases.c.alias).where(aliases.c.model == model, aliases.c.version == version)
+        ).scalar()
+        if alias is not None:
+            raise Conflict(f"version {version} is what alias {alias!r} points at")
 
     # -- aliases --------------------------------------------------------------------------
 
     def get_alias(self, model: str, alias: str) -> Alias:
-        row = self._one(
-            f"model {model!r} has no alias {alias!r}",
-            "SELECT * FROM aliases WHERE model = ? AND alias = ?",
-            model,
-            alias,
+        row = self._read(
+            lambda db: db.execute(
+                select(aliases).where(aliases.c.model == model, aliases.c.alias == alias)
+            ).first()
         )
-        return cast(Alias, dict(row))
+        if row is None:
+            raise NotFound(f"model {model!r} has no alias {alias!r}")
+        return cast(Alias, row._asdict())
 
     def list_aliases(self, model: str) -> list[Alias]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM aliases WHERE model = ? ORDER BY alias", (model,)
-            ).fetchall()
-        return [cast(Alias, dict(r)) for r in rows]
+        rows = self._read(
+            lambda db: db.execute(
+                select(aliases).where(aliases.c.model == model).order_by(aliases.c.alias)
+            ).all()
+        )
+        return [cast(Alias, r._asdict()) for r in rows]
 
     def move_alias(
         self,
@@ -317,7 +392,7 @@ class RegistryStore:
 
     def _move(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         model: str,
         alias: str,
         version: int,
@@ -326,36 +401,55 @@ class RegistryStore:
         reason: str,
         kind: MoveKind,
     ) -> AliasMove:
-        if (
-            db.execute(
-                "SELECT 1 FROM versions WHERE model = ? AND version = ?", (model, version)
-            ).fetchone()
-            is None
-        ):
-            raise NotFound(f"model {model!r} has no version {version}")
-        row = db.execute(
-            "SELECT version, seq FROM aliases WHERE model = ? AND alias = ?", (model, alias)
-        ).fetchone()
-        current, seq = (row[0], row[1] + 1) if row else (None, 1)
-        if current != expected:
-            raise Conflict(f"alias {alias!r} points at {current}, not {expected}")
+        """The compare-and-set, decided by the database in one statement: on PostgreSQL a
+        concurrent move of the same alias waits for this one, then finds the version it
+        expected gone and changes no row."""
+        self._version(db, model, version)  # NotFound
         now = time.time()
-        db.execute(
-            "INSERT INTO aliases VALUES (?, ?, ?, ?, ?) ON CONFLICT (model, alias) "
-            "DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at, "
-            "seq = excluded.seq",
-            (model, alias, version, now, seq),
-        )
-        cursor = db.execute(
-            "INSERT INTO alias_history (model, alias, from_version, to_version, kind, actor, "
-            "reason, at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (model, alias, current, version, kind, actor, reason, now, seq),
-        )
+        if expected is None:
+            first = self._insert(aliases).values(
+                model=model, alias=alias, version=version, updated_at=now, seq=1
+            )
+            moved = db.execute(
+                first.on_conflict_do_nothing(index_elements=["model", "alias"]).returning(
+                    aliases.c.seq
+                )
+            ).scalar()
+        else:
+            moved = db.execute(
+                update(aliases)
+                .where(
+                    aliases.c.model == model,
+                    aliases.c.alias == alias,
+                    aliases.c.version == expected,
+                )
+                .values(version=version, updated_at=now, seq=aliases.c.seq + 1)
+                .returning(aliases.c.seq)
+            ).scalar()
+        if moved is None:
+            current = self._current(db, model, alias)
+            raise Conflict(f"alias {alias!r} points at {current}, not {expected}")
+        seq = int(moved)
+        move_id = db.execute(
+            insert(alias_history)
+            .values(
+                model=model,
+                alias=alias,
+                from_version=expected,
+                to_version=version,
+                kind=kind,
+                actor=actor,
+                reason=reason,
+                at=now,
+                seq=seq,
+            )
+            .returning(alias_history.c.id)
+        ).scalar_one()
         return AliasMove(
-            id=cursor.lastrowid or 0,
+            id=int(move_id),
             model=model,
             alias=alias,
-            from_version=current,
+            from_version=expected,
             to_version=version,
             kind=kind,
             actor=actor,
@@ -364,13 +458,17 @@ class RegistryStore:
             seq=seq,
         )
 
+    @staticmethod
+    def _current(db: Connection, model: str, alias: str, lock: bool = False) -> int | None:
+        query = select(aliases.c.version).where(aliases.c.model == model, aliases.c.alias == alias)
+        found = db.execute(query.with_for_update() if lock else query).scalar()
+        return None if found is None else int(found)
+
     def promote(self, model: str, alias: str, version: int, actor: str, reason: str) -> AliasMove:
-        """Point ``alias`` at ``version`` from whatever it points at now (one transaction)."""
+        """Point ``alias`` at ``version`` from whatever it points at now (one transaction; the
+        alias row locked, so the move is not lost to a concurrent one)."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
-            ).fetchone()
-            current = row[0] if row else None
+            current = self._current(db, model, alias, lock=True)
             return self._move(db, model, alias, version, current, actor, reason, "promote")
 
     def rollback(
@@ -379,12 +477,9 @@ class RegistryStore:
         """Move ``alias`` back: to ``to_version``, or to the version it had before the current
         one was put there by a forward move (so repeated rollbacks keep walking back)."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)
-            ).fetchone()
-            if row is None:
+            current = self._current(db, model, alias, lock=True)
+            if current is None:
                 raise NotFound(f"model {model!r} has no alias {alias!r}")
-            current = row[0]
             target = (
                 to_version if to_version is not None else self._previous(db, model, alias, current)
             )
@@ -393,29 +488,38 @@ class RegistryStore:
             return self._move(db, model, alias, target, current, actor, reason, "rollback")
 
     @staticmethod
-    def _previous(db: sqlite3.Connection, model: str, alias: str, current: int) -> int:
-        row = db.execute(
-            "SELECT from_version FROM alias_history WHERE model = ? AND alias = ? "
-            "AND to_version = ? AND kind != 'rollback' AND from_version IS NOT NULL "
-            "ORDER BY id DESC LIMIT 1",
-            (model, alias, current),
-        ).fetchone()
-        if row is None:
+    def _previous(db: Connection, model: str, alias: str, current: int) -> int:
+        h = alias_history.c
+        found = db.execute(
+            select(h.from_version)
+            .where(
+                h.model == model,
+                h.alias == alias,
+                h.to_version == current,
+                h.kind != "rollback",
+                h.from_version.is_not(None),
+            )
+            .order_by(h.id.desc())
+            .limit(1)
+        ).scalar()
+        if found is None:
             raise Conflict(f"alias {alias!r} has no earlier version to roll back to")
-        return int(row[0])
+        return int(found)
 
     def history(self, model: str, alias: str, limit: int) -> list[AliasMove]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM alias_history WHERE model = ? AND alias = ? "
-                "ORDER BY id DESC LIMIT ?",
-                (model, alias, limit),
-            ).fetchall()
-        return [cast(AliasMove, dict(r)) for r in rows]
+        h = alias_history.c
+        rows = self._read(
+            lambda db: db.execute(
+                select(alias_history)
+                .where(h.model == model, h.alias == alias)
+                .order_by(h.id.desc())
+                .limit(limit)
+            ).all()
+        )
+        return [cast(AliasMove, r._asdict()) for r in rows]
 
 
-def _version_dict(row: sqlite3.Row) -> ModelVersion:
-    info = dict(row)
-    info["metadata"] = orjson.loads(info["metadata"])
+def _version_dict(row: Row[Any]) -> ModelVersion:
+    info = row._asdict()
     info["archived"] = bool(info["archived"])
     return cast(ModelVersion, info)
