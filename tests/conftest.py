@@ -180,7 +180,10 @@ def registry_database(request: pytest.FixtureRequest) -> str | None:
     PostgreSQL database, migrated as a deploy would (``millrace registry migrate``)."""
     if request.param == "sqlite":
         return None
-    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return new_registry_database(request.getfixturevalue("postgres_server"))
+
+
+def new_registry_database(server: PostgresServer) -> str:
     url = server.create_database(f"registry_{uuid.uuid4().hex[:12]}")
     engine = make_engine(url)
     migrate(engine)

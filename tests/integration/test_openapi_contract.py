@@ -47,8 +47,13 @@ def schemathesis(url: str, token: str, seed: int = 2013) -> subprocess.Completed
     )
 
 
-def test_the_registry_behaves_as_its_schema_says(tmp_path: Path):
-    settings = RegistrySettings(data_dir=tmp_path, port=free_port(), announce=False)
+def test_the_registry_behaves_as_its_schema_says(tmp_path: Path, registry_database: str | None):
+    settings = RegistrySettings(
+        data_dir=tmp_path,
+        port=free_port(),
+        announce=False,
+        registry_database_url=registry_database,
+    )
     with serving(settings) as client:
         for artifact in trained_models(2):
             client.publish(MODEL, artifact, {"tags": {"stage": "seed"}})

@@ -29,8 +29,13 @@ def _artifacts(count: int) -> list[bytes]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> RegistrySettings:
-    return RegistrySettings(data_dir=tmp_path, port=free_port(), announce=False)
+def settings(tmp_path: Path, registry_database: str | None) -> RegistrySettings:
+    return RegistrySettings(
+        data_dir=tmp_path,
+        port=free_port(),
+        announce=False,
+        registry_database_url=registry_database,
+    )
 
 
 def test_a_retried_publish_returns_the_first_version(settings: RegistrySettings):
@@ -102,8 +107,10 @@ def test_followers_ignore_moves_older_than_what_they_hold(settings: RegistrySett
         assert swapped.previous is not None and swapped.previous.version == 3
 
 
-def test_publishing_the_bytes_of_a_version_being_pruned_keeps_the_artifact(tmp_path: Path):
-    store = RegistryStore(tmp_path)
+def test_publishing_the_bytes_of_a_version_being_pruned_keeps_the_artifact(
+    tmp_path: Path, registry_database: str | None
+):
+    store = RegistryStore(tmp_path, registry_database)
     artifact = b'{"same": "bytes"}'
     stop = threading.Event()
 

@@ -38,11 +38,13 @@ from millrace.errors import MillraceError
 
 metadata = MetaData()
 
+# Version numbers are 64-bit: the API takes any up to 2**53 (what JSON carries exactly).
+
 versions = Table(
     "versions",
     metadata,
     Column("model", Text, primary_key=True),
-    Column("version", Integer, primary_key=True),
+    Column("version", BigInteger, primary_key=True),
     Column("sha256", Text, nullable=False),
     Column("signature", Text, nullable=False),
     Column("size", BigInteger, nullable=False),
@@ -55,14 +57,14 @@ version_counters = Table(
     "version_counters",
     metadata,
     Column("model", Text, primary_key=True),
-    Column("last_version", Integer, nullable=False),
+    Column("last_version", BigInteger, nullable=False),
 )
 aliases = Table(
     "aliases",
     metadata,
     Column("model", Text, primary_key=True),
     Column("alias", Text, primary_key=True),
-    Column("version", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("seq", Integer, nullable=False, server_default="0"),
 )
@@ -72,8 +74,8 @@ alias_history = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("model", Text, nullable=False),
     Column("alias", Text, nullable=False),
-    Column("from_version", Integer),
-    Column("to_version", Integer, nullable=False),
+    Column("from_version", BigInteger),
+    Column("to_version", BigInteger, nullable=False),
     Column("kind", Text, nullable=False),
     Column("actor", Text, nullable=False),
     Column("reason", Text, nullable=False),
@@ -86,7 +88,7 @@ publish_keys = Table(
     metadata,
     Column("model", Text, primary_key=True),
     Column("key", Text, primary_key=True),
-    Column("version", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),
     Column("sha256", Text, nullable=False),
 )
 #: Content-addressed artifact bytes, for a store whose replicas share no folder (PostgreSQL).

@@ -19,7 +19,7 @@ def upgrade() -> None:
         op.create_table(
             "versions",
             sa.Column("model", sa.Text, primary_key=True),
-            sa.Column("version", sa.Integer, primary_key=True),
+            sa.Column("version", sa.BigInteger, primary_key=True),
             sa.Column("sha256", sa.Text, nullable=False),
             sa.Column("signature", sa.Text, nullable=False),
             sa.Column("size", sa.BigInteger, nullable=False),
@@ -32,14 +32,14 @@ def upgrade() -> None:
         op.create_table(
             "version_counters",
             sa.Column("model", sa.Text, primary_key=True),
-            sa.Column("last_version", sa.Integer, nullable=False),
+            sa.Column("last_version", sa.BigInteger, nullable=False),
         )
     if "aliases" not in existing:
         op.create_table(
             "aliases",
             sa.Column("model", sa.Text, primary_key=True),
             sa.Column("alias", sa.Text, primary_key=True),
-            sa.Column("version", sa.Integer, nullable=False),
+            sa.Column("version", sa.BigInteger, nullable=False),
             sa.Column("updated_at", sa.Float, nullable=False),
             sa.Column("seq", sa.Integer, nullable=False, server_default="0"),
         )
@@ -49,8 +49,8 @@ def upgrade() -> None:
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("model", sa.Text, nullable=False),
             sa.Column("alias", sa.Text, nullable=False),
-            sa.Column("from_version", sa.Integer),
-            sa.Column("to_version", sa.Integer, nullable=False),
+            sa.Column("from_version", sa.BigInteger),
+            sa.Column("to_version", sa.BigInteger, nullable=False),
             sa.Column("kind", sa.Text, nullable=False),
             sa.Column("actor", sa.Text, nullable=False),
             sa.Column("reason", sa.Text, nullable=False),
@@ -63,7 +63,7 @@ def upgrade() -> None:
             "publish_keys",
             sa.Column("model", sa.Text, primary_key=True),
             sa.Column("key", sa.Text, primary_key=True),
-            sa.Column("version", sa.Integer, nullable=False),
+            sa.Column("version", sa.BigInteger, nullable=False),
             sa.Column("sha256", sa.Text, nullable=False),
         )
     if "artifacts" not in existing:
