@@ -52,6 +52,7 @@ versions = Table(
     Column("created_at", Float, nullable=False),
     Column("archived", Integer, nullable=False, server_default="0"),
     Index("versions_by_sha", "sha256"),
+    Index("versions_listed", "model", "archived", "version"),
 )
 version_counters = Table(
     "version_counters",
