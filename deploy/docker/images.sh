@@ -3,8 +3,8 @@
 # Where a registry answers, the official bases are used (python:3.11-slim; apache/kafka and
 # redis are the compose file's defaults and need no build). Where none does, a base is made
 # from Debian packages (debootstrap + docker import) and the stand-ins are built on it:
-# millrace-python, millrace-kafka (Apache Kafka's jars from Maven Central), millrace-redis and
-# millrace-prometheus (Debian's packages; Grafana has none, so it has no stand-in).
+# millrace-python, millrace-kafka (Apache Kafka's jars from Maven Central), millrace-redis,
+# millrace-postgres and millrace-prometheus (Debian's packages; Grafana has none, so it has no stand-in).
 # The chosen names are written to .cache/images/images.env for compose and the tests.
 # Every step is cached: an image already built from unchanged inputs is not built again.
 set -euo pipefail
@@ -64,6 +64,7 @@ if registry_answers; then
   PYTHON_IMAGE=python:3.11-slim
   KAFKA_IMAGE=${KAFKA_IMAGE:-apache/kafka:4.1.0}
   REDIS_IMAGE=${REDIS_IMAGE:-redis:7.4}
+  POSTGRES_IMAGE=${POSTGRES_IMAGE:-postgres:16}
   PROMETHEUS_IMAGE=${PROMETHEUS_IMAGE:-prom/prometheus:v2.53.0}
 else
   step "no registry: a Debian $SUITE base from $MIRROR"
@@ -79,6 +80,8 @@ else
   timed build "$KAFKA_IMAGE" "$dir"
   REDIS_IMAGE=millrace-redis:7
   timed build "$REDIS_IMAGE" "$(context redis)"
+  POSTGRES_IMAGE=millrace-postgres:15
+  timed build "$POSTGRES_IMAGE" "$(context postgres)"
   # Grafana is not packaged by Debian: the observability profile's grafana has no stand-in.
   PROMETHEUS_IMAGE=millrace-prometheus:debian
   timed build "$PROMETHEUS_IMAGE" "$(context prometheus)"
@@ -90,6 +93,7 @@ cat >"$WORK/images.env" <<ENV
 PYTHON_IMAGE=$PYTHON_IMAGE
 KAFKA_IMAGE=$KAFKA_IMAGE
 REDIS_IMAGE=$REDIS_IMAGE
+POSTGRES_IMAGE=$POSTGRES_IMAGE
 PROMETHEUS_IMAGE=$PROMETHEUS_IMAGE
 ENV
 # Every run's time, for the record (`make compose-test`: the first and the latest).

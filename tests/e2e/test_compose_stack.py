@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -39,7 +40,10 @@ IMAGES_ENV = ROOT / ".cache" / "images" / "images.env"
 FIGURES = ROOT / "test-artifacts" / "compose.json"
 PROJECT = "millrace-compose-test"
 DAY_MS = 86_400_000
-EVERY_PROFILE = ("--profile", "demo", "--profile", "observability", "--profile", "scale")
+EVERY_PROFILE = (
+    *("--profile", "demo", "--profile", "observability"),
+    *("--profile", "scale", "--profile", "postgres"),
+)
 PROMETHEUS = "http://127.0.0.1:9090"
 PREDICT, REGISTRY, MODEL = "http://127.0.0.1:8701", "http://127.0.0.1:8700", "flights-delay"
 SCHEDULED = {
@@ -360,3 +364,32 @@ def assigned_members(settings: CommonSettings, group: str) -> list[str]:
     except KafkaException:
         return []
     return [m.member_id for m in described.members if m.assignment.topic_partitions]
+
+
+def test_compose_runs_the_registry_on_postgresql(project: Path):
+    """README "A registry for a team", under compose: `--profile postgres` migrates the schema
+    once, then the registry keeps the trainer's versions in PostgreSQL, across `down` and `up`."""
+    password = secrets.token_urlsafe(16)
+    with (project / ".env").open("a") as env:
+        env.write(f"MILLRACE_POSTGRES_PASSWORD={password}\n")
+        env.write(
+            f"MILLRACE_REGISTRY_DATABASE_URL=postgresql://millrace:{password}@postgres/millrace\n"
+        )
+    team = ("--profile", "postgres")
+    compose(project, *team, "up", "-d", "--wait", "model-registry", "trainer")
+    migrated = compose(project, *team, "ps", "-a", "--format", "json", "registry-migrate")
+    assert '"ExitCode":0' in migrated.replace(" ", ""), migrated
+    wait_until(lambda: versions() or None, 300, "the trainer's baseline in the registry")
+
+    def rows_in_postgres() -> int:
+        sql = "SELECT count(*) FROM versions"
+        out = compose(project, *team, "exec", "-T", "postgres", "psql", "-U", "millrace",
+                      "-d", "millrace", "-At", "-c", sql)  # fmt: skip
+        return int(out.strip())
+
+    published = versions()
+    assert rows_in_postgres() == len(published) >= 1
+    compose(project, *team, "stop", "trainer")
+    compose(project, *team, "down")
+    compose(project, *team, "up", "-d", "--wait", "model-registry")
+    assert versions()[: len(published)] == published

@@ -53,9 +53,11 @@ def test_every_service_has_build_command_env_and_health(compose):
         importlib.import_module(module)
         if name != "replay":
             assert "healthcheck" in service
-            assert all(
-                dep["condition"] == "service_healthy" for dep in service["depends_on"].values()
-            )
+            for dependency, dep in service["depends_on"].items():
+                if dependency == "registry-migrate":  # a one-shot job, only in its profile
+                    assert dep == {"condition": "service_completed_successfully", "required": False}
+                else:
+                    assert dep["condition"] == "service_healthy", (name, dependency)
 
 
 def test_environment_matches_the_settings_the_code_reads(compose, monkeypatch):
@@ -125,3 +127,17 @@ def test_the_console_samples_each_service_and_prometheus_scrapes_each(compose):
         for volume in services[name]["volumes"]:
             source = volume.split(":")[0]
             assert source.endswith("-data") or (ROOT / source).exists(), volume
+
+
+def test_the_postgres_profile_migrates_before_the_registry_and_keeps_sqlite_the_default(compose):
+    services = compose["services"]
+    for name in ("postgres", "registry-migrate"):
+        assert services[name]["profiles"] == ["postgres"], name
+    migrate = services["registry-migrate"]
+    assert migrate["command"][-2:] == ["registry", "migrate"] and migrate["restart"] == "no"
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    url = "${MILLRACE_REGISTRY_DATABASE_URL:-}"
+    assert services["model-registry"]["environment"]["MILLRACE_REGISTRY_DATABASE_URL"] == url
+    assert migrate["environment"]["MILLRACE_REGISTRY_DATABASE_URL"] == url
+    assert RegistrySettings(registry_database_url="").registry_database_url is None
+    assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]

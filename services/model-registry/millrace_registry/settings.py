@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from millrace.settings import LOCAL_PORTS, HttpSettings
 
@@ -31,3 +31,9 @@ class RegistrySettings(HttpSettings):
     }
     metrics_interval_s: float = Field(default=10.0, gt=0)
     metrics_retention_hours: float = Field(default=48.0, gt=0)
+
+    @field_validator("registry_database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty value (compose's `${MILLRACE_REGISTRY_DATABASE_URL:-}`) means unset."""
+        return None if value == "" else value
