@@ -108,14 +108,15 @@ PROJECT_SOURCES = [
 
 
 def project_modules() -> dict[str, Path]:
-    """Every module of the project's own packages (not the tests), by dotted name."""
+    """Every module of the project's own packages (not the tests), by dotted name; not the
+    project templates nor the Alembic scripts, which are files read by tools, not modules."""
     found = {}
     for source in PROJECT_SOURCES:
         for path in source.rglob("*.py"):
             parts = path.relative_to(source).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            if parts and not any(p.startswith(".") or p == "templates" for p in parts):
+            if parts and not any(p.startswith(".") or p in ("templates", "migrations") for p in parts):
                 found[".".join(parts)] = path
     return found
 
