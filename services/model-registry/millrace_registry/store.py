@@ -26,19 +26,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from millrace.artifacts import sha256_hex
-from millrace.errors import MillraceError
-from millrace.registry_models import Alias, AliasMove, ModelVersion, MoveKind
+from millrace.registry_models import ModelVersion
+from millrace_registry.alias_store import AliasMoves
 from millrace_registry.schema import (
     alias_history,
     aliases,
@@ -51,19 +48,10 @@ from millrace_registry.schema import (
     version_counters,
     versions,
 )
-
-T = TypeVar("T")
-
-
-class NotFound(MillraceError, LookupError):
-    pass
+from millrace_registry.store_base import Conflict, NotFound, _version_dict
 
 
-class Conflict(MillraceError, RuntimeError):
-    pass
-
-
-class RegistryStore:
+class RegistryStore(AliasMoves):
     def __init__(self, root: Path, database_url: str | None = None) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -73,7 +61,6 @@ class RegistryStore:
             migrate(self.engine)  # the embedded store: this process owns the file
         else:
             require_current(self.engine)  # migrated once per deploy, never by N replicas
-        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         #: Artifacts in the database when replicas share it; else files beside the database.
         self.artifacts: Path | None = None if self.dialect == "postgresql" else root / "artifacts"
         if self.artifacts is not None:
@@ -81,15 +68,6 @@ class RegistryStore:
 
     def close(self) -> None:
         self.engine.dispose()
-
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        with self.engine.begin() as db:
-            yield db
-
-    def _read(self, work: Callable[[Connection], T]) -> T:
-        with self.engine.connect() as db:
-            return work(db)
 
     # -- versions -------------------------------------------------------------------------
 
@@ -133,7 +111,7 @@ class RegistryStore:
                     if seen.sha256 != digest:
                         raise Conflict("this idempotency key was used to publish other bytes")
                     return self._version(db, model, int(seen.version)), False
-            counter = self._insert(version_counters).values(model=model, last_version=1)
+            counter = self._upsert()(version_counters).values(model=model, last_version=1)
             version = int(
                 db.execute(
                     counter.on_conflict_do_update(
@@ -170,7 +148,7 @@ class RegistryStore:
         waits for this transaction and then sees the new reference. In a folder the SQLite write
         lock (``BEGIN IMMEDIATE``) serialises this with every prune, in any process."""
         if self.artifacts is None:
-            row = self._insert(artifacts).values(sha256=digest, data=data)
+            row = self._upsert()(artifacts).values(sha256=digest, data=data)
             db.execute(
                 row.on_conflict_do_update(
                     index_elements=["sha256"], set_={"sha256": row.excluded.sha256}
@@ -197,15 +175,6 @@ class RegistryStore:
             lambda db: db.execute(select(artifacts.c.sha256).where(artifacts.c.sha256 == digest))
         )
         return found.first() is not None
-
-    @staticmethod
-    def _version(db: Connection, model: str, version: int) -> ModelVersion:
-        row = db.execute(
-            select(versions).where(versions.c.model == model, versions.c.version == version)
-        ).first()
-        if row is None:
-            raise NotFound(f"model {model!r} has no version {version}")
-        return _version_dict(row)
 
     def get_version(self, model: str, version: int) -> ModelVersion:
         return self._read(lambda db: self._version(db, model, version))
@@ -356,170 +325,5 @@ class RegistryStore:
         if alias is not None:
             raise Conflict(f"version {version} is what alias {alias!r} points at")
 
-    # -- aliases --------------------------------------------------------------------------
 
-    def get_alias(self, model: str, alias: str) -> Alias:
-        row = self._read(
-            lambda db: db.execute(
-                select(aliases).where(aliases.c.model == model, aliases.c.alias == alias)
-            ).first()
-        )
-        if row is None:
-            raise NotFound(f"model {model!r} has no alias {alias!r}")
-        return cast(Alias, row._asdict())
-
-    def list_aliases(self, model: str) -> list[Alias]:
-        rows = self._read(
-            lambda db: db.execute(
-                select(aliases).where(aliases.c.model == model).order_by(aliases.c.alias)
-            ).all()
-        )
-        return [cast(Alias, r._asdict()) for r in rows]
-
-    def move_alias(
-        self,
-        model: str,
-        alias: str,
-        version: int,
-        expected: int | None,
-        actor: str,
-        reason: str,
-        kind: MoveKind = "move",
-    ) -> AliasMove:
-        """Point ``alias`` at ``version`` if it currently points at ``expected`` (None = unset)."""
-        with self._tx() as db:
-            return self._move(db, model, alias, version, expected, actor, reason, kind)
-
-    def _move(
-        self,
-        db: Connection,
-        model: str,
-        alias: str,
-        version: int,
-        expected: int | None,
-        actor: str,
-        reason: str,
-        kind: MoveKind,
-    ) -> AliasMove:
-        """The compare-and-set, decided by the database in one statement: on PostgreSQL a
-        concurrent move of the same alias waits for this one, then finds the version it
-        expected gone and changes no row."""
-        self._version(db, model, version)  # NotFound
-        now = time.time()
-        if expected is None:
-            first = self._insert(aliases).values(
-                model=model, alias=alias, version=version, updated_at=now, seq=1
-            )
-            moved = db.execute(
-                first.on_conflict_do_nothing(index_elements=["model", "alias"]).returning(
-                    aliases.c.seq
-                )
-            ).scalar()
-        else:
-            moved = db.execute(
-                update(aliases)
-                .where(
-                    aliases.c.model == model,
-                    aliases.c.alias == alias,
-                    aliases.c.version == expected,
-                )
-                .values(version=version, updated_at=now, seq=aliases.c.seq + 1)
-                .returning(aliases.c.seq)
-            ).scalar()
-        if moved is None:
-            current = self._current(db, model, alias)
-            raise Conflict(f"alias {alias!r} points at {current}, not {expected}")
-        seq = int(moved)
-        move_id = db.execute(
-            insert(alias_history)
-            .values(
-                model=model,
-                alias=alias,
-                from_version=expected,
-                to_version=version,
-                kind=kind,
-                actor=actor,
-                reason=reason,
-                at=now,
-                seq=seq,
-            )
-            .returning(alias_history.c.id)
-        ).scalar_one()
-        return AliasMove(
-            id=int(move_id),
-            model=model,
-            alias=alias,
-            from_version=expected,
-            to_version=version,
-            kind=kind,
-            actor=actor,
-            reason=reason,
-            at=now,
-            seq=seq,
-        )
-
-    @staticmethod
-    def _current(db: Connection, model: str, alias: str, lock: bool = False) -> int | None:
-        query = select(aliases.c.version).where(aliases.c.model == model, aliases.c.alias == alias)
-        found = db.execute(query.with_for_update() if lock else query).scalar()
-        return None if found is None else int(found)
-
-    def promote(self, model: str, alias: str, version: int, actor: str, reason: str) -> AliasMove:
-        """Point ``alias`` at ``version`` from whatever it points at now (one transaction; the
-        alias row locked, so the move is not lost to a concurrent one)."""
-        with self._tx() as db:
-            current = self._current(db, model, alias, lock=True)
-            return self._move(db, model, alias, version, current, actor, reason, "promote")
-
-    def rollback(
-        self, model: str, alias: str, to_version: int | None, actor: str, reason: str
-    ) -> AliasMove:
-        """Move ``alias`` back: to ``to_version``, or to the version it had before the current
-        one was put there by a forward move (so repeated rollbacks keep walking back)."""
-        with self._tx() as db:
-            current = self._current(db, model, alias, lock=True)
-            if current is None:
-                raise NotFound(f"model {model!r} has no alias {alias!r}")
-            target = (
-                to_version if to_version is not None else self._previous(db, model, alias, current)
-            )
-            if target == current:
-                raise Conflict(f"alias {alias!r} already points at {current}")
-            return self._move(db, model, alias, target, current, actor, reason, "rollback")
-
-    @staticmethod
-    def _previous(db: Connection, model: str, alias: str, current: int) -> int:
-        h = alias_history.c
-        found = db.execute(
-            select(h.from_version)
-            .where(
-                h.model == model,
-                h.alias == alias,
-                h.to_version == current,
-                h.kind != "rollback",
-                h.from_version.is_not(None),
-            )
-            .order_by(h.id.desc())
-            .limit(1)
-        ).scalar()
-        if found is None:
-            raise Conflict(f"alias {alias!r} has no earlier version to roll back to")
-        return int(found)
-
-    def history(self, model: str, alias: str, limit: int) -> list[AliasMove]:
-        h = alias_history.c
-        rows = self._read(
-            lambda db: db.execute(
-                select(alias_history)
-                .where(h.model == model, h.alias == alias)
-                .order_by(h.id.desc())
-                .limit(limit)
-            ).all()
-        )
-        return [cast(AliasMove, r._asdict()) for r in rows]
-
-
-def _version_dict(row: Row[Any]) -> ModelVersion:
-    info = row._asdict()
-    info["archived"] = bool(info["archived"])
-    return cast(ModelVersion, info)
+__all__ = ["Conflict", "NotFound", "RegistryStore"]
