@@ -116,7 +116,9 @@ def project_modules() -> dict[str, Path]:
             parts = path.relative_to(source).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            if parts and not any(p.startswith(".") or p in ("templates", "migrations") for p in parts):
+            if parts and not any(
+                p.startswith(".") or p in ("templates", "migrations") for p in parts
+            ):
                 found[".".join(parts)] = path
     return found
 
