@@ -209,7 +209,9 @@ class _Prober(threading.Thread):
                 except httpx.HTTPError:
                     continue  # the predictor being killed and restarted
                 self.report.probes += 1
-                if flagged and status == 200 and self.incomplete.is_set():
+                # Incomplete before the request (flagged) and still after it: the predictor read
+                # incomplete state. A 200 as the featurizer marks the state complete is not.
+                if flagged and status == 200 and self.state.completeness() is not None:
                     self.report.served_from_incomplete_state += 1
                 elif flagged and status == 503:
                     self.report.refused_incomplete += 1
