@@ -133,17 +133,40 @@ def test_a_replica_killed_mid_publish_leaves_nothing_half_done_and_the_retry_lan
     key, token = uuid.uuid4().hex, CommonSettings().token()
     headers = {"Idempotency-Key": key, "Authorization": f"Bearer {token}"}
     lost: list[BaseException] = []
+    half_sent, killed = threading.Event(), threading.Event()
+    boundary = uuid.uuid4().hex
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="signature"\r\n\r\n'
+        f"{form['data']['signature']}\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n{{}}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="artifact"; '
+        'filename="model.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    ).encode()
+
+    def body_cut_by_the_kill() -> Iterator[bytes]:
+        """Half the artifact, then nothing until the replica is dead: killed mid-publish on
+        any machine, however fast, not after a guessed sleep."""
+        yield head + artifact[: len(artifact) // 2]
+        half_sent.set()
+        killed.wait(60)
+        yield artifact[len(artifact) // 2 :] + f"\r\n--{boundary}--\r\n".encode()
 
     def publish_to_the_doomed_replica() -> None:
         try:
-            httpx.post(f"{urls[0]}/models/m/versions", headers=headers, timeout=60, **form)
+            httpx.post(
+                f"{urls[0]}/models/m/versions",
+                headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+                content=body_cut_by_the_kill(),
+                timeout=60,
+            )
         except httpx.HTTPError as exc:
             lost.append(exc)
 
     sender = threading.Thread(target=publish_to_the_doomed_replica)
     sender.start()
-    time.sleep(0.3)
+    assert half_sent.wait(60), "the publish did not start"
     procs.kill("replica-0")
+    killed.set()
     sender.join(60)
     assert lost, "the publish finished before the replica was killed"
 
