@@ -10,7 +10,7 @@ BENCH_VENV  ?= .venv-bench
 BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: install up down status test lint unit bench parity chaos cluster-chaos clean docker images compose-test
+.PHONY: install up down status test lint unit bench parity chaos cluster-chaos clean docker images compose-test chart-tools chart-test
 
 install: $(STAMP)
 
@@ -39,10 +39,12 @@ lint: install
 
 # The tests include the compose stack under a real Docker engine (tests/e2e/test_compose_stack.py):
 # `images` starts the engine and builds what it runs, cached, so a second run rebuilds nothing.
-test: lint
+# The Helm chart's tests (tests/chart) need Helm and helm-unittest: `chart-tools` builds them.
+test: lint chart-tools
 	@if bash deploy/docker/dockerd.sh; then $(MAKE) --no-print-directory images; \
 	else echo "no Docker engine could be started here: the compose test will skip"; fi
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	$(RECORD_CHART_FIGURES)
 
 # A Docker engine on the default socket (Debian's docker.io, started by hand where no init system
 # does it, left running) and Docker Compose v2 as its CLI plugin (built from the Go module proxy
@@ -64,6 +66,17 @@ compose-test: lint images
 	cd bench && ../$(PY) -c 'import json, common; common.record(json.load(open("../test-artifacts/compose.json")))'
 	cd bench && ../$(PY) -c 'import common; t = open("../.cache/images/build-seconds").read().split(); \
 	common.record({"compose_first_build_s": int(t[0]), "compose_cached_build_s": int(t[-1])})'
+
+# Helm and helm-unittest, built from the Go module proxy into .cache/tools/bin once per version.
+chart-tools:
+	bash deploy/helm/tools.sh
+
+# The chart alone (make test runs it too): lint, render, strict validation, helm-unittest, the
+# review rules; the counts into bench/results.json.
+RECORD_CHART_FIGURES = cd bench && ../$(PY) -c 'import json, common; common.record(json.load(open("../test-artifacts/helm.json")))'
+chart-test: install chart-tools
+	$(PY) -m pytest -q -p no:cacheprovider tests/chart
+	$(RECORD_CHART_FIGURES)
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(PYTHON) -m venv $(BENCH_VENV)

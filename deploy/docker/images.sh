@@ -89,6 +89,9 @@ fi
 
 step "millrace:local on $PYTHON_IMAGE"
 timed quiet_build --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" -t millrace:local .
+# The Helm chart runs millrace:<its appVersion>, the project's version: push this tag.
+VERSION=$("$PY" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+docker tag millrace:local "millrace:$VERSION"
 cat >"$WORK/images.env" <<ENV
 PYTHON_IMAGE=$PYTHON_IMAGE
 KAFKA_IMAGE=$KAFKA_IMAGE
