@@ -248,6 +248,8 @@ class RedisNode:
     cluster_node_timeout_ms: int | None = None
     #: Its cluster bus port (Redis's default, the port + 10000, may not exist or be taken).
     cluster_bus_port: int | None = None
+    #: Clients must authenticate (and a replica does with its master).
+    password: str | None = None
 
     @property
     def url(self) -> str:
@@ -277,13 +279,15 @@ class RedisNode:
         )
         if self.replica_of is not None:
             cmd += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        if self.password is not None:
+            cmd += ["--requirepass", self.password, "--masterauth", self.password]
         if self.cluster_node_timeout_ms is not None:
             cmd += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
             cmd += ["--cluster-node-timeout", str(self.cluster_node_timeout_ms)]
             if self.cluster_bus_port is not None:
                 cmd += ["--cluster-port", str(self.cluster_bus_port)]
         procs.start(name, cmd)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password)
         try:
             wait_until(
                 client.ping, timeout, f"Redis on port {self.port}", 0.1, (redis.ConnectionError,)
@@ -303,6 +307,9 @@ class SentinelGroup:
     master_name: str = "mymaster"
     #: How long a master may not answer before the sentinels fail it over.
     down_after_ms: int = 1000
+    #: The nodes' password and the sentinels' own (None: no authentication).
+    password: str | None = None
+    sentinel_password: str | None = None
 
     @property
     def sentinels(self) -> list[str]:
@@ -311,7 +318,12 @@ class SentinelGroup:
     def start(self, procs: ProcessTable, timeout: float = 30.0) -> None:
         master = self.redis_ports[0]
         for i, port in enumerate(self.redis_ports):
-            node = RedisNode(self.data_dir / f"redis-{i}", port, replica_of=master if i else None)
+            node = RedisNode(
+                self.data_dir / f"redis-{i}",
+                port,
+                replica_of=master if i else None,
+                password=self.password,
+            )
             node.start(procs, name=f"redis-{i}")
         for i, port in enumerate(self.sentinel_ports):
             folder = self.data_dir / f"sentinel-{i}"
@@ -322,7 +334,7 @@ class SentinelGroup:
                 f"sentinel monitor {self.master_name} 127.0.0.1 {master} 2\n"
                 f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {self.master_name} 10000\n"
-                f"sentinel parallel-syncs {self.master_name} 1\n"
+                f"sentinel parallel-syncs {self.master_name} 1\n" + self._auth_lines()
             )
             procs.start(f"sentinel-{i}", [redis_server_binary(), str(config), "--sentinel"])
         wait_until(
@@ -333,13 +345,24 @@ class SentinelGroup:
             (redis.ConnectionError,),
         )
 
+    def _auth_lines(self) -> str:
+        lines = ""
+        if self.password is not None:
+            lines += f"sentinel auth-pass {self.master_name} {self.password}\n"
+        if self.sentinel_password is not None:
+            lines += f"requirepass {self.sentinel_password}\n"
+        return lines
+
     def restart(self, procs: ProcessTable, index: int) -> None:
         """Start node ``index`` again, empty (no persistence): a replica of the master the
         sentinels name, unless it is that master."""
         master = self.master()
         port = self.redis_ports[index]
         node = RedisNode(
-            self.data_dir / f"redis-{index}", port, replica_of=master if master != port else None
+            self.data_dir / f"redis-{index}",
+            port,
+            replica_of=master if master != port else None,
+            password=self.password,
         )
         node.start(procs, name=f"redis-{index}")
 
@@ -347,14 +370,15 @@ class SentinelGroup:
         """The port of the master the first answering sentinel names now."""
         for port in self.sentinel_ports:
             try:
-                found = redis.Redis(port=port).sentinel_get_master_addr_by_name(self.master_name)
+                sentinel = redis.Redis(port=port, password=self.sentinel_password)
+                found = sentinel.sentinel_get_master_addr_by_name(self.master_name)
             except redis.ConnectionError:
                 continue
             return int(found[1]) if isinstance(found, tuple) else None
         return None
 
     def replicas_known(self) -> bool:
-        client = redis.Redis(port=self.sentinel_ports[0])
+        client = redis.Redis(port=self.sentinel_ports[0], password=self.sentinel_password)
         return len(client.sentinel_slaves(self.master_name)) == len(self.redis_ports) - 1
 
 
@@ -369,6 +393,8 @@ class RedisClusterGroup:
     replicas: int = 1
     #: How long a primary may not answer before its replica is promoted.
     node_timeout_ms: int = 2000
+    #: Every node's password (None: no authentication).
+    password: str | None = None
 
     @property
     def nodes(self) -> list[str]:
@@ -381,10 +407,13 @@ class RedisClusterGroup:
                 port,
                 cluster_node_timeout_ms=self.node_timeout_ms,
                 cluster_bus_port=free_port(),
+                password=self.password,
             )
             node.start(procs, name=f"cluster-{i}")
         create = [debian_program("redis-cli", "redis-tools"), "--cluster", "create", *self.nodes]
         create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        if self.password is not None:
+            create += ["-a", self.password, "--no-auth-warning"]
         result = subprocess.run(create, capture_output=True, text=True)
         if result.returncode != 0:
             raise InfraError(f"redis-cli --cluster create failed: {result.stdout[-2000:]}")
@@ -394,7 +423,8 @@ class RedisClusterGroup:
         """port -> the port of its primary (None: it is a primary), as a live node sees it."""
         for port in self.ports:
             try:
-                table = redis.Redis(port=port).execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
+                node = redis.Redis(port=port, password=self.password)
+                table = node.execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
             except redis.ConnectionError:
                 continue
             text = table.decode() if isinstance(table, bytes) else str(table)
@@ -412,7 +442,7 @@ class RedisClusterGroup:
         ) != len(roles):
             return False
         for port, primary in roles.items():
-            client = redis.Redis(port=port)
+            client = redis.Redis(port=port, password=self.password)
             info = client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
             if b"cluster_state:ok" not in info:
                 return False

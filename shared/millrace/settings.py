@@ -84,6 +84,10 @@ class CommonSettings(BaseSettings):
     # Redis Cluster instead: some of its nodes ("host:port", comma-separated); the client finds
     # the rest. The state's keys spread over every primary by entity (docs/architecture.md).
     redis_cluster_nodes: Annotated[list[str], NoDecode] = []
+    # The password of the Redis nodes behind sentinels or of a cluster's nodes (one Redis:
+    # in redis_url, redis://:password@host), and of the sentinels themselves if they ask one.
+    redis_password: SecretStr | None = None
+    redis_sentinel_password: SecretStr | None = None
     # Every topic and Redis key starts with this, so test runs never see each other's data.
     topic_prefix: str = "millrace."
     # The topics Millrace creates: their replication factor (unset: 3, or the cluster's broker
@@ -164,11 +168,11 @@ class CommonSettings(BaseSettings):
             "security.protocol": self.kafka_security_protocol,
             "sasl.mechanism": self.kafka_sasl_mechanism,
             "sasl.username": self.kafka_sasl_username,
-            "sasl.password": _reveal(self.kafka_sasl_password),
+            "sasl.password": reveal(self.kafka_sasl_password),
             "ssl.ca.location": self.kafka_ssl_ca_location,
             "ssl.certificate.location": self.kafka_ssl_certificate_location,
             "ssl.key.location": self.kafka_ssl_key_location,
-            "ssl.key.password": _reveal(self.kafka_ssl_key_password),
+            "ssl.key.password": reveal(self.kafka_ssl_key_password),
         }
         return {name: value for name, value in options.items() if value is not None}
 
@@ -209,7 +213,8 @@ class HttpSettings(CommonSettings):
     port: int = Field(default=0, ge=0, le=65535)
 
 
-def _reveal(secret: SecretStr | None) -> str | None:
+def reveal(secret: SecretStr | None) -> str | None:
+    """A secret setting's value, for the client that needs it (None: unset)."""
     return secret.get_secret_value() if secret is not None else None
 
 

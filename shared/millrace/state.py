@@ -44,7 +44,7 @@ from redis.exceptions import ClusterDownError, ClusterError, RedisClusterExcepti
 from redis.sentinel import Sentinel
 
 from millrace.errors import MillraceError
-from millrace.settings import CommonSettings
+from millrace.settings import CommonSettings, reveal
 from millrace.state_nodes import Node, StateNodes
 from millrace.waiting import wait_until
 
@@ -117,16 +117,21 @@ class RedisState:
                 "MILLRACE_REDIS_SENTINELS and MILLRACE_REDIS_CLUSTER_NODES are both set: the "
                 "state is on one Redis (behind sentinels) or on a cluster, not both"
             )
+        password = reveal(settings.redis_password)
         if settings.redis_cluster_nodes:
-            return cls._cluster(settings.redis_cluster_nodes, settings.topic_prefix)
+            return cls._cluster(settings.redis_cluster_nodes, settings.topic_prefix, password)
         if not settings.redis_sentinels:
             return cls.from_url(settings.redis_url, settings.topic_prefix)
         sentinels = [_host_port(s) for s in settings.redis_sentinels]
+        timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            sentinels, socket_timeout=2.0, socket_connect_timeout=2.0
+            sentinels,
+            sentinel_kwargs={**timeouts, "password": reveal(settings.redis_sentinel_password)},
+            **timeouts,
         )
         client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
             settings.redis_master_name,
+            password=password,
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
             retry_on_timeout=True,
@@ -137,12 +142,17 @@ class RedisState:
         return cls(client, settings.topic_prefix, where, "MILLRACE_REDIS_SENTINELS")
 
     @classmethod
-    def _cluster(cls, addresses: list[str], prefix: str, timeout: float = 120.0) -> RedisState:
+    def _cluster(
+        cls, addresses: list[str], prefix: str, password: str | None, timeout: float = 120.0
+    ) -> RedisState:
         where = "Redis Cluster " + ",".join(addresses)
         startup = [ClusterNode(*_host_port(a)) for a in addresses]  # type: ignore[no-untyped-call]
         client = wait_until(
             lambda: RedisCluster(
-                startup_nodes=startup, socket_timeout=5.0, socket_connect_timeout=2.0
+                startup_nodes=startup,
+                password=password,
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
             ),
             timeout,
             where,

@@ -81,3 +81,26 @@ def test_parity_on_a_redis_cluster(kafka_bootstrap, prefix, cluster, blow, caplo
 
 def _held_by(state: RedisState, entity: str) -> int:
     return int(state.nodes.node_of(state.key(entity)).name.rsplit(":", 1)[1])
+
+
+def test_a_cluster_behind_a_password(tmp_path, prefix):
+    """Every node asks a password (MILLRACE_REDIS_PASSWORD): the state is written and read
+    with it, and not without it."""
+    procs = ProcessTable(tmp_path / "procs")
+    group = RedisClusterGroup(
+        tmp_path / "redis", [free_port() for _ in range(3)], replicas=0, password="cluster-secret"
+    )
+    try:
+        group.start(procs)
+        settings = CommonSettings(
+            redis_cluster_nodes=group.nodes, topic_prefix=prefix, redis_password="cluster-secret"
+        )
+        state = RedisState.from_settings(settings)
+        state.set_fence(2, 7)
+        assert state.fences() == {2: 7}
+        # Without it, the wait for the cluster ends naming the cause (a short wait here).
+        with pytest.raises(TimeoutError, match="authenticated"):
+            RedisState._cluster(group.nodes, prefix, password=None, timeout=3.0)
+    finally:
+        for i in range(len(group.ports)):
+            procs.stop(f"cluster-{i}")

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from redis.sentinel import MasterNotFoundError
 
 from millrace.settings import CommonSettings
 from millrace.state import RedisState
@@ -62,3 +64,38 @@ def test_a_failover_mid_stream_loses_nothing(kafka_bootstrap, prefix, sentinels)
         wait_until(same, 60, "the state on the new master equal to the backfill's")
     assert sorted(m.value() for m in features) == canonical(truth.features)
     assert sorted(m.value() for m in labels) == canonical(truth.labels)
+
+
+def test_sentinels_and_nodes_behind_passwords(tmp_path, prefix):
+    """Passwords on the nodes and on the sentinels (as a production Sentinel setup has them):
+    the state is written and read with MILLRACE_REDIS_PASSWORD and _SENTINEL_PASSWORD, and
+    refused without them."""
+    procs = ProcessTable(tmp_path / "procs")
+    group = SentinelGroup(
+        tmp_path / "redis",
+        [free_port() for _ in range(2)],
+        [free_port() for _ in range(3)],
+        password="node-secret",
+        sentinel_password="sentinel-secret",
+    )
+    try:
+        group.start(procs)
+        settings = CommonSettings(
+            redis_sentinels=group.sentinels,
+            redis_master_name=group.master_name,
+            topic_prefix=prefix,
+            redis_password="node-secret",
+            redis_sentinel_password="sentinel-secret",
+        )
+        state = RedisState.from_settings(settings)
+        state.set_fence(0, 41)
+        assert state.fences() == {0: 41}
+        no_node_password = settings.model_copy(update={"redis_password": None})
+        with pytest.raises(redis.AuthenticationError):
+            RedisState.from_settings(no_node_password).fences()
+        no_sentinel_password = settings.model_copy(update={"redis_sentinel_password": None})
+        with pytest.raises(MasterNotFoundError, match="AuthenticationError"):
+            RedisState.from_settings(no_sentinel_password).fences()
+    finally:
+        for name in [*(f"sentinel-{i}" for i in range(3)), *(f"redis-{i}" for i in range(2))]:
+            procs.stop(name)

@@ -193,10 +193,22 @@ and the credentials, each from a Secret key. */}}
 - name: MILLRACE_REDIS_CLUSTER_NODES
   value: {{ join "," $v.redis.clusterNodes | quote }}
 {{- end }}
-{{- if or $v.redis.url $v.redis.existingSecret }}
+{{- $redisSecret := include "millrace.redisSecretName" . }}
+{{- if or $v.redis.sentinels $v.redis.clusterNodes }}
+{{- if or $v.redis.password (and $v.redis.existingSecret $v.redis.passwordKey) }}
+- name: MILLRACE_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $redisSecret }}, key: {{ $v.redis.passwordKey | default "redis-password" }}}
+{{- end }}
+{{- if or $v.redis.sentinelPassword (and $v.redis.existingSecret $v.redis.sentinelPasswordKey) }}
+- name: MILLRACE_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $redisSecret }}, key: {{ $v.redis.sentinelPasswordKey | default "redis-sentinel-password" }}}
+{{- end }}
+{{- else if or $v.redis.url $v.redis.existingSecret }}
 - name: MILLRACE_REDIS_URL
   valueFrom:
-    secretKeyRef: {name: {{ include "millrace.redisSecretName" . }}, key: {{ $v.redis.urlKey }}}
+    secretKeyRef: {name: {{ $redisSecret }}, key: {{ $v.redis.urlKey }}}
 {{- end }}
 - name: MILLRACE_REGISTRY_URL
   value: {{ include "millrace.registryUrl" . | quote }}
