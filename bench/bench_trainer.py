@@ -143,6 +143,36 @@ def river_alone(stream: list[Sample]) -> float:
     return len(stream) / (time.perf_counter() - started)
 
 
+def vw_examples(stream: list[Sample]) -> list[str]:
+    """The stream in Vowpal Wabbit's text format (labels -1/1), made before its clock starts:
+    the format is VW's own input, as a user would feed it."""
+
+    def name(feature: str) -> str:
+        return feature.replace(" ", "_").replace(":", "_").replace("|", "_")
+
+    return [
+        f"{1 if s.label else -1} |f "
+        + " ".join(f"{name(k)}:{v!r}" for k, v in s.features.items() if v)
+        for s in stream
+    ]
+
+
+def vw_alone(examples: list[str], labels: np.ndarray) -> tuple[float, float]:
+    """Samples/s and prequential log-loss of Vowpal Wabbit in this process: logistic loss, its
+    default adaptive, normalised, invariant updates, 18 hashing bits (VW's default)."""
+    from vowpalwabbit import Workspace
+
+    vw = Workspace("--loss_function logistic --link logistic --quiet -b 18")
+    p = np.empty(len(examples))
+    started = time.perf_counter()
+    for i, example in enumerate(examples):
+        p[i] = vw.predict(example)
+        vw.learn(example)
+    elapsed = time.perf_counter() - started
+    vw.finish()
+    return len(examples) / elapsed, log_loss(labels, p)
+
+
 # -- Kafka --------------------------------------------------------------------------------
 
 
@@ -352,6 +382,8 @@ def main() -> None:
     table = quality(settings, base, stream)
     ours_alone = [learner_alone(settings, base, stream) for _ in range(args.reps)]
     river_mem = [river_alone(stream) for _ in range(args.reps)]
+    examples, labels = vw_examples(stream), np.array([s.label for s in stream])
+    vw_runs = [vw_alone(examples, labels) for _ in range(args.reps)]
 
     with infrastructure() as (bootstrap, _redis), tempfile.TemporaryDirectory() as tmp:
         topics = load_topics(bootstrap, result, cut)
@@ -373,7 +405,9 @@ def main() -> None:
             client.close()
             server.stop()
 
-    report(table, stream, expected, records, trainer_runs, bare, peers, ours_alone, river_mem)
+    report(
+        table, stream, expected, records, trainer_runs, bare, peers, ours_alone, river_mem, vw_runs
+    )
     tail_s = trainer_runs[0]["tail_published_within_s"]
     print(
         f"Lineage: {rebuilt['versions_rebuilt_identical']} of {rebuilt['versions_rebuilt']} stream "
@@ -412,6 +446,7 @@ def report(
     peers: list[dict[str, float]],
     ours_alone: list[float],
     river_mem: list[float],
+    vw_runs: list[tuple[float, float]],
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -437,6 +472,8 @@ def report(
     vs_bare = median(rates) / median(bare)
     vs_peer = median(rates) / median(peer_rates)
     alone = median(ours_alone) / median(river_mem)
+    vw_rates = [rate for rate, _ in vw_runs]
+    vs_vw = median(ours_alone) / median(vw_rates)
     same_model = len({r["model"] for r in trainer_runs}) == 1
     same_count = {r["samples"] for r in trainer_runs} == {expected}
     print_table(
@@ -447,13 +484,13 @@ def report(
                 "trainer service loop (checkpoints, registry)",
                 fmt(rates, " samples/s"),
                 f"bare consume {fmt(bare)}",
-                f"{vs_bare:.2f}x (aim >= 0.5x)",
+                f"{vs_bare:.2f}x (aim >= 0.65x)",
             ),
             (
                 "the same",
                 "",
                 f"River over Kafka {fmt(peer_rates)}",
-                f"{vs_peer:.2f}x (aim >= 1.5x)",
+                f"{vs_peer:.2f}x (aim >= 1.25x)",
             ),
             (
                 "log-loss: trainer / River over Kafka",
@@ -465,7 +502,13 @@ def report(
                 "learner alone in memory",
                 fmt(ours_alone, " samples/s"),
                 f"River in memory {fmt(river_mem)}",
-                f"{alone:.1f}x (aim >= 5x)",
+                f"{alone:.1f}x (aim >= 3x)",
+            ),
+            (
+                "the same",
+                "",
+                f"Vowpal Wabbit in memory {fmt(vw_rates)}, log-loss {vw_runs[0][1]:.4f}",
+                f"{vs_vw:.2f}x",
             ),
             (
                 "runs learned the expected count, same model bytes",
@@ -489,6 +532,9 @@ def report(
             "learner_alone_samples_per_s": [round(v) for v in spread(ours_alone)],
             "river_in_memory_samples_per_s": [round(v) for v in spread(river_mem)],
             "learner_alone_vs_river": round(alone, 2),
+            "vw_in_memory_samples_per_s": [round(v) for v in spread(vw_rates)],
+            "vw_in_memory_logloss": round(vw_runs[0][1], 4),
+            "learner_alone_vs_vw": round(vs_vw, 2),
             "trainer_checkpoint_bytes_max": max(r["checkpoint_bytes"] for r in trainer_runs),
             "trainer_checkpoints_written": [r["checkpoints_written"] for r in trainer_runs],
             "trainer_samples_learned": trainer_runs[0]["samples"],
