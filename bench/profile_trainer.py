@@ -1,13 +1,20 @@
-"""Where the trainer's time goes: the service loop over the flights year, profiled.
+"""Where the trainer's time goes: the service loop over the flights year, part by part.
 
 The same run as ``bench_trainer.py``'s (the service's default settings, a real registry in this
-process, checkpoints to Kafka), once, with pyinstrument sampling the trainer's thread every
-millisecond (C calls such as librdkafka's consume are frames of their own). Its time is
-attributed to the parts of the loop by the innermost frame that names one of them (``PARTS``)
-and printed as microseconds per learned sample, beside a bare consume of the same topics in the
-same run. (py-spy, the sampler that reads a process from outside, cannot read this machine's
-processes: it fails to find the Python version of any target.) docs/performance.md holds the
-latest table; the command:
+process, checkpoints to Kafka), twice, beside a bare consume of the same topics:
+
+1. timed: each part of the poll loop (consume, the records' decode-and-join, the ready
+   windows, learning, publishing, checkpoints) under a wall-clock timer of its own, exclusive
+   of the parts it calls; the timers are entered once per poll or per batch, never per record,
+   so they cost nothing measurable, and they count only from the first record to the last
+   sample learned (the run's clock);
+2. profiled: pyinstrument sampling the trainer's thread every millisecond, for the split of the
+   per-record part into the Kafka client's accessors and the loop's own lines, msgspec's
+   decoding and the join (its shares, applied to the timed run's figure: the profiler slows
+   Python code more than C code, so its absolute times are not used).
+
+(py-spy, which samples a process from outside, cannot read this machine's processes: it
+fails to find the Python version of any target.) docs/performance.md holds the latest tables:
 
     cd bench && ../.venv-bench/bin/python profile_trainer.py [--months 12]
 """
@@ -16,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,54 +38,123 @@ from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.health import BackgroundServer
-from millrace.join import join_all
+from millrace.join import Sample, join_all
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights
 from millrace_registry.app import create_app
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
+from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.service import learnable_samples
+from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.stream import StreamLoop
+from millrace_trainer.training import StreamTrainer
 
-#: Before the first record (outside the run's clock): the collector's freeze of start-up objects.
-STARTUP = "start: the collector's freeze"
-#: (part, frame markers): time belongs to the innermost frame whose "function (file)" holds one
-#: of a part's markers.
-PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("consume (librdkafka + wrapper)", ("Consumer.consume (<built-in>",)),
+RECORDS = "records: decode + join + per-record loop"
+#: The timed parts: (name, class, method).
+TIMED = [
+    ("consume (librdkafka + wrapper)", None, "consume"),
+    (RECORDS, StreamLoop, "_add"),
+    ("windows ready (expiry, sort, batch)", WindowedJoin, "ready"),
+    ("learning (scores, learner, lineage)", StreamTrainer, "learn_stream"),
+    ("publish + promote (registry calls)", StreamTrainer, "publish_if_due"),
+    ("checkpoint (snapshot, sign, commit)", StreamLoop, "checkpoint"),
+]
+#: Inside the per-record part, by the innermost frame whose "function (file)" holds a marker.
+INSIDE = [
     ("decode (msgspec, both topics)", ("decode (<built-in>",)),
     ("join: add, pair, window", ("add_features (", "add_label (")),
-    ("per-message loop (_add: calls, names, offsets)", ("_add (",)),
-    ("windows ready (sort, batch)", ("ready (",)),
-    ("learning (scores, learner, lineage)", ("learn_stream (",)),
-    ("publish + promote (registry calls)", ("publish_if_due (", "_publish_on_time (")),
-    ("checkpoint (snapshot, sign, commit)", ("checkpoint (",)),
-    ("gauges, idle, liveness", ("_gauges (", "_note_idle (", "beat (", "check (")),
-    (STARTUP, ("tuned (",)),
 ]
-OTHER = "other (the loop's own body)"
+RECORD_LOOP = "the per-record loop itself (accessors, names, offsets)"
 
 
-def attribute(frame: Any, part: str, into: collections.Counter[str]) -> None:
-    """Add each frame's own time to the innermost part it is in."""
-    name = f"{frame.function} ({frame.file_path or ''})"
-    part = next((p for p, marks in PARTS if any(m in name for m in marks)), part)
-    children = frame.children
-    into[part] += frame.time - sum(child.time for child in children)
-    for child in children:
-        attribute(child, part, into)
+class Timers:
+    """Exclusive wall-clock time per part: a part's time excludes the timed parts it calls."""
+
+    def __init__(self) -> None:
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self.counting = False
+        #: Stop counting once the outermost timed call returns.
+        self.stop_at_exit = False
+        self._stack: list[list[float]] = []  # [start, time of timed parts inside]
+
+    def wrap(self, part: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._stack.append([time.perf_counter(), 0.0])
+            try:
+                return function(*args, **kwargs)
+            finally:
+                started, inside = self._stack.pop()
+                elapsed = time.perf_counter() - started
+                if self._stack:
+                    self._stack[-1][1] += elapsed
+                if self.counting:
+                    self.seconds[part] += elapsed - inside
+                if self.stop_at_exit and not self._stack:
+                    self.counting = False
+
+        return timed
 
 
-def show(frame: Any, depth: int, least_s: float = 0.05) -> None:
-    """The profile's frames that took at least ``least_s``, indented by depth."""
-    print(f"{'  ' * depth}{frame.time:7.2f} s  {frame.function} ({frame.file_path})")
-    for child in frame.children:
-        if child.time >= least_s:
-            show(child, depth + 1, least_s)
+class TimedConsumer:
+    """The loop's consumer with its ``consume`` timed (a C type takes no new attributes)."""
+
+    def __init__(self, consumer: Any, consume: Callable[..., Any]) -> None:
+        self._consumer = consumer
+        self.consume = consume
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
 
 
-def profiled_loop_run(sessions: list[Any]) -> None:
-    """The trainer thread's loop, run under pyinstrument (this script's run only)."""
+def timed_run(
+    topics: TrainerSettings, client: RegistryClient, base: list[Sample], expected: int
+) -> tuple[collections.Counter[str], float, int]:
+    """Run 1: the parts' seconds within the run's clock, that clock, and the samples."""
+    timers = Timers()
+    originals = {(cls, name): getattr(cls, name) for _, cls, name in TIMED if cls is not None}
+    for part, cls, name in TIMED:
+        if cls is not None:
+            setattr(cls, name, timers.wrap(part, originals[cls, name]))
+    run, learn = StreamLoop.run, originals[StreamTrainer, "learn_stream"]
+
+    def run_timed(self: StreamLoop) -> None:
+        self.consumer = TimedConsumer(
+            self.consumer, timers.wrap(TIMED[0][0], self.consumer.consume)
+        )
+        run(self)
+
+    def learn_counted(self: StreamTrainer, *args: Any, **kwargs: Any) -> None:
+        learn(self, *args, **kwargs)
+        if self.stream_scores.samples >= expected:  # the run's clock stops after this call
+            timers.stop_at_exit = True
+
+    add = StreamLoop._add
+
+    def add_starting(self: StreamLoop, messages: list[Any], now: float) -> bool:
+        if not self.last_offsets and messages:  # the run's clock starts with the first records
+            timers.counting = True
+        return bool(add(self, messages, now))
+
+    StreamLoop.run = run_timed  # type: ignore[method-assign]
+    StreamLoop._add = add_starting  # type: ignore[method-assign]
+    StreamTrainer.learn_stream = timers.wrap(TIMED[3][0], learn_counted)  # type: ignore[method-assign]
+    try:
+        result = run_trainer(topics, client, base, expected)
+    finally:
+        StreamLoop.run = run  # type: ignore[method-assign]
+        for (cls, name), original in originals.items():
+            setattr(cls, name, original)
+    elapsed = result["samples"] / result["rate"]
+    return timers.seconds, elapsed, result["samples"]
+
+
+def profiled_split(
+    topics: TrainerSettings, client: RegistryClient, base: list[Sample], expected: int
+) -> dict[str, float]:
+    """Run 2: the shares of the per-record part's time, from pyinstrument's samples."""
+    sessions: list[Any] = []
     run = StreamLoop.run
 
     def profiled(self: StreamLoop) -> None:
@@ -84,12 +163,31 @@ def profiled_loop_run(sessions: list[Any]) -> None:
         sessions.append(profiler.last_session)
 
     StreamLoop.run = profiled  # type: ignore[method-assign]
+    try:
+        run_trainer(topics, client, base, expected)
+    finally:
+        StreamLoop.run = run  # type: ignore[method-assign]
+    inside: collections.Counter[str] = collections.Counter()
+    _attribute(sessions[0].root_frame(), None, inside)
+    total = sum(inside.values())
+    return {part: seconds / total for part, seconds in inside.items()}
+
+
+def _attribute(frame: Any, part: str | None, into: collections.Counter[str]) -> None:
+    """Each frame's own time under ``_add``, to the innermost INSIDE part it is in."""
+    name = f"{frame.function} ({frame.file_path or ''})"
+    if part is None and name.startswith("_add ("):
+        part = RECORD_LOOP
+    if part is not None:
+        part = next((p for p, marks in INSIDE if any(m in name for m in marks)), part)
+        into[part] += frame.time - sum(child.time for child in frame.children)
+    for child in frame.children:
+        _attribute(child, part, into)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--months", type=int, default=12, help="months of 2013 (January: baseline)")
-    parser.add_argument("--tree", action="store_true", help="print the profile's frames too")
     args = parser.parse_args()
     end = day_start_ms(f"2013-{args.months + 1:02d}-01" if args.months < 12 else "2014-01-01")
     events = flight_events(load_flights(), day_start_ms("2013-01-01"), end)
@@ -105,35 +203,29 @@ def main() -> None:
         port = free_port()
         server = BackgroundServer(create_app(registry), "127.0.0.1", port).start()
         client = RegistryClient.from_settings(registry, signs=True, url=f"http://127.0.0.1:{port}")
-        sessions: list[Any] = []
-        profiled_loop_run(sessions)
         try:
-            run = run_trainer(topics, client, base, expected)
+            seconds, elapsed, samples = timed_run(topics, client, base, expected)
+            bare = bare_consume(topics)
+            split = profiled_split(topics, client, base, expected)
         finally:
             client.close()
             server.stop()
-        bare = bare_consume(topics)
-    parts: collections.Counter[str] = collections.Counter()
-    attribute(sessions[0].root_frame(), OTHER, parts)
-    if args.tree:
-        show(sessions[0].root_frame(), 0)
-    # The run's clock starts at the first record and stops at the last sample learned: the
-    # profile's time beyond it (the group join, the stop) was spent waiting in consume.
-    elapsed = run["samples"] / run["rate"]
-    consume = "consume (librdkafka + wrapper)"
-    parts[consume] -= sum(parts.values()) - parts.pop(STARTUP, 0.0) - elapsed
-    samples = run["samples"]
-    rows = [
-        (part, f"{1e6 * seconds / samples:.1f} µs", f"{100 * seconds / elapsed:.0f} %", "")
-        for part, seconds in parts.most_common()
-    ]
-    rows.append(
-        ("trainer loop, all (under the profiler)", f"{1e6 * elapsed / samples:.1f} µs", "100 %", "")
-    )
-    rows.append(("bare consume (same run, unprofiled)", f"{1e6 / bare:.1f} µs", "", "the limit"))
+    seconds["the loop's own body (clock, rules, gauges)"] = elapsed - sum(seconds.values())
+    records = seconds.pop(RECORDS)
+    for part, share in split.items():
+        seconds[f"records: {part}"] = records * share
+
+    def row(part: str, s: float, note: str = "") -> tuple[str, str, str, str]:
+        return part, f"{1e6 * s / samples:.2f} µs", f"{100 * s / elapsed:.0f} %", note
+
+    rows = [row(part, s) for part, s in seconds.most_common()]
+    rows.append(row("trainer loop, all", elapsed, f"{samples / elapsed:,.0f} samples/s"))
+    consume = next(s for part, s in seconds.items() if part.startswith("consume"))
+    rows.append(row("beyond the consume", elapsed - consume))
+    rows.append(("bare consume (same run)", f"{1e6 / bare:.2f} µs", "", f"{bare:,.0f} samples/s"))
     print_table(
-        f"Trainer loop per learned sample: {run['samples']:,} samples, "
-        f"{elapsed:.1f} s of its thread profiled",
+        f"Trainer loop, per learned sample ({samples:,} samples; the per-record part split by "
+        "pyinstrument's shares)",
         rows,
         columns=("part", "per sample", "share", "note"),
     )
