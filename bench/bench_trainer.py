@@ -8,7 +8,7 @@ Speed, in ONE run on one broker with the same pre-loaded features and labels top
 repetitions each (min / median / max):
 - the trainer service's loop, as the service builds it from its default settings: batched
   consume, typed decoding, the join, every ready window learned in one compiled call,
-  checkpoints, and a version published to a real registry (and promoted) every 288 batches;
+  checkpoints, and a version published to a registry process (and promoted) every 288 batches;
 - a bare consume of the same two topics, decoding nothing (the limit for any consumer);
 - the script a user writes instead: one consumer, orjson, a dict join, River's
   ``predict_proba_one`` + ``learn_one`` (it learns in consumption order, not event time);
@@ -24,18 +24,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from common import infrastructure, print_table, record
+from common import infrastructure, print_table, record, registry_process
 from confluent_kafka import Consumer
 from river import linear_model
 
@@ -44,16 +42,12 @@ from millrace.days import day_start_ms
 from millrace.evaluation import log_loss
 from millrace.features import feature_schema_hash, load_feature_module
 from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
-from millrace.health import BackgroundServer
 from millrace.join import Sample, join_all
 from millrace.kafka import consumer_config, ensure_topics, pipeline_topics
 from millrace.learners import Classifier
 from millrace.loading import produce_all
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights
-from millrace_registry.app import create_app
-from millrace_registry.settings import RegistrySettings
-from millrace_stack.processes import free_port
 from millrace_trainer.rebuild import published_samples, rebuild_version, stream_versions
 from millrace_trainer.service import (
     learnable_samples,
@@ -385,25 +379,16 @@ def main() -> None:
     examples, labels = vw_examples(stream), np.array([s.label for s in stream])
     vw_runs = [vw_alone(examples, labels) for _ in range(args.reps)]
 
-    with infrastructure() as (bootstrap, _redis), tempfile.TemporaryDirectory() as tmp:
+    with infrastructure() as (bootstrap, _redis):
         topics = load_topics(bootstrap, result, cut)
         expected, records = learnable_samples(topics)
-        registry = RegistrySettings(
-            data_dir=Path(tmp), announce=False, kafka_bootstrap=bootstrap, metrics_targets={}
-        )
-        port = free_port()
-        server = BackgroundServer(create_app(registry), "127.0.0.1", port).start()
-        client = RegistryClient.from_settings(registry, signs=True, url=f"http://127.0.0.1:{port}")
         trainer_runs, bare, peers = [], [], []
-        try:
+        with registry_process(bootstrap) as client:
             for rep in range(args.reps):
                 trainer_runs.append(run_trainer(topics, client, base, expected, tail=rep == 0))
                 bare.append(bare_consume(topics))
                 peers.append(river_kafka_peer(topics))
             rebuilt = rebuild_every_version(client, bootstrap, trainer_runs[0]["model_name"])
-        finally:
-            client.close()
-            server.stop()
 
     report(
         table, stream, expected, records, trainer_runs, bare, peers, ours_alone, river_mem, vw_runs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from millrace.registry_client import RegistryClient
+from millrace.settings import CommonSettings
 from millrace_stack.brokers import KafkaNode, RedisNode
 from millrace_stack.processes import ProcessTable, free_port
 
@@ -42,6 +45,33 @@ def infrastructure() -> Iterator[tuple[str, str]]:
         finally:
             kafka.stop(procs)
             procs.stop("redis")
+
+
+@contextmanager
+def registry_process(bootstrap: str) -> Iterator[RegistryClient]:
+    """A registry as it is deployed, a process of its own (``python -m millrace_registry``, its
+    embedded SQLite store in a fresh folder, no announcements), and a client that signs."""
+    with tempfile.TemporaryDirectory(prefix="millrace-bench-registry-") as tmp:
+        procs = ProcessTable(Path(tmp) / "procs")
+        port = free_port()
+        env = {
+            **os.environ,
+            "MILLRACE_PORT": str(port),
+            "MILLRACE_DATA_DIR": str(Path(tmp) / "data"),
+            "MILLRACE_ANNOUNCE": "false",
+            "MILLRACE_KAFKA_BOOTSTRAP": bootstrap,
+            "MILLRACE_METRICS_TARGETS": "{}",
+        }
+        procs.start("registry", [sys.executable, "-m", "millrace_registry"], env=env)
+        client = RegistryClient.from_settings(
+            CommonSettings(), signs=True, url=f"http://127.0.0.1:{port}"
+        )
+        try:
+            client.wait_ready(60)
+            yield client
+        finally:
+            client.close()
+            procs.stop("registry")
 
 
 def record(values: dict[str, Any]) -> None:

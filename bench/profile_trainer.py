@@ -1,7 +1,7 @@
 """Where the trainer's time goes: the service loop over the flights year, part by part.
 
-The same run as ``bench_trainer.py``'s (the service's default settings, a real registry in this
-process, checkpoints to Kafka), twice, beside a bare consume of the same topics:
+The same run as ``bench_trainer.py``'s (the service's default settings, a registry process,
+checkpoints to Kafka), twice, beside a bare consume of the same topics:
 
 1. timed: each part of the poll loop (consume, the records' decode-and-join, the ready
    windows, learning, publishing, checkpoints) under a wall-clock timer of its own, exclusive
@@ -24,26 +24,20 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bench_trainer import MODULE, bare_consume, load_topics, run_trainer
-from common import infrastructure, print_table
+from common import infrastructure, print_table, registry_process
 from pyinstrument import Profiler
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
 from millrace.featurize import Featurizer, backfill, from_envelopes
-from millrace.health import BackgroundServer
 from millrace.join import Sample, join_all
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights
-from millrace_registry.app import create_app
-from millrace_registry.settings import RegistrySettings
-from millrace_stack.processes import free_port
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.service import learnable_samples
 from millrace_trainer.settings import TrainerSettings
@@ -194,22 +188,13 @@ def main() -> None:
     result = backfill(Featurizer(load_feature_module(MODULE)), from_envelopes(events))
     cut = day_start_ms("2013-02-01")
     base = [s for s in join_all(result.features, result.labels) if s.ts < cut]
-    with infrastructure() as (bootstrap, _redis), tempfile.TemporaryDirectory() as tmp:
+    with infrastructure() as (bootstrap, _redis):
         topics = load_topics(bootstrap, result, cut)
         expected, _records = learnable_samples(topics)
-        registry = RegistrySettings(
-            data_dir=Path(tmp), announce=False, kafka_bootstrap=bootstrap, metrics_targets={}
-        )
-        port = free_port()
-        server = BackgroundServer(create_app(registry), "127.0.0.1", port).start()
-        client = RegistryClient.from_settings(registry, signs=True, url=f"http://127.0.0.1:{port}")
-        try:
+        with registry_process(bootstrap) as client:
             seconds, elapsed, samples = timed_run(topics, client, base, expected)
             bare = bare_consume(topics)
             split = profiled_split(topics, client, base, expected)
-        finally:
-            client.close()
-            server.stop()
     seconds["the loop's own body (clock, rules, gauges)"] = elapsed - sum(seconds.values())
     records = seconds.pop(RECORDS)
     for part, share in split.items():
