@@ -119,7 +119,10 @@ class RegistryClient:
     def _answer(self, shape: type[Answer], method: str, path: str, **kwargs: Any) -> Answer:
         """The call's JSON answer, validated as ``shape`` (one of :mod:`millrace.registry_models`):
         a registry that answers in another shape is an error here, not a KeyError later."""
-        response = self._request(method, path, **kwargs)
+        return self._validated(shape, self._request(method, path, **kwargs), method, path)
+
+    @staticmethod
+    def _validated(shape: type[Answer], response: httpx.Response, method: str, path: str) -> Answer:
         try:
             answer: Answer = ANSWERS[shape].validate_json(response.content)
         except ValidationError as exc:
@@ -145,17 +148,25 @@ class RegistryClient:
         return self.signer.sign(artifact)
 
     def publish(self, model: str, artifact: bytes, metadata: dict[str, Any]) -> ModelVersion:
-        return self._answer(
-            ModelVersion,
+        return self.publish_keyed(model, artifact, metadata, uuid.uuid4().hex)[0]
+
+    def publish_keyed(
+        self, model: str, artifact: bytes, metadata: dict[str, Any], key: str
+    ) -> tuple[ModelVersion, bool]:
+        """Publish under an idempotency key of the caller's: (the version, True if this call
+        made it; False: the key's version, made by an earlier call)."""
+        path = f"/models/{model}/versions"
+        response = self._request(
             "POST",
-            f"/models/{model}/versions",
+            path,
             files={"artifact": ("model.json", artifact, "application/octet-stream")},
             data={
                 "signature": self.signature(artifact),
                 "metadata": orjson.dumps(metadata).decode(),
             },
-            headers={"Idempotency-Key": uuid.uuid4().hex},
+            headers={"Idempotency-Key": key},
         )
+        return self._validated(ModelVersion, response, "POST", path), response.status_code == 201
 
     def list_models(self) -> list[str]:
         return self._answer(ModelList, "GET", "/models")["models"]

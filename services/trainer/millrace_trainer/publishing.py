@@ -4,6 +4,7 @@ compare-and-set when the promotion policy says so."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -28,6 +29,8 @@ class Publisher:
         #: Positions are this run's: ``run_key/batches``, a version's ``position`` tag.
         self.run_key = run_key
         self.promotion = promotion
+        #: Until a publish finds no version at its position (see _published_before).
+        self.replaying = True
 
     def position(self, batches: int) -> str:
         return f"{self.run_key}/{batches}"
@@ -44,25 +47,53 @@ class Publisher:
         return load_model(self.client.download(self.model_name, version), allow_pickle=True)
 
     def publish(self, learner: Classifier, batches: int, metadata: dict[str, Any]) -> int:
-        """``learner`` as the version of stream position ``batches`` (once: a replay finds it
-        again), promoted if the policy says so; returns the version."""
-        version = self.published_at(batches)
-        if version is not None:
+        """``learner`` as the version of stream position ``batches`` (once: the position is the
+        publish's idempotency key, so a replay gets the version it published before), promoted
+        if the policy says so; returns the version. Two registry calls for a new version."""
+        version = self._published_before(batches)
+        created = version is None
+        if version is None:
+            tags = {"tags": {"position": self.position(batches)}}
+            answer, created = self.client.publish_keyed(
+                self.model_name, dump_model(learner), tags | metadata, self.idempotency_key(batches)
+            )
+            version = int(answer["version"])
+        if created:
+            PUBLISHED.inc()
+            log.info("published version", extra={"model": self.model_name, "version": version})
+        else:
             log.info(
                 "version already published",
                 extra={"version": version, "position": self.position(batches)},
             )
-        else:
-            tags = {"tags": {"position": self.position(batches)}}
-            answer = self.client.publish(self.model_name, dump_model(learner), tags | metadata)
-            version = int(answer["version"])
-            PUBLISHED.inc()
-            log.info("published version", extra={"model": self.model_name, "version": version})
         if self.promotion == "always":
-            self.promote(version)
+            if created:  # a new version: moved from whatever production names now
+                self.client.promote(
+                    self.model_name, version, reason="trainer: promotion policy always"
+                )
+            else:
+                self.promote(version)
         return version
 
+    def _published_before(self, batches: int) -> int | None:
+        """The version at this position by its tag, looked up only while this process replays
+        what an earlier one published (versions of releases before the position was the
+        idempotency key have none): from the first position not found on, none follows."""
+        if not self.replaying:
+            return None
+        version = self.published_at(batches)
+        self.replaying = version is not None
+        return version
+
+    def idempotency_key(self, batches: int) -> str:
+        """The registry's key of this model's version at this position (its allowed
+        characters and length, whatever the model's and the run's names)."""
+        digest = hashlib.sha256(f"{self.model_name}\0{self.position(batches)}".encode())
+        return f"position-{digest.hexdigest()[:40]}"
+
     def promote(self, version: int) -> None:
+        """Move production to ``version`` by compare-and-set, unless it names it already or
+        someone moved it between the read and the move."""
         current = self.client.get_alias(self.model_name, "production")
         if current == version:
             return
