@@ -20,6 +20,7 @@ import numpy as np
 from millrace.evaluation import Scores
 from millrace.join import Sample
 from millrace_trainer.batching import Batch
+from millrace_trainer.publishing import PendingVersion
 
 #: The version of the ``learned`` record's layout in a version's lineage.
 LEARNED_FORMAT = 1
@@ -60,7 +61,8 @@ def chain_digest(previous: str, samples: Sequence[Sample]) -> str:
 
 @dataclass
 class Lineage:
-    parent: int | None
+    #: The parent version: a number, or one handed to the publisher and not yet numbered.
+    parent: int | PendingVersion | None
     #: partition -> offsets of the records (features and labels) learned since the parent.
     records: dict[str, list[int]] = field(default_factory=dict)
     #: Samples in each batch learned since the parent, in order.
@@ -137,6 +139,8 @@ class Lineage:
         }
 
     def state(self) -> dict[str, Any]:
+        if isinstance(self.parent, PendingVersion):
+            raise RuntimeError("the parent is not published yet: settle the trainer first")
         return {
             "parent": self.parent,
             "records": self.ranges(),

@@ -123,6 +123,7 @@ class StreamLoop:
         try:
             with collector.tuned():
                 self._poll_until_stopped()
+            self.trainer.settle()  # what was learned and handed over is published before the end
         finally:
             self.consumer.close()
 
@@ -150,6 +151,8 @@ class StreamLoop:
                 self.trainer.learn_stream(ready, self.source)
                 batches_since += len(ready)
             dirty |= self._publish_on_time(bool(ready), now)
+            self.trainer.note_published()
+            self.trainer.publisher.raise_if_failed()
             self._note_idle()
             if dirty and self.cadence.due(batches_since, now - checkpointed_at):
                 try:

@@ -22,6 +22,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 import millrace
+from millrace.artifacts import dump_model
 from millrace.errors import ServiceFailed
 from millrace.evaluation import RollingScores, Scores
 from millrace.join import Sample
@@ -34,7 +35,7 @@ from millrace_trainer.batch_sizes import BatchSizeWatch
 from millrace_trainer.batching import Batch, WindowedJoin
 from millrace_trainer.checkpoints import VerifiedCheckpoint
 from millrace_trainer.lineage import Lineage
-from millrace_trainer.publishing import Publisher
+from millrace_trainer.publishing import PendingVersion, Publisher
 from millrace_trainer.settings import Promotion
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ class StreamTrainer:
                     return n
         return length
 
-    def publish_if_due(self, source: dict[str, Any], reason: str) -> int | None:
+    def publish_if_due(self, source: dict[str, Any], reason: str) -> PendingVersion | None:
         """Publish what was learned since the parent, if anything and the gate passes it;
         ``reason`` (the rule that called) goes into the lineage."""
         if not self.lineage.batches or not self.gate_passes():
@@ -247,9 +248,9 @@ class StreamTrainer:
 
     def publish(
         self, source: dict[str, Any], metrics: dict[str, Any] | None = None, reason: str = ""
-    ) -> int:
+    ) -> PendingVersion:
         """Publish the current model once per stream position (a replay finds it again), with
-        ``metrics`` beside the scores (the baseline's own fit)."""
+        ``metrics`` beside the scores (the baseline's own fit), on the publishing thread."""
         metadata = {
             "lineage": {
                 "parent": self.lineage.parent,
@@ -268,11 +269,25 @@ class StreamTrainer:
                 **(metrics or {}),
             },
         }
-        version = self.publisher.publish(self.learner, self.batches_total, metadata)
-        self.version = version
-        self.lineage = Lineage(parent=version)
+        # The bytes at this position, now; the registry's calls on the publishing thread.
+        pending = self.publisher.submit(
+            dump_model(self.learner), self.batches_total, metadata, self.lineage.parent
+        )
+        self.lineage = Lineage(parent=pending)
         self._remember_parent()
-        return version
+        return pending
+
+    def settle(self) -> None:
+        """Wait for every version handed to the publisher: the trainer's version and its
+        lineage's parent are numbers again (a checkpoint holds numbers)."""
+        self.publisher.flush()
+        self.note_published()
+
+    def note_published(self) -> None:
+        """The newest version the publisher has published, as the trainer's version."""
+        parent = self.lineage.parent
+        if isinstance(parent, PendingVersion) and parent.version is not None:
+            self.version = self.lineage.parent = parent.version
 
     def _remember_parent(self) -> None:
         """A frozen copy of the model just published, for the gate to score batches with."""
@@ -291,7 +306,9 @@ class StreamTrainer:
 
     def snapshot(self) -> dict[str, Any]:
         """The model, the learner and lineage state, and the join's cursor with the oldest
-        offset still needed per partition (where a restart resumes): no buffered records."""
+        offset still needed per partition (where a restart resumes): no buffered records.
+        Every version handed to the publisher is published first."""
+        self.settle()
         return {
             "learner": self.learner.state(),
             "join": self.join.cursor(),
@@ -364,6 +381,7 @@ class StreamTrainer:
         self.rolling.restore([])  # rolling scores are the stream's
         self.stream_scores = Scores()
         self.publish(source, {"baseline_fit": fit}, reason="baseline")
+        self.settle()
 
 
 def _later(batch: Batch, end: int, interval: int) -> bool:
