@@ -22,6 +22,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from millrace.artifacts import load_model
+from millrace.errors import MillraceError
 from millrace.learners.base import Classifier
 from millrace.registry_client import RegistryClient, RegistryError
 from millrace_trainer.settings import Promotion
@@ -48,7 +49,7 @@ class _Job:
     pending: PendingVersion = field(repr=False)
 
 
-class PublishFailed(RuntimeError):
+class PublishFailed(MillraceError, RuntimeError):
     """A version handed over could not be published (the cause is chained)."""
 
 
