@@ -39,6 +39,8 @@ from millrace.join import Sample, join_all
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights
 from millrace_trainer.batching import WindowedJoin
+from millrace_trainer.feed import JoinFeed
+from millrace_trainer.publishing import Publisher
 from millrace_trainer.service import learnable_samples
 from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.stream import StreamLoop
@@ -48,7 +50,7 @@ RECORDS = "records: decode + join + per-record loop"
 #: The timed parts: (name, class, method).
 TIMED = [
     ("consume (librdkafka + wrapper)", None, "consume"),
-    (RECORDS, StreamLoop, "_add"),
+    (RECORDS, JoinFeed, "add"),
     ("windows ready (expiry, sort, batch)", WindowedJoin, "ready"),
     ("learning (scores, learner, lineage)", StreamTrainer, "learn_stream"),
     ("publish + promote (registry calls)", StreamTrainer, "publish_if_due"),
@@ -57,7 +59,7 @@ TIMED = [
 #: Inside the per-record part, by the innermost frame whose "function (file)" holds a marker.
 INSIDE = [
     ("decode (msgspec, both topics)", ("decode (<built-in>",)),
-    ("join: add, pair, window", ("add_features (", "add_label (")),
+    ("join: add, pair, window", ("add_records (", "_window (")),
 ]
 RECORD_LOOP = "the per-record loop itself (accessors, names, offsets)"
 
@@ -92,21 +94,64 @@ class Timers:
 
 
 class TimedConsumer:
-    """The loop's consumer with its ``consume`` timed (a C type takes no new attributes)."""
+    """The loop's consumer with its ``consume`` timed and its polls counted (a C type takes no
+    new attributes)."""
 
-    def __init__(self, consumer: Any, consume: Callable[..., Any]) -> None:
+    def __init__(self, consumer: Any, consume: Callable[..., Any], timers: Timers) -> None:
         self._consumer = consumer
-        self.consume = consume
+        self._consume = consume
+        self._timers = timers
+        self.polls = self.messages = 0
+
+    def consume(self, *args: Any, **kwargs: Any) -> Any:
+        messages = self._consume(*args, **kwargs)
+        if self._timers.counting:
+            self.polls += 1
+            self.messages += len(messages)
+        return messages
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._consumer, name)
 
 
+class PublisherCpu:
+    """The publishing thread's CPU time per version (``time.thread_time`` around each)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.versions = 0
+        self._original = Publisher.publish_bytes
+
+    def __enter__(self) -> None:
+        original = self._original
+
+        def publish_bytes(publisher: Publisher, *args: Any) -> int:
+            started = time.thread_time()
+            try:
+                return original(publisher, *args)
+            finally:
+                self.seconds += time.thread_time() - started
+                self.versions += 1
+
+        Publisher.publish_bytes = publish_bytes  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        Publisher.publish_bytes = self._original  # type: ignore[method-assign]
+
+    def figures(self) -> collections.Counter[str]:
+        return collections.Counter(
+            versions=self.versions, publisher_cpu_ms=round(1e3 * self.seconds)
+        )
+
+
 def timed_run(
     topics: TrainerSettings, client: RegistryClient, base: list[Sample], expected: int
-) -> tuple[collections.Counter[str], float, int]:
-    """Run 1: the parts' seconds within the run's clock, that clock, and the samples."""
+) -> tuple[collections.Counter[str], float, int, collections.Counter[str]]:
+    """Run 1: the parts' seconds within the run's clock, that clock, the samples, and the
+    polls, records and publishing thread's CPU time."""
     timers = Timers()
+    polls: collections.Counter[str] = collections.Counter()
+    publishing = PublisherCpu()
     originals = {(cls, name): getattr(cls, name) for _, cls, name in TIMED if cls is not None}
     for part, cls, name in TIMED:
         if cls is not None:
@@ -114,34 +159,40 @@ def timed_run(
     run, learn = StreamLoop.run, originals[StreamTrainer, "learn_stream"]
 
     def run_timed(self: StreamLoop) -> None:
-        self.consumer = TimedConsumer(
-            self.consumer, timers.wrap(TIMED[0][0], self.consumer.consume)
+        consumer = TimedConsumer(
+            self.consumer, timers.wrap(TIMED[0][0], self.consumer.consume), timers
         )
-        run(self)
+        self.consumer = consumer
+        try:
+            run(self)
+        finally:
+            polls.update(polls=consumer.polls, messages=consumer.messages)
 
     def learn_counted(self: StreamTrainer, *args: Any, **kwargs: Any) -> None:
         learn(self, *args, **kwargs)
         if self.stream_scores.samples >= expected:  # the run's clock stops after this call
             timers.stop_at_exit = True
 
-    add = StreamLoop._add
+    add = JoinFeed.add
 
-    def add_starting(self: StreamLoop, messages: list[Any], now: float) -> bool:
+    def add_starting(self: JoinFeed, messages: list[Any], now: float = 0.0) -> int:
         if not self.last_offsets and messages:  # the run's clock starts with the first records
             timers.counting = True
-        return bool(add(self, messages, now))
+        return add(self, messages, now)
 
     StreamLoop.run = run_timed  # type: ignore[method-assign]
-    StreamLoop._add = add_starting  # type: ignore[method-assign]
+    JoinFeed.add = add_starting  # type: ignore[method-assign]
     StreamTrainer.learn_stream = timers.wrap(TIMED[3][0], learn_counted)  # type: ignore[method-assign]
     try:
-        result = run_trainer(topics, client, base, expected)
+        with publishing:
+            result = run_trainer(topics, client, base, expected)
     finally:
         StreamLoop.run = run  # type: ignore[method-assign]
+        JoinFeed.add = add  # type: ignore[method-assign]
         for (cls, name), original in originals.items():
             setattr(cls, name, original)
     elapsed = result["samples"] / result["rate"]
-    return timers.seconds, elapsed, result["samples"]
+    return timers.seconds, elapsed, result["samples"], polls + publishing.figures()
 
 
 def profiled_split(
@@ -168,9 +219,9 @@ def profiled_split(
 
 
 def _attribute(frame: Any, part: str | None, into: collections.Counter[str]) -> None:
-    """Each frame's own time under ``_add``, to the innermost INSIDE part it is in."""
+    """Each frame's own time under the feed's ``add``, to the innermost INSIDE part it is in."""
     name = f"{frame.function} ({frame.file_path or ''})"
-    if part is None and name.startswith("_add ("):
+    if part is None and name.startswith("add (") and "feed" in name:
         part = RECORD_LOOP
     if part is not None:
         part = next((p for p, marks in INSIDE if any(m in name for m in marks)), part)
@@ -192,7 +243,7 @@ def main() -> None:
         topics = load_topics(bootstrap, result, cut)
         expected, _records = learnable_samples(topics)
         with registry_process(bootstrap) as client:
-            seconds, elapsed, samples = timed_run(topics, client, base, expected)
+            seconds, elapsed, samples, counts = timed_run(topics, client, base, expected)
             bare = bare_consume(topics)
             split = profiled_split(topics, client, base, expected)
     seconds["the loop's own body (clock, rules, gauges)"] = elapsed - sum(seconds.values())
@@ -208,6 +259,25 @@ def main() -> None:
     consume = next(s for part, s in seconds.items() if part.startswith("consume"))
     rows.append(row("beyond the consume", elapsed - consume))
     rows.append(("bare consume (same run)", f"{1e6 / bare:.2f} µs", "", f"{bare:,.0f} samples/s"))
+    if counts["polls"]:
+        rows.append(
+            (
+                "polls (records each)",
+                f"{counts['polls']:,}",
+                "",
+                f"{counts['messages'] / counts['polls']:,.0f} records per poll",
+            )
+        )
+    if counts["versions"]:
+        cpu_ms = counts["publisher_cpu_ms"] / counts["versions"]
+        rows.append(
+            (
+                "versions (the publishing thread's CPU)",
+                f"{counts['versions']}",
+                "",
+                f"{cpu_ms:.2f} ms CPU each, the loop's GIL",
+            )
+        )
     print_table(
         f"Trainer loop, per learned sample ({samples:,} samples; the per-record part split by "
         "pyinstrument's shares)",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -124,15 +124,26 @@ class Scores:
         )
 
 
-@dataclass(frozen=True)
-class BatchScore:
-    """One batch's scores, compact: its histograms as the bins of its rows."""
+class BatchScore(NamedTuple):
+    """One batch's scores, compact: the histogram bins of its rows and which rows were
+    positive (views into the arrays of the call that added it; the histograms are counted when
+    asked, so adding a batch is two slices)."""
 
     samples: int
     log_loss_sum: float
     correct: int
-    positive_bins: np.ndarray
-    negative_bins: np.ndarray
+    bins: np.ndarray
+    positive: np.ndarray
+
+    @property
+    def positive_bins(self) -> np.ndarray:
+        bins: np.ndarray = self.bins[self.positive]
+        return bins
+
+    @property
+    def negative_bins(self) -> np.ndarray:
+        bins: np.ndarray = self.bins[~self.positive]
+        return bins
 
 
 class RollingScores:
@@ -148,20 +159,14 @@ class RollingScores:
         """Add consecutive batches, as :meth:`Scores.add_windows` takes them."""
         bins = _bins(p)
         positive = y >= 0.5
-        hits = (p >= 0.5) == positive
+        hits = np.zeros(len(y) + 1, dtype=np.int64)
+        np.cumsum((p >= 0.5) == positive, out=hits[1:])
+        correct = (hits[offsets[1:]] - hits[offsets[:-1]]).tolist()
         bounds = offsets.tolist()
+        append = self.window.append
         for w, batch_sum in enumerate(loss_sums.tolist()):
             a, b = bounds[w], bounds[w + 1]
-            batch_bins, batch_positive = bins[a:b], positive[a:b]
-            self.window.append(
-                BatchScore(
-                    b - a,
-                    batch_sum,
-                    int(np.count_nonzero(hits[a:b])),
-                    batch_bins[batch_positive],
-                    batch_bins[~batch_positive],
-                )
-            )
+            append(BatchScore(b - a, batch_sum, correct[w], bins[a:b], positive[a:b]))
 
     def total(self) -> Scores:
         total = Scores()
@@ -170,12 +175,10 @@ class RollingScores:
             total.log_loss_sum += batch.log_loss_sum
             total.correct += batch.correct
         if self.window:
-            total.positives += np.bincount(
-                np.concatenate([b.positive_bins for b in self.window]), minlength=BINS
-            )
-            total.negatives += np.bincount(
-                np.concatenate([b.negative_bins for b in self.window]), minlength=BINS
-            )
+            bins = np.concatenate([b.bins for b in self.window])
+            positive = np.concatenate([b.positive for b in self.window])
+            total.positives += np.bincount(bins[positive], minlength=BINS)
+            total.negatives += np.bincount(bins[~positive], minlength=BINS)
         return total
 
     def state(self) -> list[list[Any]]:
@@ -193,14 +196,10 @@ class RollingScores:
     def restore(self, state: list[list[Any]]) -> None:
         self.window.clear()
         for samples, loss_sum, correct, positive_bins, negative_bins in state:
+            bins = np.asarray([*positive_bins, *negative_bins], dtype=np.int64)
+            positive = np.arange(len(bins)) < len(positive_bins)
             self.window.append(
-                BatchScore(
-                    int(samples),
-                    float(loss_sum),
-                    int(correct),
-                    np.asarray(positive_bins, dtype=np.int64),
-                    np.asarray(negative_bins, dtype=np.int64),
-                )
+                BatchScore(int(samples), float(loss_sum), int(correct), bins, positive)
             )
 
 

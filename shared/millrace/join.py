@@ -18,13 +18,27 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from millrace.records import FeatureRecord, LabelRecord
 
 L = TypeVar("L")
 R = TypeVar("R")
 V = TypeVar("V")
+
+
+class Labelled(Protocol):
+    """What learning reads of a joined sample: a :class:`Sample`, or the trainer's own form of
+    one that also says where its records were read."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def ts(self) -> int: ...
+    @property
+    def features(self) -> dict[str, float]: ...
+    @property
+    def label(self) -> float: ...
 
 
 class Sample(NamedTuple):

@@ -124,12 +124,14 @@ class RedisState:
             return cls.from_url(settings.redis_url, settings.topic_prefix)
         sentinels = [_host_port(s) for s in settings.redis_sentinels]
         timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        # redis-py types Sentinel from 8.x on; the ignores are for the releases before.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             sentinels,
             sentinel_kwargs={**timeouts, "password": reveal(settings.redis_sentinel_password)},
-            **timeouts,
+            socket_timeout=timeouts["socket_timeout"],
+            socket_connect_timeout=timeouts["socket_connect_timeout"],
         )
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             settings.redis_master_name,
             password=password,
             socket_timeout=5.0,

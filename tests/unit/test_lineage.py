@@ -7,7 +7,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from millrace.join import Sample
 from millrace.kafka import SourcePartition
 from millrace.records import FeatureRecord, LabelRecord
 from millrace_trainer.batching import Batch, Joined
@@ -18,9 +17,11 @@ F, L = SourcePartition("f/0"), SourcePartition("l/0")
 
 
 def batch(start: int, ids: list[str], offsets: list[int]) -> Batch:
-    samples = [Sample(i, start + n, {"x": 1.0}, 1.0) for n, i in enumerate(ids)]
-    joined = [Joined(s, F, o, L, o + 100) for s, o in zip(samples, offsets, strict=True)]
-    return Batch(start, start + 10, samples, joined)
+    joined = [
+        Joined(i, start + n, {"x": 1.0}, 1.0, F, o, L, o + 100)
+        for n, (i, o) in enumerate(zip(ids, offsets, strict=True))
+    ]
+    return Batch(start, start + 10, joined)
 
 
 def test_a_lineage_survives_a_checkpoint_and_names_its_records_as_ranges() -> None:

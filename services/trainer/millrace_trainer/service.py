@@ -10,10 +10,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from millrace.kafka import Durability, SourcePartition, consumer_config, has_data, watermarks
 from millrace.learners import Classifier
-from millrace.records import decode_features, decode_label
 from millrace.registry_client import RegistryClient
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import KafkaCheckpoints
+from millrace_trainer.feed import JoinFeed
 from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.stream import Cadence, QuietPublish, StreamLoop
 from millrace_trainer.training import StreamTrainer
@@ -112,18 +112,12 @@ def learnable_samples(settings: TrainerSettings, timeout: float = 600.0) -> tupl
         reader.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
         here = [TopicPartition(t, p) for t, p in ends]
         samples = records = 0
+        feed = JoinFeed(join, settings.features_topic)
         deadline = time.monotonic() + timeout
         while any(tp.offset < ends[(tp.topic, tp.partition)][1] for tp in reader.position(here)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading the topics to their ends took over {timeout:g} s")
-            for message in filter(has_data, reader.consume(10_000, timeout=0.5)):
-                name = SourcePartition.of(str(message.topic()), message.partition() or 0)
-                offset = message.offset() or 0
-                if message.topic() == settings.features_topic:
-                    join.add_features(name, decode_features(message.value() or b""), offset)
-                else:
-                    join.add_label(name, decode_label(message.value() or b""), offset)
-                records += 1
+            records += feed.add(filter(has_data, reader.consume(10_000, timeout=0.5)))
             samples += sum(len(batch.samples) for batch in join.ready())
         return samples, records
     finally:

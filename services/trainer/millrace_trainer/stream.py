@@ -18,15 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from millrace import collector
 from millrace.health import Liveness
-from millrace.kafka import SourcePartition, raise_if_consumer_failed
-from millrace.records import decode_features, decode_label
+from millrace.kafka import SourcePartition
 from millrace_trainer.checkpoints import CheckpointFailed, KafkaCheckpoints
+from millrace_trainer.feed import JoinFeed
 from millrace_trainer.training import StreamTrainer
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 LATE = Gauge("millrace_trainer_late_labels", "Samples whose label came later than the wait")
 EXPIRED = Gauge("millrace_trainer_join_expired", "Records that expired without a partner")
 EVICTED = Gauge("millrace_trainer_join_evicted", "Records evicted from a full join buffer")
-UNDECODABLE = Counter("millrace_trainer_undecodable_total", "Records that did not decode")
 WATERMARK = Gauge("millrace_trainer_watermark_ms", "Event time the watermark has reached")
 CHECKPOINT_BYTES = Gauge("millrace_trainer_checkpoint_bytes", "Size of the last checkpoint")
 FAILED_CHECKPOINTS = Counter(
@@ -114,9 +112,12 @@ class StreamLoop:
         self.checkpoints_written = 0
         #: Beats once per poll; /health turns 503 and the loop ends if it stops (see Liveness).
         self.liveness = Liveness(stall_timeout_s)
-        self._names: dict[tuple[str, int], SourcePartition] = {}
-        #: The offset of the last record read per partition, by this process.
-        self.last_offsets: dict[SourcePartition, int] = {}
+        self.feed = JoinFeed(trainer.join, features_topic)
+
+    @property
+    def last_offsets(self) -> dict[SourcePartition, int]:
+        """The offset of the last record read per partition, by this process."""
+        return self.feed.last_offsets
 
     def run(self) -> None:
         self.consumer.subscribe([self.features_topic, self.labels_topic], on_assign=self._on_assign)
@@ -132,11 +133,11 @@ class StreamLoop:
         restart) resumes after the last record the join holds, not at the committed offset the
         group would restart it from: that would feed the join records it already has."""
         for tp in partitions:
-            last = self.last_offsets.get(self._name(tp.topic, tp.partition))
+            last = self.last_offsets.get(self.feed.name(tp.topic, tp.partition))
             if last is not None:
                 tp.offset = last + 1
         consumer.assign(partitions)
-        self.trainer.join.assign({self._name(tp.topic, tp.partition) for tp in partitions})
+        self.trainer.join.assign({self.feed.name(tp.topic, tp.partition) for tp in partitions})
 
     def _poll_until_stopped(self) -> None:
         join = self.trainer.join
@@ -145,7 +146,7 @@ class StreamLoop:
             self.liveness.check()
             messages = self.consumer.consume(self.poll_size, timeout=0.5)
             now = self.clock()
-            dirty |= self._add(messages, now)
+            dirty |= self.feed.add(messages, now) > 0
             ready = join.ready(now)
             if ready:
                 self.trainer.learn_stream(ready, self.source)
@@ -180,42 +181,6 @@ class StreamLoop:
             return False
         self.quiet.published()  # a refused candidate waits for the next rule, not every poll
         return self.trainer.publish_if_due(self.source, reason) is not None
-
-    def _add(self, messages: list[Message], now: float) -> bool:
-        """Decode and join a poll's records; True if any was a record."""
-        join, last_offsets = self.trainer.join, self.last_offsets
-        records = False
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    join.reached_end(
-                        self._name(str(message.topic()), message.partition() or 0), now
-                    )
-                else:
-                    raise_if_consumer_failed(error)
-                    log.warning("consumer error", extra={"error": str(error)})
-                continue
-            topic, offset = message.topic(), message.offset() or 0
-            name = self._name(str(topic), message.partition() or 0)
-            last_offsets[name] = offset
-            records = True
-            try:
-                if topic == self.features_topic:
-                    join.add_features(name, decode_features(message.value() or b""), offset)
-                else:
-                    join.add_label(name, decode_label(message.value() or b""), offset)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                UNDECODABLE.inc()
-                log.warning("undecodable record skipped", extra={"topic": topic, "error": str(exc)})
-        return records
-
-    def _name(self, topic: str, partition: int) -> SourcePartition:
-        key = (topic, partition)
-        name = self._names.get(key)
-        if name is None:
-            name = self._names[key] = SourcePartition.of(topic, partition)
-        return name
 
     def _note_idle(self) -> None:
         join = self.trainer.join

@@ -25,7 +25,7 @@ import millrace
 from millrace.artifacts import dump_model
 from millrace.errors import ServiceFailed
 from millrace.evaluation import RollingScores, Scores
-from millrace.join import Sample
+from millrace.join import Labelled, Sample
 from millrace.kafka import SourcePartition
 from millrace.learners import kernels
 from millrace.learners.base import Classifier, WindowStats, learner_from_state
@@ -63,7 +63,7 @@ SAMPLES_PER_BATCH = Gauge(
 
 
 def learn_windows(
-    learner: Classifier, batches: Sequence[Sequence[Sample]], max_rounds: int | None = None
+    learner: Classifier, batches: Sequence[Sequence[Labelled]], max_rounds: int | None = None
 ) -> tuple[Any, np.ndarray, np.ndarray, WindowStats] | None:
     """The one training step (the trainer's, and a rebuild's): consecutive batches encoded
     once and learned in one call, each scored before it is learned. Returns the encoded
@@ -120,13 +120,13 @@ class StreamTrainer:
 
     # -- the one training path -----------------------------------------------------------
 
-    def learn_batch(self, samples: Sequence[Sample], max_rounds: int | None = None) -> None:
+    def learn_batch(self, samples: Sequence[Labelled], max_rounds: int | None = None) -> None:
         """Score one batch with the current model, then learn it in rounds (``max_rounds``
         overrides the learner's own limit for this batch, e.g. for the baseline)."""
         self.learn_batches([samples], max_rounds)
 
     def learn_batches(
-        self, batches: Sequence[Sequence[Sample]], max_rounds: int | None = None
+        self, batches: Sequence[Sequence[Labelled]], max_rounds: int | None = None
     ) -> None:
         """Learn consecutive batches in one call to the learner, each scored before it is
         learned; scores, lineage and metrics are updated once for the lot."""
@@ -148,7 +148,7 @@ class StreamTrainer:
 
     def _report(
         self,
-        batches: Sequence[Sequence[Sample]],
+        batches: Sequence[Sequence[Labelled]],
         offsets: np.ndarray,
         p: np.ndarray,
         y: np.ndarray,
