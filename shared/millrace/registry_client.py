@@ -151,19 +151,26 @@ class RegistryClient:
         return self.publish_keyed(model, artifact, metadata, uuid.uuid4().hex)[0]
 
     def publish_keyed(
-        self, model: str, artifact: bytes, metadata: dict[str, Any], key: str
+        self,
+        model: str,
+        artifact: bytes,
+        metadata: dict[str, Any],
+        key: str,
+        promote: str | None = None,
+        reason: str = "",
     ) -> tuple[ModelVersion, bool]:
         """Publish under an idempotency key of the caller's: (the version, True if this call
-        made it; False: the key's version, made by an earlier call)."""
+        made it; False: the key's version, made by an earlier call). With ``promote``, that
+        alias moves to a version this call made, in the same call (``reason`` in its history)."""
         path = f"/models/{model}/versions"
+        form = {"signature": self.signature(artifact), "metadata": orjson.dumps(metadata).decode()}
+        if promote is not None:
+            form |= {"promote": promote, "promote_reason": reason}
         response = self._request(
             "POST",
             path,
             files={"artifact": ("model.json", artifact, "application/octet-stream")},
-            data={
-                "signature": self.signature(artifact),
-                "metadata": orjson.dumps(metadata).decode(),
-            },
+            data=form,
             headers={"Idempotency-Key": key},
         )
         return self._validated(ModelVersion, response, "POST", path), response.status_code == 201

@@ -68,6 +68,24 @@ def test_a_retried_publish_returns_the_first_version(settings: RegistrySettings)
         assert client.list_versions("m")["total"] == 2
 
 
+def test_a_publish_can_promote_in_the_same_call_and_its_replay_moves_nothing(
+    settings: RegistrySettings,
+):
+    first, second = _artifacts(2)
+    with serving(settings) as client:
+        version, created = client.publish_keyed("m", first, {}, "k1", promote="production")
+        assert created and client.get_alias("m", "production") == version["version"] == 1
+        client.publish("m", second, {})
+        client.promote("m", 2, reason="someone else")
+        again, created = client.publish_keyed("m", first, {}, "k1", promote="production")
+        assert not created and again["version"] == 1
+        assert client.get_alias("m", "production") == 2  # the replay moved nothing back
+        with pytest.raises(RegistryError) as refused:  # an alias name is checked as everywhere
+            client.publish_keyed("m", second, {}, "k2", promote="no such/alias")
+        assert refused.value.status == 422
+        assert client.list_versions("m")["total"] == 2
+
+
 def test_a_compare_and_set_whose_answer_was_lost_is_recognised(settings: RegistrySettings):
     with serving(settings) as client:
         for artifact in _artifacts(2):

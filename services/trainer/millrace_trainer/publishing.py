@@ -29,6 +29,7 @@ from millrace_trainer.settings import Promotion
 
 log = logging.getLogger(__name__)
 
+PROMOTED_BECAUSE = "trainer: promotion policy always"
 PUBLISHED = Counter("millrace_trainer_versions_published_total", "Versions published")
 
 
@@ -66,7 +67,7 @@ class Publisher:
         self.replaying = True
         # Versions handed over and not yet published, at most this many (then submit waits,
         # and a registry that stops answering stalls the loop as it did before).
-        self._jobs: queue.Queue[_Job] = queue.Queue(maxsize=4)
+        self._jobs: queue.Queue[_Job] = queue.Queue(maxsize=64)
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
 
@@ -131,30 +132,30 @@ class Publisher:
     def publish_bytes(self, artifact: bytes, batches: int, metadata: dict[str, Any]) -> int:
         """``artifact`` as the version of stream position ``batches`` (once: the position is the
         publish's idempotency key, so a replay gets the version it published before), promoted
-        if the policy says so; returns the version. Two registry calls for a new version."""
+        if the policy says so; returns the version. One registry call for a new version."""
         version = self._published_before(batches)
         created = version is None
         if version is None:
             tags = {"tags": {"position": self.position(batches)}}
             answer, created = self.client.publish_keyed(
-                self.model_name, artifact, tags | metadata, self.idempotency_key(batches)
+                self.model_name,
+                artifact,
+                tags | metadata,
+                self.idempotency_key(batches),
+                promote="production" if self.promotion == "always" else None,
+                reason=PROMOTED_BECAUSE,
             )
             version = int(answer["version"])
-        if created:
+        if created:  # and promoted with it, under the policy "always"
             PUBLISHED.inc()
             log.info("published version", extra={"model": self.model_name, "version": version})
-        else:
-            log.info(
-                "version already published",
-                extra={"version": version, "position": self.position(batches)},
-            )
-        if self.promotion == "always":
-            if created:  # a new version: moved from whatever production names now
-                self.client.promote(
-                    self.model_name, version, reason="trainer: promotion policy always"
-                )
-            else:
-                self.promote(version)
+            return version
+        log.info(
+            "version already published",
+            extra={"version": version, "position": self.position(batches)},
+        )
+        if self.promotion == "always":  # unless someone moved production meanwhile
+            self.promote(version)
         return version
 
     def _published_before(self, batches: int) -> int | None:
@@ -185,7 +186,7 @@ class Publisher:
                 "production",
                 version,
                 current,
-                reason="trainer: promotion policy always",
+                reason=PROMOTED_BECAUSE,
             )
         except RegistryError as exc:
             if exc.status != 409:

@@ -54,6 +54,11 @@ def _metadata(text: str) -> dict[str, Any]:
     return meta
 
 
+PROMOTE_FIELD = (
+    "an alias to move to the new version in the same call (as POST .../promote does); a replay "
+    "of the idempotency key moves nothing"
+)
+
 # The form as it is meant: ``metadata`` is a JSON object sent as an application/json part
 # (FastAPI can only describe a form field as text).
 PUBLISH_BODY = {
@@ -78,6 +83,12 @@ PUBLISH_BODY = {
                             "type": "object",
                             "description": "metrics, lineage, tags",
                         },
+                        "promote": {
+                            "type": "string",
+                            "pattern": NAME_PATTERN,
+                            "description": PROMOTE_FIELD,
+                        },
+                        "promote_reason": {"type": "string", "maxLength": 1000},
                     },
                 },
                 "encoding": {"metadata": {"contentType": "application/json"}},
@@ -104,6 +115,7 @@ def publish(
     store: StoreDep,
     settings: SettingsDep,
     verifier: VerifierDep,
+    announce: AnnounceDep,
     response: Response,
     artifact: Annotated[UploadFile, File(description="the model artifact")],
     signature: Annotated[
@@ -114,6 +126,8 @@ def publish(
         ),
     ],
     metadata: Annotated[str, Form(description="a JSON object: metrics, lineage, tags")] = "{}",
+    promote: Annotated[str | None, Form(pattern=NAME_PATTERN, description=PROMOTE_FIELD)] = None,
+    promote_reason: Annotated[str, Form(max_length=1000)] = "",
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -122,8 +136,9 @@ def publish(
         ),
     ] = None,
 ) -> ModelVersion:
-    """Publish a version. A plain ``def``: hashing, verifying and writing run in the worker
-    threads, never on the event loop."""
+    """Publish a version (and, with ``promote``, move that alias to it: one call where a
+    trainer publishing every version would make two). A plain ``def``: hashing, verifying and
+    writing run in the worker threads, never on the event loop."""
     data = artifact.file.read()
     meta = _metadata(metadata)
     if verifier is not None:
@@ -136,6 +151,8 @@ def publish(
         response.status_code = 200
         return published
     PUBLISHED.inc()
+    if promote is not None:
+        announce(store.promote(name, promote, published["version"], "api", promote_reason))
     if settings.retain_versions:
         store.prune(name, settings.retain_versions, settings.retain_history_moves)
     return published
