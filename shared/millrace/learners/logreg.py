@@ -16,6 +16,20 @@ from millrace.learners import kernels
 from millrace.learners.base import Classifier, Features, RoundStats, WindowStats
 
 
+class HashedIndex(dict[str, int]):
+    """Feature name -> its weight: a stable CRC-32 of the name into ``2**dim_log2`` weights,
+    hashed on the first sight of a name. Looking up a name seen before is the dict's own C
+    lookup (``map(index.__getitem__, names)`` runs without a Python call per name)."""
+
+    def __init__(self, dim_log2: int) -> None:
+        super().__init__()
+        self.mask = (1 << dim_log2) - 1
+
+    def __missing__(self, name: str) -> int:
+        weight = self[name] = zlib.crc32(name.encode()) & self.mask
+        return weight
+
+
 @dataclass(frozen=True)
 class SparseRows:
     """Feature dicts as coordinates: row ``rows[k]`` has ``values[k]`` at weight ``cols[k]``;
@@ -134,14 +148,7 @@ class LogisticRegression(Classifier):
         self._z = np.zeros(dim)  # FTRL only
         self._z_bias = 0.0
         self.n_seen = 0
-        self._index_cache: dict[str, int] = {}
-
-    def _index(self, name: str) -> int:
-        idx = self._index_cache.get(name)
-        if idx is None:
-            idx = zlib.crc32(name.encode()) & ((1 << self.dim_log2) - 1)
-            self._index_cache[name] = idx
-        return idx
+        self._index = HashedIndex(dim_log2)
 
     def encode_many(self, X: Sequence[Features] | SparseRows) -> SparseRows:
         """Encode feature dicts once; the result can be passed to both
@@ -150,12 +157,7 @@ class LogisticRegression(Classifier):
             return X
         lengths = np.fromiter(map(len, X), np.int64, len(X))
         count = int(lengths.sum())
-        try:  # the names seen before, in C; the first sight of a name hashes it
-            cols = np.fromiter(
-                map(self._index_cache.__getitem__, chain.from_iterable(X)), np.int64, count
-            )
-        except KeyError:
-            cols = np.fromiter(map(self._index, chain.from_iterable(X)), np.int64, count)
+        cols = np.fromiter(map(self._index.__getitem__, chain.from_iterable(X)), np.int64, count)
         values = np.fromiter(chain.from_iterable(map(dict.values, X)), float, count)
         rows = np.repeat(np.arange(len(X), dtype=np.int64), lengths)
         indptr = np.zeros(len(X) + 1, dtype=np.int64)
