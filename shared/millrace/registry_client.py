@@ -72,6 +72,7 @@ class RegistryClient:
         self.signer = signer
         self.verifier = verifier if verifier is not None or signer is None else signer.verify_key()
         self.retries = retries
+        self._made_with = {"base_url": base_url, "token": token, "timeout": timeout}
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeout,
@@ -92,6 +93,29 @@ class RegistryClient:
                 "what this process signs would fail its own verification"
             )
         return cls(url or settings.registry_url, settings.token(), signer, verifier)
+
+    def portable(self) -> dict[str, Any]:
+        """What another process needs to make the same client (:meth:`from_portable`): plain
+        JSON-able values, the keys as text. It holds the token and the signing key: it goes
+        only to this process's own children."""
+        return {
+            **self._made_with,
+            "signer": self.signer.text() if self.signer is not None else None,
+            "verifier": self.verifier.text() if self.verifier is not None else None,
+            "retries": self.retries,
+        }
+
+    @classmethod
+    def from_portable(cls, made_with: dict[str, Any]) -> RegistryClient:
+        signer, verifier = made_with["signer"], made_with["verifier"]
+        return cls(
+            made_with["base_url"],
+            made_with["token"],
+            SigningKey.from_text(signer) if signer is not None else None,
+            VerifyKey.from_text(verifier) if verifier is not None else None,
+            timeout=made_with["timeout"],
+            retries=made_with["retries"],
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -127,6 +127,7 @@ class StreamLoop:
             self.trainer.settle()  # what was learned and handed over is published before the end
         finally:
             self.consumer.close()
+            self.trainer.close()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """A partition this process read before (a rebalance after a lost session, say a broker

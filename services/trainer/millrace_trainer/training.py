@@ -283,8 +283,13 @@ class StreamTrainer:
         self.publisher.flush()
         self.note_published()
 
+    def close(self) -> None:
+        """Stop the publishing worker (after :meth:`settle`, nothing is left to publish)."""
+        self.publisher.close()
+
     def note_published(self) -> None:
         """The newest version the publisher has published, as the trainer's version."""
+        self.publisher.note_published()
         parent = self.lineage.parent
         if isinstance(parent, PendingVersion) and parent.version is not None:
             self.version = self.lineage.parent = parent.version
@@ -349,6 +354,7 @@ class StreamTrainer:
         published at a position are found again, not duplicated); else train the baseline."""
         if checkpoint is not None:
             self.restore(checkpoint)
+            self.publisher.start()
             log.info(
                 "restored checkpoint",
                 extra={"batches": self.batches_total, "version": self.version},
@@ -360,6 +366,7 @@ class StreamTrainer:
             self._remember_parent()
             self.version = baseline_version
             self.lineage = Lineage(parent=baseline_version)
+            self.publisher.start()
             log.info(
                 "no checkpoint: from the published baseline", extra={"version": baseline_version}
             )
@@ -372,6 +379,7 @@ class StreamTrainer:
                 "with a label. Point MILLRACE_BASELINE_PARQUET at a backfill of your own events "
                 "(`millrace backfill events.jsonl --out baseline.parquet`)."
             )
+        self.publisher.start()  # ready by the time the baseline is
         log.info("training the baseline", extra={"samples": len(samples)})
         untrained = learner_from_state(self.learner.state(), allow_pickle=True)
         self.learn_batch(samples, self.baseline_rounds)
