@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -183,6 +184,12 @@ class Publisher:
                     logging.getLevelName(logging.getLogger().getEffectiveLevel()),
                 ),
             )
+
+    def worker_pid(self) -> int:
+        """The publishing worker's process id (it answers after the versions handed over)."""
+        self.start()
+        assert self._worker is not None
+        return self._worker.submit(os.getpid).result()
 
     def submit(
         self,
