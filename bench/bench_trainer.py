@@ -456,6 +456,9 @@ def report(
     median = statistics.median
     vs_bare = median(rates) / median(bare)
     vs_peer = median(rates) / median(peer_rates)
+    # What the loop adds to a sample beyond reading its two records, and what the script adds.
+    beyond = 1e6 / median(rates) - 1e6 / median(bare)
+    peer_beyond = 1e6 / median(peer_rates) - 1e6 / median(bare)
     alone = median(ours_alone) / median(river_mem)
     vw_rates = [rate for rate, _ in vw_runs]
     vs_vw = median(ours_alone) / median(vw_rates)
@@ -476,6 +479,12 @@ def report(
                 "",
                 f"River over Kafka {fmt(peer_rates)}",
                 f"{vs_peer:.2f}x (aim >= 1.25x)",
+            ),
+            (
+                "µs per sample beyond the bare consume",
+                f"{beyond:.2f} µs",
+                f"River over Kafka {peer_beyond:.2f} µs",
+                f"{beyond / peer_beyond:.2f}x the script's",
             ),
             (
                 "log-loss: trainer / River over Kafka",
@@ -511,6 +520,8 @@ def report(
             "river_kafka_peer_samples_per_s": [round(v) for v in spread(peer_rates)],
             "trainer_vs_bare_consume": round(vs_bare, 3),
             "trainer_vs_river_kafka_peer": round(vs_peer, 3),
+            "trainer_us_per_sample_beyond_consume": round(beyond, 2),
+            "river_kafka_peer_us_per_sample_beyond_consume": round(peer_beyond, 2),
             "trainer_logloss": round(trainer_runs[0]["log_loss"], 4),
             "trainer_auc": round(trainer_runs[0]["auc"], 4),
             "river_kafka_peer_logloss": round(peers[0]["log_loss"], 4),
