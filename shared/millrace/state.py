@@ -65,6 +65,19 @@ UNREACHABLE = (
     RedisClusterException,
 )
 
+#: Errors that waiting does not cure: the password was refused (or none was given).
+REFUSED = (redis.AuthenticationError, redis.AuthenticationWrongNumberOfArgsError)
+
+
+class RedisRefused(MillraceError, RuntimeError):
+    """Redis refused this process's password, or wanted one: waiting does not cure it."""
+
+    def __init__(self, where: str, cause: BaseException) -> None:
+        super().__init__(
+            f"{where} refused the connection ({cause}): set its password in "
+            "MILLRACE_REDIS_PASSWORD (or in MILLRACE_REDIS_URL for one Redis)"
+        )
+
 
 class StateIncomplete(MillraceError, RuntimeError):
     """The online state is not known complete (being rebuilt, lost, or never verified)."""
@@ -149,16 +162,26 @@ class RedisState:
     ) -> RedisState:
         where = "Redis Cluster " + ",".join(addresses)
         startup = [ClusterNode(*_host_port(a)) for a in addresses]  # type: ignore[no-untyped-call]
+
+        def connect() -> RedisCluster:
+            try:
+                return RedisCluster(
+                    startup_nodes=startup,
+                    password=password,
+                    socket_timeout=5.0,
+                    socket_connect_timeout=2.0,
+                )
+            except RedisClusterException as exc:  # it wraps the nodes' answer
+                if isinstance(exc.__cause__, REFUSED):
+                    raise RedisRefused(where, exc.__cause__) from exc
+                raise
+
         client = wait_until(
-            lambda: RedisCluster(
-                startup_nodes=startup,
-                password=password,
-                socket_timeout=5.0,
-                socket_connect_timeout=2.0,
-            ),
+            connect,
             timeout,
             where,
             errors=UNREACHABLE,
+            fatal=(RedisRefused,),
             announce=f"waiting for {where} (set by MILLRACE_REDIS_CLUSTER_NODES)",
         )
         return cls(client, prefix, where, "MILLRACE_REDIS_CLUSTER_NODES")
@@ -166,13 +189,17 @@ class RedisState:
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until Redis answers a PING (saying so while it does not), or raise
         TimeoutError naming the address."""
-        wait_until(
-            self.client.ping,
-            timeout,
-            f"Redis at {self.where}",
-            errors=UNREACHABLE,
-            announce=f"waiting for Redis at {self.where} (set by {self.setting})",
-        )
+        try:
+            wait_until(
+                self.client.ping,
+                timeout,
+                f"Redis at {self.where}",
+                errors=UNREACHABLE,
+                fatal=REFUSED,
+                announce=f"waiting for Redis at {self.where} (set by {self.setting})",
+            )
+        except REFUSED as exc:
+            raise RedisRefused(f"Redis at {self.where}", exc) from exc
 
     def key(self, entity: str) -> str:
         return f"{self.prefix}state:{entity}"

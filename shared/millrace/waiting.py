@@ -19,7 +19,7 @@ from typing import TypeVar
 from tenacity import (
     RetryError,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     retry_if_result,
     stop_after_delay,
     wait_fixed,
@@ -40,9 +40,11 @@ def wait_until(
     interval: float = 0.5,
     errors: tuple[type[BaseException], ...] = (),
     announce: str | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Call ``probe`` every ``interval`` seconds until it returns something truthy, and return
-    that. An exception of a type in ``errors`` counts as "not yet"; any other propagates. After
+    that. An exception of a type in ``errors`` counts as "not yet", unless it is also of a type
+    in ``fatal`` (a refused password is no reason to wait); any other propagates. After
     ``timeout`` seconds raise :class:`TimeoutError` naming ``what`` and the last such error.
     With ``announce``, a wait that is not over at once logs it, and again every 30 s."""
     last_said = float("-inf")
@@ -56,7 +58,8 @@ def wait_until(
     retrying = Retrying(
         stop=stop_after_delay(timeout),
         wait=wait_fixed(interval),
-        retry=retry_if_exception_type(errors) | retry_if_result(lambda value: not value),
+        retry=retry_if_exception(lambda exc: isinstance(exc, errors) and not isinstance(exc, fatal))
+        | retry_if_result(lambda value: not value),
         before_sleep=say_still_waiting,
     )
     try:
