@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +95,32 @@ def test_a_killed_worker_fails_the_publish_and_the_versions_after_it(settings):
             assert client.list_versions("m")["total"] == 1
         finally:
             publisher.close()
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped by whoever adopted it, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_the_worker_of_a_killed_trainer_ends_with_it():
+    trainer = (
+        "import os, signal\n"
+        "from millrace.registry_client import RegistryClient\n"
+        "from millrace_trainer.publishing import Publisher\n"
+        "publisher = Publisher(RegistryClient('http://127.0.0.1:9', None), 'm', 'run', 'none')\n"
+        "print(publisher.worker_pid(), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", trainer], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    worker = int(done.stdout)
+    deadline = time.monotonic() + 15
+    while running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(worker), f"the worker {worker} outlived its trainer"

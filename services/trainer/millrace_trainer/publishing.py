@@ -11,14 +11,16 @@ checkpoint first waits for every version handed over (:meth:`Publisher.flush`), 
 offset lies past a version not yet published. A failed publish stops publishing; the loop
 raises it at its next call, and the restarted trainer replays from its checkpoint and publishes
 it again (a version the worker finished after its trainer was killed is found again by its
-idempotency key). The worker ends with its pipe: when the trainer exits or is killed."""
+idempotency key). The worker watches its trainer and ends with it, killed or not."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -264,7 +266,17 @@ def _start_worker(
 ) -> None:
     global _registrar
     configure_logging("trainer-publisher", level)
+    threading.Thread(target=_end_with_the_trainer, name="parent-watch", daemon=True).start()
     _registrar = Registrar(RegistryClient.from_portable(client), model_name, run_key, promotion)
+
+
+def _end_with_the_trainer() -> None:
+    """A killed trainer's worker ends at once (its pipe alone does not tell it): what it was
+    publishing, the restarted trainer publishes again under the same idempotency key."""
+    trainer = multiprocessing.parent_process()
+    if trainer is not None:
+        multiprocessing.connection.wait([trainer.sentinel])
+        os._exit(1)
 
 
 def _publish_on_worker(
