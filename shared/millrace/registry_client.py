@@ -47,6 +47,9 @@ class RegistryError(MillraceError, RuntimeError):
         self.status = status
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[RegistryError], tuple[int, str]]:
+        return type(self), (self.status, self.detail)  # it pickles (a child process's error)
+
 
 # Built once: a TypeAdapter compiles its validator.
 ANSWERS: dict[type, TypeAdapter[Any]] = {

@@ -73,12 +73,24 @@ def test_a_registry_that_is_gone_fails_the_publish_in_the_loops_thread(settings)
     publisher = Publisher(gone, "m", "run", "always")
     try:
         publisher.submit(artifacts(1)[0], 0, metadata(), None)
-        with pytest.raises(PublishFailed, match="publishing a version failed"):
+        with pytest.raises(PublishFailed, match="publishing a version failed: ConnectError"):
             publisher.flush()
         with pytest.raises(PublishFailed):  # and every call after it, until a restart
             publisher.submit(artifacts(1)[0], 1, metadata(), None)
     finally:
         publisher.close()
+
+
+def test_a_refused_publish_names_the_registrys_answer(settings, tmp_path):
+    with serving(settings) as client:
+        stranger = RegistryClient.from_portable({**client.portable(), "token": "not-the-token"})
+        publisher = Publisher(stranger, "m", "run", "always")
+        try:
+            publisher.submit(artifacts(1)[0], 0, metadata(), None)
+            with pytest.raises(PublishFailed, match="RegistryError: registry answered 403"):
+                publisher.flush()
+        finally:
+            publisher.close()
 
 
 def test_a_killed_worker_fails_the_publish_and_the_versions_after_it(settings):

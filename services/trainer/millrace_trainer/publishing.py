@@ -256,8 +256,8 @@ class Publisher:
 # -- the worker process ----------------------------------------------------------------------
 
 _registrar: Registrar | None = None
-#: Position -> version, of what this worker published (a parent the trainer had not heard of
-#: when it handed the child over).
+#: Position -> version, of what this worker published (a parent whose number the trainer did
+#: not know yet when it handed its child version over).
 _published: dict[int, int] = {}
 
 
@@ -287,9 +287,18 @@ def _publish_on_worker(
     parent_position: int | None,
 ) -> tuple[int, bool]:
     assert _registrar is not None, "the worker's initializer did not run"
-    if parent is None and parent_position is not None:
-        parent = _published[parent_position]
-    metadata["lineage"]["parent"] = parent
-    version, created = _registrar.publish_bytes(artifact, batches, metadata)
+    try:
+        if parent is None and parent_position is not None:
+            parent = _published[parent_position]
+        metadata["lineage"]["parent"] = parent
+        version, created = _registrar.publish_bytes(artifact, batches, metadata)
+    except Exception as exc:
+        # Pickled back to the trainer: as text, whatever the exception's own constructor takes
+        # (one that does not unpickle would break the pool and hide the cause).
+        raise WorkerFailed(f"{type(exc).__name__}: {exc}") from None
     _published[batches] = version
     return version, created
+
+
+class WorkerFailed(MillraceError, RuntimeError):
+    """What failed in the publishing worker, as its type's name and its text."""
