@@ -250,7 +250,7 @@ class StreamTrainer:
         self, source: dict[str, Any], metrics: dict[str, Any] | None = None, reason: str = ""
     ) -> PendingVersion:
         """Publish the current model once per stream position (a replay finds it again), with
-        ``metrics`` beside the scores (the baseline's own fit), on the publishing thread."""
+        ``metrics`` beside the scores (the baseline's own fit), by the publishing worker."""
         metadata = {
             "lineage": {
                 "parent": self.lineage.parent,
@@ -269,7 +269,7 @@ class StreamTrainer:
                 **(metrics or {}),
             },
         }
-        # The bytes at this position, now; the registry's calls on the publishing thread.
+        # The bytes at this position, now; the registry's calls in the publishing worker.
         pending = self.publisher.submit(
             dump_model(self.learner), self.batches_total, metadata, self.lineage.parent
         )
