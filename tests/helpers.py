@@ -157,3 +157,15 @@ def processed_offsets(bootstrap: Brokers, group: str, topic: str) -> dict[int, i
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
     finally:
         reader.close()
+
+
+def artifacts(count: int) -> list[bytes]:
+    """``count`` distinct model artifacts: a logistic regression after 1, 2, ... samples."""
+    from millrace.artifacts import dump_model
+    from millrace.learners import LogisticRegression
+
+    model, out = LogisticRegression(), []
+    for i in range(count):
+        model.learn_one({"x": float(i)}, float(i % 2))
+        out.append(dump_model(model))
+    return out

@@ -8,24 +8,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from millrace.artifacts import dump_model
-from millrace.learners import LogisticRegression
 from millrace.registry_client import RegistryError
 from millrace_predictor.serving import ModelHolder
 from millrace_registry.settings import RegistrySettings
 from millrace_registry.store import RegistryStore
 from millrace_stack.processes import free_port
+from tests.helpers import artifacts
 from tests.integration.test_registry_live import serving
 
 pytestmark = pytest.mark.integration
-
-
-def _artifacts(count: int) -> list[bytes]:
-    model, out = LogisticRegression(), []
-    for i in range(count):
-        model.learn_one({"x": float(i)}, float(i % 2))
-        out.append(dump_model(model))
-    return out
 
 
 @pytest.fixture
@@ -39,7 +30,7 @@ def settings(tmp_path: Path, registry_database: str | None) -> RegistrySettings:
 
 
 def test_a_retried_publish_returns_the_first_version(settings: RegistrySettings):
-    artifact = _artifacts(1)[0]
+    artifact = artifacts(1)[0]
     with serving(settings) as client:
         form = {
             "files": {"artifact": ("model.json", artifact)},
@@ -55,7 +46,7 @@ def test_a_retried_publish_returns_the_first_version(settings: RegistrySettings)
         assert first.status_code == 201 and again.status_code == 200
         assert again.json()["version"] == first.json()["version"] == 1
         assert post("k2").json()["version"] == 2
-        different = _artifacts(2)[1]
+        different = artifacts(2)[1]
         with pytest.raises(RegistryError) as refused:
             client._request(
                 "POST",
@@ -71,7 +62,7 @@ def test_a_retried_publish_returns_the_first_version(settings: RegistrySettings)
 def test_a_publish_can_promote_in_the_same_call_and_its_replay_moves_nothing(
     settings: RegistrySettings,
 ):
-    first, second = _artifacts(2)
+    first, second = artifacts(2)
     with serving(settings) as client:
         version, created = client.publish_keyed("m", first, {}, "k1", promote="production")
         assert created and client.get_alias("m", "production") == version["version"] == 1
@@ -88,7 +79,7 @@ def test_a_publish_can_promote_in_the_same_call_and_its_replay_moves_nothing(
 
 def test_a_compare_and_set_whose_answer_was_lost_is_recognised(settings: RegistrySettings):
     with serving(settings) as client:
-        for artifact in _artifacts(2):
+        for artifact in artifacts(2):
             client.publish("m", artifact, {})
         client.move_alias("m", "production", 1, None, "start")
         applied = client.move_alias("m", "production", 2, 1, "ship")
@@ -102,7 +93,7 @@ def test_a_compare_and_set_whose_answer_was_lost_is_recognised(settings: Registr
 
 def test_followers_ignore_moves_older_than_what_they_hold(settings: RegistrySettings):
     with serving(settings) as client:
-        for artifact in _artifacts(3):
+        for artifact in artifacts(3):
             client.publish("m", artifact, {})
         moves = [
             client.move_alias("m", "production", 1, None, "start"),

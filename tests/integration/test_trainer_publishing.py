@@ -14,23 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from millrace.artifacts import dump_model
-from millrace.learners import LogisticRegression
 from millrace.registry_client import RegistryClient
 from millrace_registry.settings import RegistrySettings
 from millrace_stack.processes import free_port
 from millrace_trainer.publishing import PendingVersion, Publisher, PublishFailed
+from tests.helpers import artifacts
 from tests.integration.test_registry_live import serving
 
 pytestmark = pytest.mark.integration
-
-
-def artifacts(count: int) -> list[bytes]:
-    model, out = LogisticRegression(), []
-    for i in range(count):
-        model.learn_one({"x": float(i)}, float(i % 2))
-        out.append(dump_model(model))
-    return out
 
 
 def metadata() -> dict:

@@ -203,20 +203,13 @@ class WindowedJoin:
                 if learned_until is not None and ts - ts % window_ms < learned_until:
                     self.late += not replayed  # its window is learned already
                     continue
-                held = Held(record, partition, offset, replayed)
-                partner = right.pop(key, None)
-                if partner is None:
-                    side, kind = left, 0
-                else:
-                    features, label = held, partner
+                side, partners, kind = left, right, 0
             else:
-                held = Held(record, partition, offset, replayed)
-                partner = left.pop(key, None)
-                if partner is None:
-                    side, kind = right, 1
-                else:
-                    features, label = partner, held
+                side, partners, kind = right, left, 1
+            held = Held(record, partition, offset, replayed)
+            partner = partners.pop(key, None)
             if partner is not None:  # a sample: in its window unless its label came too late
+                features, label = (partner, held) if kind else (held, partner)
                 features_record, label_record = features.record, label.record
                 ts = features_record.ts
                 start = ts - ts % window_ms
