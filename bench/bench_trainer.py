@@ -9,10 +9,10 @@ repetitions each (min / median / max):
 - the trainer service's loop, as the service builds it from its default settings: batched
   consume, typed decoding, the join, every ready window learned in one compiled call,
   checkpoints, and a version published to a registry process (and promoted) every 288 batches;
-- a bare consume of the same two topics, decoding nothing (the limit for any consumer);
-- the script a user writes instead: one consumer, orjson, a dict join, River's
-  ``predict_proba_one`` + ``learn_one`` (it learns in consumption order, not event time);
-- the learner alone in memory against River alone in memory.
+- the loops of ``kafka_peers.py``: a bare consume, the River-over-Kafka script a user writes
+  instead, and the least Python loop that learns with Millrace's learner (over the records as
+  they are, and over a candidate encoding with the names' CRC-32s as an array);
+- the learner alone in memory against River and Vowpal Wabbit alone in memory.
 
 A trainer run stops when it has learned the expected number of samples: what the same join
 yields over everything the topics hold (``learnable_samples``, read once beforehand), not a
@@ -27,25 +27,29 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import orjson
 from common import infrastructure, print_table, record, registry_process
-from confluent_kafka import Consumer
+from kafka_peers import (
+    bare_consume,
+    baseline_model,
+    least_python_loop,
+    load_topics,
+    river_kafka_peer,
+    typed_feature_bytes,
+)
 from river import linear_model
 
 from millrace.artifacts import dump_model
 from millrace.days import day_start_ms
 from millrace.evaluation import log_loss
 from millrace.features import feature_schema_hash, load_feature_module
-from millrace.featurize import BackfillResult, Featurizer, backfill, from_envelopes
+from millrace.featurize import Featurizer, backfill, from_envelopes
 from millrace.join import Sample, join_all
-from millrace.kafka import consumer_config, ensure_topics, pipeline_topics
-from millrace.learners import Classifier
-from millrace.loading import produce_all
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights
 from millrace_trainer.rebuild import published_samples, rebuild_version, stream_versions
@@ -59,6 +63,17 @@ from millrace_trainer.settings import TrainerSettings
 
 MODULE = "millrace_flights.features:FlightsFeatures"
 REPS = 3
+
+
+@dataclass
+class KafkaRuns:
+    """Every repetition of each loop over the topics, in run order."""
+
+    trainer: list[dict[str, Any]] = field(default_factory=list)
+    bare: list[float] = field(default_factory=list)
+    script: list[dict[str, float]] = field(default_factory=list)
+    least: list[dict[str, float]] = field(default_factory=list)
+    least_typed: list[dict[str, float]] = field(default_factory=list)
 
 
 def month(ts: int) -> str:
@@ -80,14 +95,6 @@ def window_offsets(stream: list[Sample], window_ms: int) -> np.ndarray:
     starts = np.array([s.ts - s.ts % window_ms for s in stream])
     cuts = np.flatnonzero(np.diff(starts)) + 1
     return np.concatenate([[0], cuts, [len(stream)]]).astype(np.int64)
-
-
-def baseline_model(settings: TrainerSettings, base: list[Sample]) -> Classifier:
-    model = settings.build_learner()
-    model.learn_many(
-        [s.features for s in base], [s.label for s in base], max_rounds=settings.baseline_rounds
-    )
-    return model
 
 
 def quality(
@@ -167,61 +174,6 @@ def vw_alone(examples: list[str], labels: np.ndarray) -> tuple[float, float]:
     return len(examples) / elapsed, log_loss(labels, p)
 
 
-# -- Kafka --------------------------------------------------------------------------------
-
-
-def load_topics(bootstrap: str, result: BackfillResult, cut: int) -> TrainerSettings:
-    """A fresh set of topics holding the stream's feature and label records, keyed by entity."""
-    settings = TrainerSettings(kafka_bootstrap=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.")
-    ensure_topics(bootstrap, pipeline_topics(settings, settings.partitions))
-    # In order: a reordered partition would make on-time samples late (millrace.loading).
-    produce_all(
-        bootstrap,
-        (
-            (topic, value, r.key)
-            for topic, records, raw in (
-                (settings.features_topic, result.features, result.feature_bytes),
-                (settings.labels_topic, result.labels, result.label_bytes),
-            )
-            for r, value in zip(records, raw, strict=True)
-            if r.ts >= cut
-        ),
-    )
-    return settings
-
-
-def read_all(settings: TrainerSettings, on_batch: Callable[[list[Any]], None]) -> tuple[int, float]:
-    """Hand every record of the two topics to ``on_batch``; returns how many were read and
-    when (``perf_counter``) the last batch of records was handled."""
-    consumer = Consumer(
-        consumer_config(
-            settings.kafka_bootstrap, f"bench-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
-        )
-    )
-    consumer.subscribe([settings.features_topic, settings.labels_topic])
-    at_end: set[tuple[str, int]] = set()
-    done, last = 0, 0.0
-    try:
-        while True:
-            messages = consumer.consume(10_000, timeout=1.0)
-            batch = []
-            for m in messages:  # in order: an end-of-partition event follows its last record
-                partition = (str(m.topic()), m.partition() or 0)
-                if m.error() is None:
-                    batch.append(m)
-                    at_end.discard(partition)
-                else:
-                    at_end.add(partition)
-            if batch:
-                on_batch(batch)
-                done += len(batch)
-                last = time.perf_counter()
-            elif len(at_end) == 2 * settings.partitions:
-                return done, last
-    finally:
-        consumer.close()
-
-
 def run_trainer(
     settings: TrainerSettings,
     client: RegistryClient,
@@ -289,64 +241,6 @@ def run_trainer(
     }
 
 
-def bare_consume(settings: TrainerSettings) -> float:
-    """Samples/s of a loop that only consumes the two topics (two records make a sample)."""
-    done, first, started = 0, 0, 0.0
-
-    def count(batch: list[Any]) -> None:
-        nonlocal done, first, started
-        for m in batch:
-            m.value()
-        done += len(batch)
-        if batch and not first:  # the clock starts after the group join and the first batch
-            first, started = done, time.perf_counter()
-
-    _, last = read_all(settings, count)
-    return (done - first) / 2 / (last - started)
-
-
-def river_kafka_peer(settings: TrainerSettings) -> dict[str, float]:
-    """What a user writes instead: one consumer, orjson, a dict join, River learn_one."""
-    model = linear_model.LogisticRegression()
-    features: dict[str, dict[str, float]] = {}
-    labels: dict[str, float] = {}
-    p_seen: list[float] = []
-    y_seen: list[float] = []
-    first, started = 0, 0.0
-
-    def learn(x: dict[str, float], y: float) -> None:
-        p_seen.append(model.predict_proba_one(x).get(True, 0.0))
-        y_seen.append(y)
-        model.learn_one(x, bool(y))
-
-    def on_batch(batch: list[Any]) -> None:
-        nonlocal first, started
-        for m in batch:
-            record = orjson.loads(m.value())
-            if m.topic() == settings.features_topic:
-                label = labels.pop(record["id"], None)
-                if label is None:
-                    features[record["id"]] = record["features"]
-                else:
-                    learn(record["features"], label)
-            else:
-                x = features.pop(record["id"], None)
-                if x is None:
-                    labels[record["id"]] = record["label"]
-                else:
-                    learn(x, record["label"])
-        if batch and not started:
-            first, started = len(p_seen), time.perf_counter()
-
-    _, last = read_all(settings, on_batch)
-    elapsed = last - started
-    return {
-        "rate": (len(p_seen) - first) / elapsed,
-        "log_loss": log_loss(np.array(y_seen), np.array(p_seen)),
-        "samples": len(p_seen),
-    }
-
-
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -379,21 +273,23 @@ def main() -> None:
     examples, labels = vw_examples(stream), np.array([s.label for s in stream])
     vw_runs = [vw_alone(examples, labels) for _ in range(args.reps)]
 
+    typed = replace(result, feature_bytes=typed_feature_bytes(result.features))
     with infrastructure() as (bootstrap, _redis):
         topics = load_topics(bootstrap, result, cut)
+        typed_topics = load_topics(bootstrap, typed, cut)
         expected, records = learnable_samples(topics)
-        trainer_runs, bare, peers = [], [], []
+        runs = KafkaRuns()
         with registry_process(bootstrap) as client:
             for rep in range(args.reps):
-                trainer_runs.append(run_trainer(topics, client, base, expected, tail=rep == 0))
-                bare.append(bare_consume(topics))
-                peers.append(river_kafka_peer(topics))
-            rebuilt = rebuild_every_version(client, bootstrap, trainer_runs[0]["model_name"])
+                runs.trainer.append(run_trainer(topics, client, base, expected, tail=rep == 0))
+                runs.bare.append(bare_consume(topics))
+                runs.script.append(river_kafka_peer(topics))
+                runs.least.append(least_python_loop(topics, base))
+                runs.least_typed.append(least_python_loop(typed_topics, base, typed=True))
+            rebuilt = rebuild_every_version(client, bootstrap, runs.trainer[0]["model_name"])
 
-    report(
-        table, stream, expected, records, trainer_runs, bare, peers, ours_alone, river_mem, vw_runs
-    )
-    tail_s = trainer_runs[0]["tail_published_within_s"]
+    report(table, stream, expected, records, runs, ours_alone, river_mem, vw_runs)
+    tail_s = runs.trainer[0]["tail_published_within_s"]
     print(
         f"Lineage: {rebuilt['versions_rebuilt_identical']} of {rebuilt['versions_rebuilt']} stream "
         f"versions rebuilt bit for bit from their parent and lineage "
@@ -426,9 +322,7 @@ def report(
     stream: list[Sample],
     expected: int,
     records: int,
-    trainer_runs: list[dict[str, Any]],
-    bare: list[float],
-    peers: list[dict[str, float]],
+    runs: KafkaRuns,
     ours_alone: list[float],
     river_mem: list[float],
     vw_runs: list[tuple[float, float]],
@@ -451,6 +345,7 @@ def report(
     )
     Console().print(quality_table)
 
+    trainer_runs, bare, peers = runs.trainer, runs.bare, runs.script
     rates = [r["rate"] for r in trainer_runs]
     peer_rates = [p["rate"] for p in peers]
     median = statistics.median
@@ -460,6 +355,10 @@ def report(
     beyond = 1e6 / median(rates) - 1e6 / median(bare)
     peer_beyond = 1e6 / median(peer_rates) - 1e6 / median(bare)
     alone = median(ours_alone) / median(river_mem)
+    least_rates = [r["rate"] for r in runs.least]
+    least_vs_peer = median(least_rates) / median(peer_rates)
+    typed_rates = [r["rate"] for r in runs.least_typed]
+    typed_vs_peer = median(typed_rates) / median(peer_rates)
     vw_rates = [rate for rate, _ in vw_runs]
     vs_vw = median(ours_alone) / median(vw_rates)
     same_model = len({r["model"] for r in trainer_runs}) == 1
@@ -485,6 +384,18 @@ def report(
                 f"{beyond:.2f} µs",
                 f"River over Kafka {peer_beyond:.2f} µs",
                 f"{beyond / peer_beyond:.2f}x the script's",
+            ),
+            (
+                "least Python loop with the learner (no windows, lineage, versions)",
+                fmt(least_rates, " samples/s"),
+                f"River over Kafka {fmt(peer_rates)}",
+                f"{least_vs_peer:.2f}x (the most a Python per-record path reaches)",
+            ),
+            (
+                "the same, records with the names' CRC-32s as an array",
+                fmt(typed_rates, " samples/s"),
+                f"River over Kafka {fmt(peer_rates)}",
+                f"{typed_vs_peer:.2f}x",
             ),
             (
                 "log-loss: trainer / River over Kafka",
@@ -522,6 +433,12 @@ def report(
             "trainer_vs_river_kafka_peer": round(vs_peer, 3),
             "trainer_us_per_sample_beyond_consume": round(beyond, 2),
             "river_kafka_peer_us_per_sample_beyond_consume": round(peer_beyond, 2),
+            "least_python_loop_samples_per_s": [round(v) for v in spread(least_rates)],
+            "least_python_loop_vs_river_kafka_peer": round(least_vs_peer, 3),
+            "least_python_loop_vs_bare_consume": round(median(least_rates) / median(bare), 3),
+            "least_python_loop_logloss": round(runs.least[0]["log_loss"], 4),
+            "least_python_loop_typed_samples_per_s": [round(v) for v in spread(typed_rates)],
+            "least_python_loop_typed_vs_river_kafka_peer": round(typed_vs_peer, 3),
             "trainer_logloss": round(trainer_runs[0]["log_loss"], 4),
             "trainer_auc": round(trainer_runs[0]["auc"], 4),
             "river_kafka_peer_logloss": round(peers[0]["log_loss"], 4),

@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench_trainer import MODULE, bare_consume, load_topics, run_trainer
+from bench_trainer import MODULE, run_trainer
 from common import infrastructure, print_table, registry_process
+from kafka_peers import bare_consume, load_topics
 from pyinstrument import Profiler
 
 from millrace.days import day_start_ms
