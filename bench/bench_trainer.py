@@ -37,6 +37,7 @@ from common import infrastructure, print_table, record, registry_process
 from kafka_peers import (
     bare_consume,
     baseline_model,
+    least_compiled_loop,
     least_python_loop,
     load_topics,
     river_kafka_peer,
@@ -74,6 +75,7 @@ class KafkaRuns:
     script: list[dict[str, float]] = field(default_factory=list)
     least: list[dict[str, float]] = field(default_factory=list)
     least_typed: list[dict[str, float]] = field(default_factory=list)
+    least_compiled: list[dict[str, float]] = field(default_factory=list)
 
 
 def month(ts: int) -> str:
@@ -286,6 +288,7 @@ def main() -> None:
                 runs.script.append(river_kafka_peer(topics))
                 runs.least.append(least_python_loop(topics, base))
                 runs.least_typed.append(least_python_loop(typed_topics, base, typed=True))
+                runs.least_compiled.append(least_compiled_loop(topics, base))
             rebuilt = rebuild_every_version(client, bootstrap, runs.trainer[0]["model_name"])
 
     report(table, stream, expected, records, runs, ours_alone, river_mem, vw_runs)
@@ -359,6 +362,9 @@ def report(
     least_vs_peer = median(least_rates) / median(peer_rates)
     typed_rates = [r["rate"] for r in runs.least_typed]
     typed_vs_peer = median(typed_rates) / median(peer_rates)
+    compiled_rates = [r["rate"] for r in runs.least_compiled]
+    compiled_vs_peer = median(compiled_rates) / median(peer_rates)
+    compiled_vs_bare = median(compiled_rates) / median(bare)
     vw_rates = [rate for rate, _ in vw_runs]
     vs_vw = median(ours_alone) / median(vw_rates)
     same_model = len({r["model"] for r in trainer_runs}) == 1
@@ -396,6 +402,12 @@ def report(
                 fmt(typed_rates, " samples/s"),
                 f"River over Kafka {fmt(peer_rates)}",
                 f"{typed_vs_peer:.2f}x",
+            ),
+            (
+                "the same, decode and pairing compiled (Rust)",
+                fmt(compiled_rates, " samples/s"),
+                f"River over Kafka / bare consume {fmt(bare)}",
+                f"{compiled_vs_peer:.2f}x / {compiled_vs_bare:.2f}x",
             ),
             (
                 "log-loss: trainer / River over Kafka",
@@ -439,6 +451,10 @@ def report(
             "least_python_loop_logloss": round(runs.least[0]["log_loss"], 4),
             "least_python_loop_typed_samples_per_s": [round(v) for v in spread(typed_rates)],
             "least_python_loop_typed_vs_river_kafka_peer": round(typed_vs_peer, 3),
+            "least_compiled_loop_samples_per_s": [round(v) for v in spread(compiled_rates)],
+            "least_compiled_loop_vs_river_kafka_peer": round(compiled_vs_peer, 3),
+            "least_compiled_loop_vs_bare_consume": round(compiled_vs_bare, 3),
+            "least_compiled_loop_logloss": round(runs.least_compiled[0]["log_loss"], 4),
             "trainer_logloss": round(trainer_runs[0]["log_loss"], 4),
             "trainer_auc": round(trainer_runs[0]["auc"], 4),
             "river_kafka_peer_logloss": round(peers[0]["log_loss"], 4),

@@ -10,7 +10,9 @@
   checkpoints, versions): the most a trainer whose per-record path is Python can reach. Run
   over the feature records as they are (a dict of names) and over the same records carrying
   each name's CRC-32 beside its value as two arrays instead (``TypedFeatures``: a design for a
-  version 2 record, measured here before it is built).
+  version 2 record, measured here before it is built), and with the decode and the pairing
+  compiled (``compiled_pairing/``, a Rust extension ``make bench`` builds): the design of a
+  compiled per-record path, measured in its least form.
 """
 
 from __future__ import annotations
@@ -212,21 +214,14 @@ def _typed_rows(model: LogisticRegression, records: list[TypedFeatures]) -> Spar
 def least_python_loop(
     settings: TrainerSettings, base: list[Sample], typed: bool = False
 ) -> dict[str, float]:
-    """Each record decoded typed (one msgspec C call), paired by id in a dict, and each poll's
-    pairs learned in one compiled call (scored before learned). ``typed``: the topics hold
-    :class:`TypedFeatures` (:func:`typed_feature_bytes`), not the dict of names."""
-    model = baseline_model(settings, base)
-    if not isinstance(model, LogisticRegression):
-        raise TypeError("the least loop measures Millrace's logistic regression")
+    """Each record decoded typed (one msgspec C call) and paired by id in a dict. ``typed``: the
+    topics hold :class:`TypedFeatures` (:func:`typed_feature_bytes`), not the dict of names."""
+    model = _least_model(settings, base)
     decode: Callable[[bytes], Any] = _decode_typed if typed else decode_features
     waiting: dict[str, Any] = {}
     labels: dict[str, float] = {}
-    learned, first, started = 0, 0, 0.0
-    p_seen: list[np.ndarray] = []
-    y_seen: list[np.ndarray] = []
 
-    def on_batch(batch: list[Any]) -> None:
-        nonlocal learned, first, started
+    def pair(batch: list[Any]) -> tuple[SparseRows, np.ndarray]:
         xs: list[Any] = []
         ys: list[float] = []
         for m in batch:
@@ -246,13 +241,59 @@ def least_python_loop(
                 else:
                     xs.append(partner)
                     ys.append(label_record.label)
-        if xs:
-            rows = _typed_rows(model, xs) if typed else model.encode_many([x.features for x in xs])
-            y = np.array(ys)
-            stats = model.learn_windows(rows, y, np.array([0, len(xs)]))
+        rows = _typed_rows(model, xs) if typed else model.encode_many([x.features for x in xs])
+        return rows, np.array(ys)
+
+    return _learn_polls(settings, model, pair)
+
+
+def least_compiled_loop(settings: TrainerSettings, base: list[Sample]) -> dict[str, float]:
+    """The same with each poll decoded and paired in compiled code (``compiled_pairing``, a
+    Rust extension built for the benchmark): what the design of a compiled per-record path
+    reaches, before the windows, lineage and versions a trainer adds."""
+    from compiled_pairing import Pairing  # built into the benchmark's environment only
+
+    model = _least_model(settings, base)
+    pairing = Pairing(model.dim_log2)
+
+    def pair(batch: list[Any]) -> tuple[SparseRows, np.ndarray]:
+        cols, values, indptr, y = pairing.add_poll(batch, settings.features_topic)
+        offsets = np.frombuffer(indptr, np.int64)
+        n = len(offsets) - 1
+        rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+        return SparseRows(
+            n, rows, np.frombuffer(cols, np.int64), np.frombuffer(values), offsets
+        ), np.frombuffer(y)
+
+    return _learn_polls(settings, model, pair)
+
+
+def _least_model(settings: TrainerSettings, base: list[Sample]) -> LogisticRegression:
+    model = baseline_model(settings, base)
+    if not isinstance(model, LogisticRegression):
+        raise TypeError("the least loops measure Millrace's logistic regression")
+    return model
+
+
+def _learn_polls(
+    settings: TrainerSettings,
+    model: LogisticRegression,
+    pair: Callable[[list[Any]], tuple[SparseRows, np.ndarray]],
+) -> dict[str, float]:
+    """Read the topics, ``pair`` each poll's records, and score then learn its pairs in one
+    compiled call."""
+    learned, first, started = 0, 0, 0.0
+    p_seen: list[np.ndarray] = []
+    y_seen: list[np.ndarray] = []
+
+    def on_batch(batch: list[Any]) -> None:
+        nonlocal learned, first, started
+        rows, y = pair(batch)
+        if rows.n:
+            stats = model.learn_windows(rows, y, np.array([0, rows.n]))
             p_seen.append(stats.probabilities)
             y_seen.append(y)
-            learned += len(xs)
+            learned += rows.n
         if batch and not started:
             first, started = learned, time.perf_counter()
 
