@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import kafka_peers
 import numpy as np
 import orjson
 from common import infrastructure, print_table, record, registry_process
@@ -259,7 +260,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--months", type=int, default=12, help="months of 2013 (January: baseline)")
     parser.add_argument("--reps", type=int, default=REPS)
+    parser.add_argument(
+        "--loops-fetch-bytes",
+        type=int,
+        help="the Kafka loops other than the trainer fetch up to this much per partition "
+        "(librdkafka's max.partition.fetch.bytes; default 1 MiB), for the fetch path's ceiling",
+    )
     args = parser.parse_args()
+    if args.loops_fetch_bytes:
+        kafka_peers.LOOP_CONSUMER.update(
+            {
+                "max.partition.fetch.bytes": args.loops_fetch_bytes,
+                "fetch.max.bytes": max(args.loops_fetch_bytes * 8, 52_428_800),
+            }
+        )
+    record({"kafka_loops_fetch_bytes": args.loops_fetch_bytes})
     settings = TrainerSettings()  # the trainer service's defaults
     end = day_start_ms(f"2013-{args.months + 1:02d}-01" if args.months < 12 else "2014-01-01")
     events = flight_events(load_flights(), day_start_ms("2013-01-01"), end)

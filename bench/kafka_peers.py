@@ -69,12 +69,19 @@ def load_topics(bootstrap: str, result: BackfillResult, cut: int) -> TrainerSett
     return settings
 
 
+#: librdkafka settings the loops here read with, beyond the project's consumer defaults
+#: (``bench_trainer.py --loops-fetch-bytes``: larger fetches, the ceiling of the fetch path).
+LOOP_CONSUMER: dict[str, Any] = {}
+
+
 def read_all(settings: TrainerSettings, on_batch: Callable[[list[Any]], None]) -> tuple[int, float]:
     """Hand every record of the two topics to ``on_batch``; returns how many were read and
     when (``perf_counter``) the last batch of records was handled."""
     consumer = Consumer(
         consumer_config(
-            settings.kafka_bootstrap, f"bench-{uuid.uuid4().hex}", **{"enable.partition.eof": True}
+            settings.kafka_bootstrap,
+            f"bench-{uuid.uuid4().hex}",
+            **{"enable.partition.eof": True, **LOOP_CONSUMER},
         )
     )
     consumer.subscribe([settings.features_topic, settings.labels_topic])
