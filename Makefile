@@ -4,23 +4,29 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# rustup installs cargo here; a shell that did not source its profile still finds it.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 # The benchmarks' own environment: the peers they measure (Quix Streams, Bytewax) pin an older
 # confluent-kafka than the services use, so they do not go into the test environment.
 BENCH_VENV  ?= .venv-bench
 BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
+# The trainer's compiled join (Rust, built with maturin into the environment).
+JOIN_CORE_SOURCES := $(wildcard services/trainer/join_core/src/*.rs) services/trainer/join_core/Cargo.toml
 
 .PHONY: install up down status test lint unit bench parity chaos cluster-chaos clean docker images compose-test chart-tools chart-test
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(JOIN_CORE_SOURCES)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
 	@command -v java >/dev/null || { echo "Java 17+ is required to run Kafka (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required to fetch Kafka's jars (apt-get install maven)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@command -v cargo >/dev/null || { echo "Rust's cargo is required to build the trainer's join (https://rustup.rs)"; exit 1; }
+	$(PY) -m pip install -q ./services/trainer/join_core  # the trainer's compiled join (maturin, cargo)
 	@touch $(STAMP)
 
 up: install
@@ -78,10 +84,11 @@ chart-test: install chart-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests/chart
 	$(RECORD_CHART_FIGURES)
 
-$(BENCH_STAMP): pyproject.toml $(STAMP) bench/compiled_pairing/src/lib.rs
+$(BENCH_STAMP): pyproject.toml $(STAMP) bench/compiled_pairing/src/lib.rs $(JOIN_CORE_SOURCES)
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q --upgrade pip
 	$(BENCH_PY) -m pip install -q -e '.[bench]'
+	$(BENCH_PY) -m pip install -q ./services/trainer/join_core
 	$(BENCH_PY) -m pip install -q ./bench/compiled_pairing  # cargo builds it (Rust: rustup)
 	@touch $(BENCH_STAMP)
 

@@ -1,17 +1,13 @@
 """Where the trainer's time goes: the service loop over the flights year, part by part.
 
 The same run as ``bench_trainer.py``'s (the service's default settings, a registry process,
-checkpoints to Kafka), twice, beside a bare consume of the same topics:
-
-1. timed: each part of the poll loop (consume, the records' decode-and-join, the ready
-   windows, learning, publishing, checkpoints) under a wall-clock timer of its own, exclusive
-   of the parts it calls; the timers are entered once per poll or per batch, never per record,
-   so they cost nothing measurable, and they count only from the first record to the last
-   sample learned (the run's clock);
-2. profiled: pyinstrument sampling the trainer's thread every millisecond, for the split of the
-   per-record part into the Kafka client's accessors and the loop's own lines, msgspec's
-   decoding and the join (its shares, applied to the timed run's figure: the profiler slows
-   Python code more than C code, so its absolute times are not used).
+checkpoints to Kafka), beside a bare consume of the same topics: each part of the poll loop
+(consume, the records' decode-and-join, the ready windows, learning, publishing, checkpoints)
+under a wall-clock timer of its own, exclusive of the parts it calls; the timers are entered
+once per poll or per batch, never per record, so they cost nothing measurable, and they count
+only from the first record to the last sample learned (the run's clock). The records' part is
+one compiled call a poll (``services/trainer/join_core``): a Python profiler sees nothing
+inside it.
 
 (py-spy, which samples a process from outside, cannot read this machine's processes: it
 fails to find the Python version of any target.) docs/performance.md holds the latest tables:
@@ -32,7 +28,6 @@ from typing import Any
 from bench_trainer import MODULE, run_trainer
 from common import infrastructure, print_table, registry_process
 from kafka_peers import bare_consume, load_topics
-from pyinstrument import Profiler
 
 from millrace.days import day_start_ms
 from millrace.features import load_feature_module
@@ -41,28 +36,21 @@ from millrace.join import Sample, join_all
 from millrace.registry_client import RegistryClient
 from millrace_flights.events import flight_events, load_flights
 from millrace_trainer.batching import WindowedJoin
-from millrace_trainer.feed import JoinFeed
 from millrace_trainer.service import learnable_samples
 from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.stream import StreamLoop
 from millrace_trainer.training import StreamTrainer
 
-RECORDS = "records: decode + join + per-record loop"
+RECORDS = "records: decode + join (compiled, a poll at a time)"
 #: The timed parts: (name, class, method).
 TIMED = [
     ("consume (librdkafka + wrapper)", None, "consume"),
-    (RECORDS, JoinFeed, "add"),
+    (RECORDS, WindowedJoin, "add_poll"),
     ("windows ready (expiry, sort, batch)", WindowedJoin, "ready"),
     ("learning (scores, learner, lineage)", StreamTrainer, "learn_stream"),
     ("publish + promote (registry calls)", StreamTrainer, "publish_if_due"),
     ("checkpoint (snapshot, sign, commit)", StreamLoop, "checkpoint"),
 ]
-#: Inside the per-record part, by the innermost frame whose "function (file)" holds a marker.
-INSIDE = [
-    ("decode (msgspec, both topics)", ("decode (<built-in>",)),
-    ("join: add, pair, window", ("add_records (", "_window (")),
-]
-RECORD_LOOP = "the per-record loop itself (accessors, names, offsets)"
 
 
 class Timers:
@@ -160,62 +148,29 @@ def timed_run(
         if self.stream_scores.samples >= expected:  # the run's clock stops after this call
             timers.stop_at_exit = True
 
-    add = JoinFeed.add
+    add = WindowedJoin.add_poll
 
-    def add_starting(self: JoinFeed, messages: list[Any], now: float = 0.0) -> int:
-        if not self.last_offsets and messages:  # the run's clock starts with the first records
+    def add_starting(
+        self: WindowedJoin, messages: list[Any], features_topic: str, now: float = 0.0
+    ) -> int:
+        if not timers.counting and messages:  # the run's clock starts with the first records
             timers.counting = True
-        return add(self, messages, now)
+        return add(self, messages, features_topic, now)
 
     StreamLoop.run = run_timed  # type: ignore[method-assign]
-    JoinFeed.add = add_starting  # type: ignore[method-assign]
+    WindowedJoin.add_poll = add_starting  # type: ignore[method-assign]
     StreamTrainer.learn_stream = timers.wrap(TIMED[3][0], learn_counted)  # type: ignore[method-assign]
     try:
         with publishing:
             result = run_trainer(topics, client, base, expected)
     finally:
         StreamLoop.run = run  # type: ignore[method-assign]
-        JoinFeed.add = add  # type: ignore[method-assign]
+        WindowedJoin.add_poll = add  # type: ignore[method-assign]
         for (cls, name), original in originals.items():
             setattr(cls, name, original)
     elapsed = result["samples"] / result["rate"]
     polls.update(versions=result["versions"], worker_cpu_ms=round(1e3 * publishing.seconds))
     return timers.seconds, elapsed, result["samples"], polls
-
-
-def profiled_split(
-    topics: TrainerSettings, client: RegistryClient, base: list[Sample], expected: int
-) -> dict[str, float]:
-    """Run 2: the shares of the per-record part's time, from pyinstrument's samples."""
-    sessions: list[Any] = []
-    run = StreamLoop.run
-
-    def profiled(self: StreamLoop) -> None:
-        with Profiler(interval=0.001) as profiler:
-            run(self)
-        sessions.append(profiler.last_session)
-
-    StreamLoop.run = profiled  # type: ignore[method-assign]
-    try:
-        run_trainer(topics, client, base, expected)
-    finally:
-        StreamLoop.run = run  # type: ignore[method-assign]
-    inside: collections.Counter[str] = collections.Counter()
-    _attribute(sessions[0].root_frame(), None, inside)
-    total = sum(inside.values())
-    return {part: seconds / total for part, seconds in inside.items()}
-
-
-def _attribute(frame: Any, part: str | None, into: collections.Counter[str]) -> None:
-    """Each frame's own time under the feed's ``add``, to the innermost INSIDE part it is in."""
-    name = f"{frame.function} ({frame.file_path or ''})"
-    if part is None and name.startswith("add (") and "feed" in name:
-        part = RECORD_LOOP
-    if part is not None:
-        part = next((p for p, marks in INSIDE if any(m in name for m in marks)), part)
-        into[part] += frame.time - sum(child.time for child in frame.children)
-    for child in frame.children:
-        _attribute(child, part, into)
 
 
 def main() -> None:
@@ -233,11 +188,7 @@ def main() -> None:
         with registry_process(bootstrap) as client:
             seconds, elapsed, samples, counts = timed_run(topics, client, base, expected)
             bare = bare_consume(topics)
-            split = profiled_split(topics, client, base, expected)
     seconds["the loop's own body (clock, rules, gauges)"] = elapsed - sum(seconds.values())
-    records = seconds.pop(RECORDS)
-    for part, share in split.items():
-        seconds[f"records: {part}"] = records * share
 
     def row(part: str, s: float, note: str = "") -> tuple[str, str, str, str]:
         return part, f"{1e6 * s / samples:.2f} µs", f"{100 * s / elapsed:.0f} %", note
@@ -267,8 +218,7 @@ def main() -> None:
             )
         )
     print_table(
-        f"Trainer loop, per learned sample ({samples:,} samples; the per-record part split by "
-        "pyinstrument's shares)",
+        f"Trainer loop, per learned sample ({samples:,} samples)",
         rows,
         columns=("part", "per sample", "share", "note"),
     )

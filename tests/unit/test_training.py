@@ -224,7 +224,7 @@ def test_the_buffer_is_bounded_and_counts_what_it_evicts() -> None:
     join.assign({"f/0"})
     for i in range(5):
         join.add_features("f/0", features(f"s{i}", i, x=1.0), i)
-    assert len(join.pairs.left) == 3 and join.evicted == 2
+    assert join.waiting == (3, 0) and join.evicted == 2
     assert join.needed_offsets() == {"f/0": 2}
 
 

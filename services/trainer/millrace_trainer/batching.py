@@ -22,40 +22,35 @@ consumed position of each partition, and the counters. :meth:`WindowedJoin.neede
 gives, per partition, the oldest offset still needed: the earliest buffered record, or the
 consumed position. A restarted trainer resumes there and :meth:`WindowedJoin.restore` drops what
 belongs to learned windows, so it learns exactly what an uninterrupted one would have.
+
+The rules run in compiled code (``services/trainer/join_core``, a Rust extension): a poll's
+messages are decoded, paired and windowed there without a Python object per record, and a
+ready batch comes back as columns (:class:`Samples`): the learner's hashed features as CSR
+arrays, the labels, the times and ids and where each record was read, each sample a
+:class:`Joined` only when something asks for one.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from operator import attrgetter
-from typing import Any
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
 
 import msgspec
+import numpy as np
+from millrace_join_core import JoinCore, Rows
+from prometheus_client import Counter
 
-from millrace.join import Pairs
-from millrace.kafka import SourcePartition
-from millrace.records import FeatureRecord, LabelRecord
+from millrace.kafka import SourcePartition, raise_if_consumer_failed
+from millrace.learners import Classifier, LogisticRegression
+from millrace.records import FeatureRecord, LabelRecord, encode
 
-#: Older than any event time (a partition's newest before its first record).
-_BEFORE_ANY = -(2**62)
+log = logging.getLogger(__name__)
 
+UNDECODABLE = Counter("millrace_trainer_undecodable_total", "Records that did not decode")
 
-#: A joined sample's place in its batch: (time, id).
-_TIME_ID = attrgetter("ts", "id")
-
-
-# The join makes these per record and per sample: msgspec structs, built in C in a quarter of
-# a NamedTuple's time, untracked by the garbage collector (they hold no cycles).
-class Held(msgspec.Struct, frozen=True, gc=False):
-    """A buffered record, where it was read, and whether it is read again after a restart
-    (it was consumed before the checkpoint)."""
-
-    record: Any  # FeatureRecord | LabelRecord
-    partition: SourcePartition
-    offset: int
-    replayed: bool
+_decode_features = msgspec.json.Decoder(dict[str, float]).decode
 
 
 class Joined(msgspec.Struct, frozen=True, gc=False):
@@ -72,18 +67,77 @@ class Joined(msgspec.Struct, frozen=True, gc=False):
     label_offset: int
 
 
-class Counted(msgspec.Struct, frozen=True, gc=False):
-    """A sample waiting for a count batch, with the start of its window."""
+class Samples(Sequence[Joined]):
+    """A ready batch's samples in their learned order, as the compiled join hands them out:
+    columns, read in one call each; indexing makes the :class:`Joined` of one sample."""
 
-    joined: Joined
-    window: int
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: Rows) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, k: int) -> Joined: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[Joined]: ...
+    def __getitem__(self, k: int | slice) -> Joined | list[Joined]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        id, ts, raw, label, features_at, features_offset, label_at, label_offset = self.rows.row(
+            k + len(self) if k < 0 else k
+        )
+        return Joined(
+            id,
+            ts,
+            _decode_features(raw),
+            label,
+            SourcePartition(features_at),
+            features_offset,
+            SourcePartition(label_at),
+            label_offset,
+        )
+
+    def __iter__(self) -> Iterator[Joined]:
+        return (self[k] for k in range(len(self)))
+
+    def labels(self) -> np.ndarray:
+        return np.frombuffer(self.rows.labels(), np.float64)
+
+    def record_offsets(self) -> dict[str, np.ndarray]:
+        """partition -> the offsets of the records (features and labels) the samples joined."""
+        features_at, features_offset, label_at, label_offset = (
+            np.frombuffer(column, np.int64) for column in self.rows.places()
+        )
+        at = np.concatenate([features_at, label_at])
+        offsets = np.concatenate([features_offset, label_offset])
+        names = self.rows.partitions()
+        return {names[p]: offsets[at == p] for p in np.unique(at).tolist()}
 
 
 class Batch(msgspec.Struct, frozen=True, gc=False):
     start: int
     end: int
     #: In (time, id) order, with where their two records were read (the version's lineage).
-    samples: list[Joined]
+    samples: Sequence[Joined]
+
+
+def encode_batches(learner: Classifier, batches: Sequence[Sequence[Any]]) -> tuple[Any, np.ndarray]:
+    """Consecutive batches' features, as ``learner`` reads them, and labels: the compiled
+    join's hashed columns for the hashed learner, the features by name otherwise."""
+    if isinstance(learner, LogisticRegression) and all(isinstance(b, Samples) for b in batches):
+        columns = [b.rows.hashed(learner.mask) for b in batches]  # type: ignore[attr-defined]
+        cols, values, lengths = (
+            np.concatenate([np.frombuffer(c[k], dtype) for c in columns])
+            for k, dtype in ((0, np.int64), (1, np.float64), (2, np.int64))
+        )
+        y = np.concatenate([b.labels() for b in batches])  # type: ignore[attr-defined]
+        return learner.encode_hashed(cols, values, lengths), y
+    samples = [s for batch in batches for s in batch]
+    y = np.fromiter((s.label for s in samples), float, len(samples))
+    return learner.encode_many([s.features for s in samples]), y
 
 
 @dataclass
@@ -91,16 +145,6 @@ class IdleEvent:
     partition: SourcePartition
     #: The watermark when the partition left it.
     watermark: int | None
-
-
-@dataclass
-class Replay:
-    """What a restored join knows about the records it reads again."""
-
-    #: partition -> the consumed position at the checkpoint: offsets below are read again.
-    until: dict[SourcePartition, int] = field(default_factory=dict)
-    #: partition -> its newest event time at the checkpoint, taken back once it is read again.
-    newest: dict[SourcePartition, int] = field(default_factory=dict)
 
 
 class WindowedJoin:
@@ -125,273 +169,154 @@ class WindowedJoin:
         self.label_wait_ms = label_wait_ms
         self.batch_samples = batch_samples
         self.idle_ms = idle_ms
-        #: Feature records (left) and labels (right) waiting for their partner.
-        self.pairs: Pairs[Held, Held] = Pairs(max_waiting)
-        self.windows: dict[int, list[Joined]] = {}
-        #: Count batches: (sample, its window) handed out, not yet batched.
-        self.pending: list[Counted] = []
-        self.newest: dict[SourcePartition, int] = {}
-        #: partition -> next offset after the last record
-        self.consumed: dict[SourcePartition, int] = {}
-        self.partitions: set[SourcePartition] = set()
-        #: partition -> when it reached its end offset
-        self.at_end_since: dict[SourcePartition, float] = {}
-        self.idle: set[SourcePartition] = set()
+        self.core = JoinCore(
+            window_ms=window_ms,
+            label_wait_ms=label_wait_ms,
+            batch_samples=batch_samples,
+            idle_ms=idle_ms,
+            max_waiting=max_waiting,
+        )
         self.idle_events: list[IdleEvent] = []
-        self.learned_until: int | None = None
-        #: After a restore with batches by count: the (time, id) of the first sample of window
-        #: ``learned_until`` that was not learned yet.
-        self.resume_from: tuple[int, str] | None = None
-        self.replay = Replay()
-        self.late = 0
-        self.expired = 0
-        # (event time, 0 = features | 1 = label, id) of every waiting record, oldest first, so
-        # expiry looks only at what expires (entries of records paired meanwhile are skipped).
-        self._expiry: list[tuple[int, int, str]] = []
+
+    @property
+    def late(self) -> int:
+        return self.core.late
+
+    @property
+    def expired(self) -> int:
+        return self.core.expired
 
     @property
     def evicted(self) -> int:
-        return self.pairs.evicted
+        return self.core.evicted
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """(feature records, labels) waiting for their partner."""
+        return self.core.waiting()
+
+    @property
+    def idle(self) -> set[SourcePartition]:
+        return {SourcePartition(p) for p in self.core.idle()}
 
     def assign(self, partitions: set[SourcePartition]) -> None:
         """The partitions whose progress the watermark waits for."""
-        self.partitions = set(partitions)
+        self.core.assign(sorted(partitions))
 
     # -- input -------------------------------------------------------------------------------
 
+    def add_poll(self, messages: Iterable[Any], features_topic: str, now: float = 0.0) -> int:
+        """Decode and join a poll's Kafka messages in the order they were read (those of
+        ``features_topic`` are feature records, the others labels; ``now``: the wall-clock time
+        of its end-of-partition events). Returns how many were records: undecodable ones
+        included, which are counted, logged and skipped."""
+        read, undecodable, errors = self.core.add_poll(messages, features_topic, now)
+        for topic, reason in undecodable:
+            UNDECODABLE.inc()
+            log.warning("undecodable record skipped", extra={"topic": topic, "error": reason})
+        for error in errors:
+            raise_if_consumer_failed(error)
+            log.warning("consumer error", extra={"error": str(error)})
+        return read
+
     def add_features(self, partition: SourcePartition, record: FeatureRecord, offset: int) -> None:
-        self.add_records([record], [partition], [offset])
+        self._add(True, encode(record), partition, offset)
 
     def add_label(self, partition: SourcePartition, record: LabelRecord, offset: int) -> None:
-        self.add_records([record], [partition], [offset])
+        self._add(False, encode(record), partition, offset)
 
-    def add_records(
-        self,
-        records: Sequence[FeatureRecord | LabelRecord],
-        partitions: Sequence[SourcePartition],
-        offsets: Sequence[int],
+    def _add(
+        self, is_features: bool, value: bytes, partition: SourcePartition, offset: int
     ) -> None:
-        """Records in the order they were read (record ``k`` at ``offsets[k]`` of
-        ``partitions[k]``): the poll loop hands over a poll at a time, up to its first
-        end-of-partition event (:meth:`reached_end` comes in order between two calls).
-
-        This is the trainer's per-record path, twice per sample: the pairing
-        (:class:`~millrace.join.Pairs`' rules) and the partitions' progress are inlined, with
-        everything bound to locals, because a method call per step cost more than the rest."""
-        window_ms, learned_until = self.window_ms, self.learned_until
-        replay_until = self.replay.until
-        left, right = self.pairs.left, self.pairs.right
-        limit = self.pairs.limit
-        newest, consumed, expiry = self.newest, self.consumed, self._expiry
-        label_wait_ms, windows, push = self.label_wait_ms, self.windows, heapq.heappush
-        touched: set[SourcePartition] = set()
-        last_partition = None
-        for record, partition, offset in zip(records, partitions, offsets, strict=True):
-            ts = record.ts
-            if partition is not last_partition:  # a poll holds runs of one partition
-                touched.add(partition)
-                last_partition = partition
-            if replay_until and partition in replay_until:
-                replayed = self._replayed(partition, ts, offset)
-            else:
-                replayed = False
-                if ts > newest.get(partition, _BEFORE_ANY):
-                    newest[partition] = ts
-                consumed[partition] = offset + 1
-            key = record.id
-            if type(record) is FeatureRecord:
-                if learned_until is not None and ts - ts % window_ms < learned_until:
-                    self.late += not replayed  # its window is learned already
-                    continue
-                side, partners, kind = left, right, 0
-            else:
-                side, partners, kind = right, left, 1
-            held = Held(record, partition, offset, replayed)
-            partner = partners.pop(key, None)
-            if partner is not None:  # a sample: in its window unless its label came too late
-                features, label = (partner, held) if kind else (held, partner)
-                features_record, label_record = features.record, label.record
-                ts = features_record.ts
-                start = ts - ts % window_ms
-                if label_record.ts > start + window_ms + label_wait_ms:
-                    # Decided before the checkpoint if both were read before it.
-                    self.late += not (features.replayed and label.replayed)
-                    continue
-                joined = Joined(
-                    key,
-                    ts,
-                    features_record.features,
-                    label_record.label,
-                    features.partition,
-                    features.offset,
-                    label.partition,
-                    label.offset,
-                )
-                in_window = windows.get(start)
-                if in_window is None:
-                    windows[start] = [joined]
-                else:
-                    in_window.append(joined)
-                continue
-            side[key] = held
-            if limit is not None and len(side) > limit:
-                del side[next(iter(side))]
-                self.pairs.evicted += 1
-            push(expiry, (ts, kind, key))
-        at_end_since, idle = self.at_end_since, self.idle
-        for partition in touched:
-            at_end_since.pop(partition, None)
-            idle.discard(partition)
+        reason = self.core.add_record(is_features, value, partition, offset)
+        if reason is not None:
+            raise ValueError(f"undecodable record: {reason}")
 
     def reached_end(self, partition: SourcePartition, now: float) -> None:
         """``partition`` is at its end offset (the consumer said so) at wall-clock ``now``."""
-        self.at_end_since.setdefault(partition, now)
+        self.core.reached_end(partition, now)
 
-    def _replayed(self, partition: SourcePartition, ts: int, offset: int) -> bool:
-        """Track the progress of a partition read again after a restart; True while the
-        record was consumed before the checkpoint."""
-        if ts > self.newest.get(partition, _BEFORE_ANY):
-            self.newest[partition] = ts
-        self.consumed[partition] = offset + 1
-        until = self.replay.until[partition]
-        if offset + 1 >= until:  # read up to where it was: its newest time counts again
-            del self.replay.until[partition]
-            newest = self.replay.newest.pop(partition, ts)
-            self.newest[partition] = max(self.newest[partition], newest)
-        return offset + 1 <= until
+    def last_offsets(self) -> dict[SourcePartition, int]:
+        """The offset of the last record read per partition, by this process."""
+        return {SourcePartition(p): offset for p, offset in self.core.last_offsets()}
 
     # -- output ------------------------------------------------------------------------------
 
     def watermark(self, now: float = 0.0) -> int | None:
-        if self.idle_ms is not None:
-            self._update_idle(now)
-        active = self.partitions - self.idle
-        if not active or any(p not in self.newest for p in active):
-            return None
-        return min(self.newest[p] for p in active)
-
-    def _update_idle(self, now: float) -> None:
-        for partition, since in self.at_end_since.items():
-            waited_ms = (now - since) * 1000
-            if partition in self.partitions - self.idle and waited_ms >= (self.idle_ms or 0):
-                self.idle.add(partition)
-                self.idle_events.append(IdleEvent(partition, self.watermark_without_idle()))
+        watermark = self.core.watermark(now)
+        self._note_idle()
+        return watermark
 
     def watermark_without_idle(self) -> int | None:
-        seen = [self.newest[p] for p in self.partitions if p in self.newest]
-        return min(seen) if seen else None
+        return self.core.watermark_without_idle()
 
     def ready(self, now: float = 0.0) -> list[Batch]:
         """Windows complete under the watermark, oldest first; they leave the buffer."""
-        watermark = self.watermark(now)
-        if watermark is None:
-            return []
-        horizon = watermark - self.label_wait_ms
-        closed = (horizon - self.window_ms - 1) // self.window_ms * self.window_ms
-        batches: list[tuple[int, list[Joined]]] = []
-        for start in sorted(s for s in self.windows if s <= closed):
-            joined = sorted(self.windows.pop(start), key=_TIME_ID)
-            if start == self.learned_until and self.resume_from is not None:
-                first = self.resume_from  # the samples before it were learned before a restart
-                joined = [j for j in joined if (j.ts, j.id) >= first]
-                self.resume_from = None
-            batches.append((start, joined))
-        if self.learned_until is None or closed + self.window_ms > self.learned_until:
-            self.learned_until = closed + self.window_ms
-        self._expire(horizon)
-        if self.batch_samples is not None:
-            return self._by_count(batches, self.batch_samples)
-        return [Batch(s, s + self.window_ms, joined) for s, joined in batches]
+        ready = self.core.ready(now)
+        self._note_idle()
+        return [Batch(start, end, Samples(rows)) for start, end, rows in ready]
 
-    def _expire(self, horizon: int) -> None:
-        """Records that can no longer meet a partner within the wait leave the buffer."""
-        expiry, before = self._expiry, horizon - self.window_ms
-        left, right, pop = self.pairs.left, self.pairs.right, heapq.heappop
-        expired = 0
-        while expiry and expiry[0][0] < before:
-            ts, kind, key = pop(expiry)
-            side = right if kind else left
-            held = side.get(key)
-            if held is not None and held.record.ts == ts:  # not paired (nor replaced) since
-                del side[key]
-                expired += not held.replayed
-        self.expired += expired
-
-    def _by_count(self, windows: list[tuple[int, list[Joined]]], size: int) -> list[Batch]:
-        for start, joined in windows:
-            self.pending += [Counted(j, start) for j in joined]
-        full = len(self.pending) // size * size
-        cuts = [self.pending[i : i + size] for i in range(0, full, size)]
-        self.pending = self.pending[full:]
-        batches = []
-        for cut in cuts:
-            joined = [c.joined for c in cut]
-            batches.append(Batch(joined[0].ts, joined[-1].ts + 1, joined))
-        return batches
+    def _note_idle(self) -> None:
+        for partition, watermark in self.core.take_idle_events():
+            self.idle_events.append(IdleEvent(SourcePartition(partition), watermark))
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def cursor(self) -> dict[str, Any]:
         """How far learning got, per-partition progress and the counters: a checkpoint's part
         of the join, whatever the size of the buffer."""
-        learned_until, resume_from = self.learned_until, None
-        if self.resume_from is not None:  # restored, and that window is not handed out yet
-            resume_from = list(self.resume_from)
-        if self.pending:
-            sample, learned_until = self.pending[0].joined, self.pending[0].window
-            resume_from = [sample.ts, sample.id]
-        newest, consumed = dict(self.newest), dict(self.consumed)
-        for partition, ts in self.replay.newest.items():
-            newest[partition] = max(ts, newest.get(partition, ts))
-        for partition, offset in self.replay.until.items():
-            consumed[partition] = max(offset, consumed.get(partition, offset))
+        core = self.core
+        learned_until = core.learned_until
+        # Restored, and that window is not handed out yet.
+        resume_from: list[Any] | None = None
+        if core.resume_from is not None:
+            resume_from = list(core.resume_from)
+        first = core.pending_first()
+        if first is not None:
+            learned_until, first_ts, first_id = first
+            resume_from = [first_ts, first_id]
+        newest: dict[str, int] = {}
+        consumed: dict[str, int] = {}
+        for name, ts, offset, replay_until, replay_newest in core.progress():
+            # A partition read again counts at least where it was at the checkpoint.
+            if ts is not None or replay_newest is not None:
+                newest[name] = max(t for t in (ts, replay_newest) if t is not None)
+            if offset is not None or replay_until is not None:
+                consumed[name] = max(o for o in (offset, replay_until) if o is not None)
         return {
             "learned_until": learned_until,
             "resume_from": resume_from,
-            # JSON keys: the partitions' text.
-            "newest": {str(p): ts for p, ts in newest.items()},
-            "consumed": {str(p): offset for p, offset in consumed.items()},
-            "late": self.late,
-            "expired": self.expired,
-            "evicted": self.evicted,
+            "newest": newest,
+            "consumed": consumed,
+            "late": core.late,
+            "expired": core.expired,
+            "evicted": core.evicted,
         }
 
     def needed_offsets(self) -> dict[SourcePartition, int]:
         """partition -> the oldest offset still needed: the earliest record held in the buffer
         (waiting, in a window, or pending), or the next offset to read when none is."""
-        needed = dict(self.consumed)
-
-        def hold(partition: SourcePartition, offset: int) -> None:
-            if offset < needed.get(partition, offset + 1):
-                needed[partition] = offset
-
-        for side in (self.pairs.left, self.pairs.right):
-            for held in side.values():
-                hold(held.partition, held.offset)
-        joined = [j for js in self.windows.values() for j in js]
-        joined += [c.joined for c in self.pending]
-        for j in joined:
-            hold(j.features_partition, j.features_offset)
-            hold(j.label_partition, j.label_offset)
-        return needed
+        return {SourcePartition(p): offset for p, offset in self.core.needed_offsets()}
 
     def restore(self, cursor: dict[str, Any], needed: dict[SourcePartition, int]) -> None:
         """Continue after the checkpoint ``cursor`` and ``needed`` (the offsets the consumer
         resumes at) came from. Records read again are told apart by their offsets: those of
         learned windows are dropped, counted nowhere a second time."""
-        self.learned_until = cursor["learned_until"]
         first = cursor["resume_from"]
-        self.resume_from = (int(first[0]), str(first[1])) if first is not None else None
-        self.late = int(cursor["late"])
-        self.expired = int(cursor["expired"])
-        self.pairs.evicted = int(cursor["evicted"])
-        self.replay = Replay()
-        for name, until in cursor["consumed"].items():
-            partition = SourcePartition(name)
-            start = int(needed.get(partition, until))
-            self.consumed[partition] = start
-            if start < int(until):
-                self.replay.until[partition] = int(until)
-                self.replay.newest[partition] = int(cursor["newest"][name])
-            elif name in cursor["newest"]:
-                self.newest[partition] = int(cursor["newest"][name])
+        newest = cursor["newest"]
+        self.core.restore(
+            cursor["learned_until"],
+            (int(first[0]), str(first[1])) if first is not None else None,
+            int(cursor["late"]),
+            int(cursor["expired"]),
+            int(cursor["evicted"]),
+            [
+                (
+                    name,
+                    int(needed.get(SourcePartition(name), until)),
+                    int(until),
+                    int(newest[name]) if name in newest else None,
+                )
+                for name, until in cursor["consumed"].items()
+            ],
+        )

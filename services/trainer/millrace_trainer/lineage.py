@@ -21,7 +21,7 @@ import numpy as np
 
 from millrace.evaluation import Scores
 from millrace.join import Labelled
-from millrace_trainer.batching import Batch
+from millrace_trainer.batching import Batch, Samples
 from millrace_trainer.publishing import PendingVersion
 
 #: The version of the ``learned`` record's layout in a version's lineage.
@@ -62,7 +62,10 @@ def expand(ranges: Sequence[Sequence[int]]) -> list[int]:
 def chain_digest(previous: str, samples: Sequence[Labelled]) -> str:
     """The digest after one more batch: its samples' ``(time, id)`` in their learned order."""
     digest = hashlib.sha256(previous.encode())
-    digest.update("\x1e".join([f"{s.ts}\x1f{s.id}" for s in samples]).encode())
+    if isinstance(samples, Samples):
+        digest.update(samples.rows.digest_text())
+    else:
+        digest.update("\x1e".join([f"{s.ts}\x1f{s.id}" for s in samples]).encode())
     return digest.hexdigest()
 
 
@@ -92,11 +95,15 @@ class Lineage:
         """Batches just learned, in order."""
         records = self.records
         for batch in batches:
-            # This runs twice per sample on the poll thread: the four fields in one C call.
-            for features_at, features_offset, label_at, label_offset in map(_WHERE, batch.samples):
-                records[features_at].append(features_offset)
-                records[label_at].append(label_offset)
-            self.batch_samples.append(len(batch.samples))
+            samples = batch.samples
+            if isinstance(samples, Samples):  # the compiled join's columns
+                for name, offsets in samples.record_offsets().items():
+                    records[name] += offsets.tolist()
+            else:
+                for features_at, features_offset, label_at, label_offset in map(_WHERE, samples):
+                    records[features_at].append(features_offset)
+                    records[label_at].append(label_offset)
+            self.batch_samples.append(len(samples))
             self.digest = chain_digest(self.digest, batch.samples)
             if self.first_start is None:
                 self.first_start = batch.start

@@ -13,7 +13,6 @@ from millrace.learners import Classifier
 from millrace.registry_client import RegistryClient
 from millrace_trainer.batching import WindowedJoin
 from millrace_trainer.checkpoints import KafkaCheckpoints
-from millrace_trainer.feed import JoinFeed
 from millrace_trainer.settings import TrainerSettings
 from millrace_trainer.stream import Cadence, QuietPublish, StreamLoop
 from millrace_trainer.training import StreamTrainer
@@ -112,12 +111,12 @@ def learnable_samples(settings: TrainerSettings, timeout: float = 600.0) -> tupl
         reader.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
         here = [TopicPartition(t, p) for t, p in ends]
         samples = records = 0
-        feed = JoinFeed(join, settings.features_topic)
         deadline = time.monotonic() + timeout
         while any(tp.offset < ends[(tp.topic, tp.partition)][1] for tp in reader.position(here)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading the topics to their ends took over {timeout:g} s")
-            records += feed.add(filter(has_data, reader.consume(10_000, timeout=0.5)))
+            polled = filter(has_data, reader.consume(10_000, timeout=0.5))
+            records += join.add_poll(polled, settings.features_topic)
             samples += sum(len(batch.samples) for batch in join.ready())
         return samples, records
     finally:

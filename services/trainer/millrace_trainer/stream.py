@@ -25,7 +25,6 @@ from millrace import collector
 from millrace.health import Liveness
 from millrace.kafka import SourcePartition
 from millrace_trainer.checkpoints import CheckpointFailed, KafkaCheckpoints
-from millrace_trainer.feed import JoinFeed
 from millrace_trainer.training import StreamTrainer
 
 log = logging.getLogger(__name__)
@@ -112,12 +111,11 @@ class StreamLoop:
         self.checkpoints_written = 0
         #: Beats once per poll; /health turns 503 and the loop ends if it stops (see Liveness).
         self.liveness = Liveness(stall_timeout_s)
-        self.feed = JoinFeed(trainer.join, features_topic)
 
     @property
     def last_offsets(self) -> dict[SourcePartition, int]:
         """The offset of the last record read per partition, by this process."""
-        return self.feed.last_offsets
+        return self.trainer.join.last_offsets()
 
     def run(self) -> None:
         self.consumer.subscribe([self.features_topic, self.labels_topic], on_assign=self._on_assign)
@@ -133,12 +131,13 @@ class StreamLoop:
         """A partition this process read before (a rebalance after a lost session, say a broker
         restart) resumes after the last record the join holds, not at the committed offset the
         group would restart it from: that would feed the join records it already has."""
+        last_offsets = self.last_offsets
         for tp in partitions:
-            last = self.last_offsets.get(self.feed.name(tp.topic, tp.partition))
+            last = last_offsets.get(SourcePartition.of(tp.topic, tp.partition))
             if last is not None:
                 tp.offset = last + 1
         consumer.assign(partitions)
-        self.trainer.join.assign({self.feed.name(tp.topic, tp.partition) for tp in partitions})
+        self.trainer.join.assign({SourcePartition.of(tp.topic, tp.partition) for tp in partitions})
 
     def _poll_until_stopped(self) -> None:
         join = self.trainer.join
@@ -147,7 +146,7 @@ class StreamLoop:
             self.liveness.check()
             messages = self.consumer.consume(self.poll_size, timeout=0.5)
             now = self.clock()
-            dirty |= self.feed.add(messages, now) > 0
+            dirty |= join.add_poll(messages, self.features_topic, now) > 0
             ready = join.ready(now)
             if ready:
                 self.trainer.learn_stream(ready, self.source)

@@ -32,7 +32,7 @@ from millrace.learners.base import Classifier, WindowStats, learner_from_state
 from millrace.registry_client import RegistryClient
 from millrace_trainer.baseline_fit import baseline_fit
 from millrace_trainer.batch_sizes import BatchSizeWatch
-from millrace_trainer.batching import Batch, WindowedJoin
+from millrace_trainer.batching import Batch, WindowedJoin, encode_batches
 from millrace_trainer.checkpoints import VerifiedCheckpoint
 from millrace_trainer.lineage import Lineage
 from millrace_trainer.publishing import PendingVersion, Publisher
@@ -69,13 +69,12 @@ def learn_windows(
     once and learned in one call, each scored before it is learned. Returns the encoded
     features, the labels, the batches' row offsets and the learner's statistics (None when
     there is nothing to learn)."""
-    samples = [s for batch in batches for s in batch]
-    if not samples:
+    sizes = [len(batch) for batch in batches]
+    if not sum(sizes):
         return None
     offsets = np.zeros(len(batches) + 1, dtype=np.int64)
-    np.cumsum([len(batch) for batch in batches], out=offsets[1:])
-    X = learner.encode_many([s.features for s in samples])
-    y = np.fromiter((s.label for s in samples), float, len(samples))
+    np.cumsum(sizes, out=offsets[1:])
+    X, y = encode_batches(learner, batches)
     return X, y, offsets, learner.learn_windows(X, y, offsets, max_rounds)
 
 

@@ -41,6 +41,14 @@ class SparseRows:
     values: np.ndarray
     indptr: np.ndarray
 
+    @classmethod
+    def from_lengths(cls, cols: np.ndarray, values: np.ndarray, lengths: np.ndarray) -> SparseRows:
+        """Rows of ``lengths[i]`` entries each, laid out one after the other."""
+        n = len(lengths)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        return cls(n, np.repeat(np.arange(n, dtype=np.int64), lengths), cols, values, indptr)
+
 
 Optimizer = Literal["sgd", "adagrad", "ftrl"]
 _OPTIMIZERS: dict[Optimizer, int] = {
@@ -159,10 +167,19 @@ class LogisticRegression(Classifier):
         count = int(lengths.sum())
         cols = np.fromiter(map(self._index.__getitem__, chain.from_iterable(X)), np.int64, count)
         values = np.fromiter(chain.from_iterable(map(dict.values, X)), float, count)
-        rows = np.repeat(np.arange(len(X), dtype=np.int64), lengths)
-        indptr = np.zeros(len(X) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        return SparseRows(len(X), rows, cols, values, indptr)
+        return SparseRows.from_lengths(cols, values, lengths)
+
+    @property
+    def mask(self) -> int:
+        """A name's weight is its CRC-32 masked with this."""
+        return self._index.mask
+
+    def encode_hashed(
+        self, cols: np.ndarray, values: np.ndarray, lengths: np.ndarray
+    ) -> SparseRows:
+        """Rows whose names were hashed already (each name's CRC-32 masked with :attr:`mask`,
+        in the order of the record): what :meth:`encode_many` makes of their dicts."""
+        return SparseRows.from_lengths(cols, values, lengths)
 
     def learn_many(
         self,
