@@ -84,12 +84,11 @@ chart-test: install chart-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests/chart
 	$(RECORD_CHART_FIGURES)
 
-$(BENCH_STAMP): pyproject.toml $(STAMP) bench/compiled_pairing/src/lib.rs $(JOIN_CORE_SOURCES)
+$(BENCH_STAMP): pyproject.toml $(STAMP) $(JOIN_CORE_SOURCES)
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q --upgrade pip
 	$(BENCH_PY) -m pip install -q -e '.[bench]'
 	$(BENCH_PY) -m pip install -q ./services/trainer/join_core
-	$(BENCH_PY) -m pip install -q ./bench/compiled_pairing  # cargo builds it (Rust: rustup)
 	@touch $(BENCH_STAMP)
 
 # Benchmarks print a table of ratios and merge their figures into bench/results.json.

@@ -7,11 +7,13 @@ regression on the trainer's five-minute event-time batches, (c) River's ``learn_
 Speed, in ONE run on one broker with the same pre-loaded features and labels topics, three
 repetitions each (min / median / max):
 - the trainer service's loop, as the service builds it from its default settings: batched
-  consume, typed decoding, the join, every ready window learned in one compiled call,
-  checkpoints, and a version published to a registry process (and promoted) every 288 batches;
-- the loops of ``kafka_peers.py``: a bare consume, the River-over-Kafka script a user writes
-  instead, and the least Python loop that learns with Millrace's learner (over the records as
-  they are, and over a candidate encoding with the names' CRC-32s as an array);
+  consume, the records decoded and joined in compiled code, every ready window learned in one
+  compiled call, checkpoints, and a version published to a registry process (and promoted)
+  every 288 batches;
+- the loops of ``kafka_peers.py``: a bare consume and the River-over-Kafka script a user writes
+  instead, each at librdkafka's default fetch size (what a user's script gets) and at the
+  trainer's (``fetch_partition_bytes``: the bare consume at the trainer's own fetch size is
+  the limit its aim is measured against);
 - the learner alone in memory against River and Vowpal Wabbit alone in memory.
 
 A trainer run stops when it has learned the expected number of samples: what the same join
@@ -27,23 +29,14 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import kafka_peers
 import numpy as np
 import orjson
 from common import infrastructure, print_table, record, registry_process
-from kafka_peers import (
-    bare_consume,
-    baseline_model,
-    least_compiled_loop,
-    least_python_loop,
-    load_topics,
-    river_kafka_peer,
-    typed_feature_bytes,
-)
+from kafka_peers import bare_consume, baseline_model, load_topics, river_kafka_peer
 from river import linear_model
 
 from millrace.artifacts import dump_model
@@ -72,11 +65,12 @@ class KafkaRuns:
     """Every repetition of each loop over the topics, in run order."""
 
     trainer: list[dict[str, Any]] = field(default_factory=list)
+    #: The bare consume and the script at the trainer's fetch size ...
     bare: list[float] = field(default_factory=list)
+    script_same_fetch: list[dict[str, float]] = field(default_factory=list)
+    #: ... and at librdkafka's default, as a user's script reads.
+    bare_default_fetch: list[float] = field(default_factory=list)
     script: list[dict[str, float]] = field(default_factory=list)
-    least: list[dict[str, float]] = field(default_factory=list)
-    least_typed: list[dict[str, float]] = field(default_factory=list)
-    least_compiled: list[dict[str, float]] = field(default_factory=list)
 
 
 def month(ts: int) -> str:
@@ -260,21 +254,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--months", type=int, default=12, help="months of 2013 (January: baseline)")
     parser.add_argument("--reps", type=int, default=REPS)
-    parser.add_argument(
-        "--loops-fetch-bytes",
-        type=int,
-        help="the Kafka loops other than the trainer fetch up to this much per partition "
-        "(librdkafka's max.partition.fetch.bytes; default 1 MiB), for the fetch path's ceiling",
-    )
     args = parser.parse_args()
-    if args.loops_fetch_bytes:
-        kafka_peers.LOOP_CONSUMER.update(
-            {
-                "max.partition.fetch.bytes": args.loops_fetch_bytes,
-                "fetch.max.bytes": max(args.loops_fetch_bytes * 8, 52_428_800),
-            }
-        )
-    record({"kafka_loops_fetch_bytes": args.loops_fetch_bytes})
     settings = TrainerSettings()  # the trainer service's defaults
     end = day_start_ms(f"2013-{args.months + 1:02d}-01" if args.months < 12 else "2014-01-01")
     events = flight_events(load_flights(), day_start_ms("2013-01-01"), end)
@@ -290,20 +270,18 @@ def main() -> None:
     examples, labels = vw_examples(stream), np.array([s.label for s in stream])
     vw_runs = [vw_alone(examples, labels) for _ in range(args.reps)]
 
-    typed = replace(result, feature_bytes=typed_feature_bytes(result.features))
     with infrastructure() as (bootstrap, _redis):
         topics = load_topics(bootstrap, result, cut)
-        typed_topics = load_topics(bootstrap, typed, cut)
         expected, records = learnable_samples(topics)
         runs = KafkaRuns()
         with registry_process(bootstrap) as client:
             for rep in range(args.reps):
                 runs.trainer.append(run_trainer(topics, client, base, expected, tail=rep == 0))
-                runs.bare.append(bare_consume(topics))
+                fetch = settings.fetch_partition_bytes
+                runs.bare.append(bare_consume(topics, fetch))
+                runs.bare_default_fetch.append(bare_consume(topics))
                 runs.script.append(river_kafka_peer(topics))
-                runs.least.append(least_python_loop(topics, base))
-                runs.least_typed.append(least_python_loop(typed_topics, base, typed=True))
-                runs.least_compiled.append(least_compiled_loop(topics, base))
+                runs.script_same_fetch.append(river_kafka_peer(topics, fetch))
             rebuilt = rebuild_every_version(client, bootstrap, runs.trainer[0]["model_name"])
 
     report(table, stream, expected, records, runs, ours_alone, river_mem, vw_runs)
@@ -373,13 +351,11 @@ def report(
     beyond = 1e6 / median(rates) - 1e6 / median(bare)
     peer_beyond = 1e6 / median(peer_rates) - 1e6 / median(bare)
     alone = median(ours_alone) / median(river_mem)
-    least_rates = [r["rate"] for r in runs.least]
-    least_vs_peer = median(least_rates) / median(peer_rates)
-    typed_rates = [r["rate"] for r in runs.least_typed]
-    typed_vs_peer = median(typed_rates) / median(peer_rates)
-    compiled_rates = [r["rate"] for r in runs.least_compiled]
-    compiled_vs_peer = median(compiled_rates) / median(peer_rates)
-    compiled_vs_bare = median(compiled_rates) / median(bare)
+    bare_default = runs.bare_default_fetch
+    vs_bare_default = median(rates) / median(bare_default)
+    same_fetch_rates = [p["rate"] for p in runs.script_same_fetch]
+    vs_same_fetch = median(rates) / median(same_fetch_rates)
+    fetch_mib = TrainerSettings().fetch_partition_bytes / 2**20
     vw_rates = [rate for rate, _ in vw_runs]
     vs_vw = median(ours_alone) / median(vw_rates)
     same_model = len({r["model"] for r in trainer_runs}) == 1
@@ -391,13 +367,13 @@ def report(
             (
                 "trainer service loop (checkpoints, registry)",
                 fmt(rates, " samples/s"),
-                f"bare consume {fmt(bare)}",
+                f"bare consume at the trainer's fetch ({fetch_mib:g} MiB a partition) {fmt(bare)}",
                 f"{vs_bare:.2f}x (aim >= 0.65x)",
             ),
             (
                 "the same",
                 "",
-                f"River over Kafka {fmt(peer_rates)}",
+                f"River over Kafka, as a user writes it (librdkafka's defaults) {fmt(peer_rates)}",
                 f"{vs_peer:.2f}x (aim >= 1.25x)",
             ),
             (
@@ -407,22 +383,17 @@ def report(
                 f"{beyond / peer_beyond:.2f}x the script's",
             ),
             (
-                "least Python loop with the learner (no windows, lineage, versions)",
-                fmt(least_rates, " samples/s"),
-                f"River over Kafka {fmt(peer_rates)}",
-                f"{least_vs_peer:.2f}x (the most a Python per-record path reaches)",
+                "the same",
+                "",
+                f"bare consume at librdkafka's default fetch (1 MiB) {fmt(bare_default)}",
+                f"{vs_bare_default:.2f}x",
             ),
             (
-                "the same, records with the names' CRC-32s as an array",
-                fmt(typed_rates, " samples/s"),
-                f"River over Kafka {fmt(peer_rates)}",
-                f"{typed_vs_peer:.2f}x",
-            ),
-            (
-                "the same, decode and pairing compiled (Rust)",
-                fmt(compiled_rates, " samples/s"),
-                f"River over Kafka / bare consume {fmt(bare)}",
-                f"{compiled_vs_peer:.2f}x / {compiled_vs_bare:.2f}x",
+                "the same",
+                "",
+                f"River over Kafka at the trainer's fetch ({fetch_mib:g} MiB) "
+                f"{fmt(same_fetch_rates)}",
+                f"{vs_same_fetch:.2f}x",
             ),
             (
                 "log-loss: trainer / River over Kafka",
@@ -460,16 +431,13 @@ def report(
             "trainer_vs_river_kafka_peer": round(vs_peer, 3),
             "trainer_us_per_sample_beyond_consume": round(beyond, 2),
             "river_kafka_peer_us_per_sample_beyond_consume": round(peer_beyond, 2),
-            "least_python_loop_samples_per_s": [round(v) for v in spread(least_rates)],
-            "least_python_loop_vs_river_kafka_peer": round(least_vs_peer, 3),
-            "least_python_loop_vs_bare_consume": round(median(least_rates) / median(bare), 3),
-            "least_python_loop_logloss": round(runs.least[0]["log_loss"], 4),
-            "least_python_loop_typed_samples_per_s": [round(v) for v in spread(typed_rates)],
-            "least_python_loop_typed_vs_river_kafka_peer": round(typed_vs_peer, 3),
-            "least_compiled_loop_samples_per_s": [round(v) for v in spread(compiled_rates)],
-            "least_compiled_loop_vs_river_kafka_peer": round(compiled_vs_peer, 3),
-            "least_compiled_loop_vs_bare_consume": round(compiled_vs_bare, 3),
-            "least_compiled_loop_logloss": round(runs.least_compiled[0]["log_loss"], 4),
+            "bare_consume_default_fetch_samples_per_s": [round(v) for v in spread(bare_default)],
+            "trainer_vs_bare_consume_default_fetch": round(vs_bare_default, 3),
+            "river_kafka_peer_same_fetch_samples_per_s": [
+                round(v) for v in spread(same_fetch_rates)
+            ],
+            "trainer_vs_river_kafka_peer_same_fetch": round(vs_same_fetch, 3),
+            "trainer_fetch_partition_bytes": TrainerSettings().fetch_partition_bytes,
             "trainer_logloss": round(trainer_runs[0]["log_loss"], 4),
             "trainer_auc": round(trainer_runs[0]["auc"], 4),
             "river_kafka_peer_logloss": round(peers[0]["log_loss"], 4),

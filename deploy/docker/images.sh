@@ -87,6 +87,17 @@ else
   timed build "$PROMETHEUS_IMAGE" "$(context prometheus)"
 fi
 
+# The trainer's compiled join (services/trainer/join_core, Rust): the image's Debian has no
+# Rust toolchain, so the wheel is built here, once per version of its sources.
+step "the trainer's compiled join: a wheel built on this machine"
+core=services/trainer/join_core
+sources=$(cat "$core"/Cargo.toml "$core"/Cargo.lock "$core"/*.pyi "$core"/src/*.rs | sha256sum | cut -c1-16)
+if [ -f "dist/wheels/.sources-$sources" ]; then echo "   present"; else
+  rm -rf dist/wheels
+  timed "$PY" -m pip wheel -q --no-deps -w dist/wheels "./$core"
+  touch "dist/wheels/.sources-$sources"
+fi
+
 step "millrace:local on $PYTHON_IMAGE"
 timed quiet_build --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" -t millrace:local .
 # The Helm chart runs millrace:<its appVersion>, the project's version: push this tag.

@@ -39,12 +39,19 @@ from typing import Any, overload
 
 import msgspec
 import numpy as np
-from millrace_join_core import JoinCore, Rows
 from prometheus_client import Counter
 
 from millrace.kafka import SourcePartition, raise_if_consumer_failed
 from millrace.learners import Classifier, LogisticRegression
 from millrace.records import FeatureRecord, LabelRecord, encode
+
+try:
+    from millrace_join_core import JoinCore, Rows
+except ImportError as exc:  # pragma: no cover - an install without the compiled join
+    raise ImportError(
+        "the trainer's compiled join is not installed: pip install ./services/trainer/join_core "
+        "(it builds with Rust's cargo; `make install` does it)"
+    ) from exc
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +76,16 @@ class Joined(msgspec.Struct, frozen=True, gc=False):
 
 class Samples(Sequence[Joined]):
     """A ready batch's samples in their learned order, as the compiled join hands them out:
-    columns, read in one call each; indexing makes the :class:`Joined` of one sample."""
+    the samples ``lo:hi`` of the columns of a poll's ready batches, read in one call each;
+    indexing makes the :class:`Joined` of one sample."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("hi", "lo", "rows")
 
-    def __init__(self, rows: Rows) -> None:
-        self.rows = rows
+    def __init__(self, rows: Rows, lo: int, hi: int) -> None:
+        self.rows, self.lo, self.hi = rows, lo, hi
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.hi - self.lo
 
     @overload
     def __getitem__(self, k: int) -> Joined: ...
@@ -86,8 +94,10 @@ class Samples(Sequence[Joined]):
     def __getitem__(self, k: int | slice) -> Joined | list[Joined]:
         if isinstance(k, slice):
             return [self[i] for i in range(*k.indices(len(self)))]
+        if not -len(self) <= k < len(self):
+            raise IndexError("sample index out of range")
         id, ts, raw, label, features_at, features_offset, label_at, label_offset = self.rows.row(
-            k + len(self) if k < 0 else k
+            self.lo + (k + len(self) if k < 0 else k)
         )
         return Joined(
             id,
@@ -103,18 +113,31 @@ class Samples(Sequence[Joined]):
     def __iter__(self) -> Iterator[Joined]:
         return (self[k] for k in range(len(self)))
 
-    def labels(self) -> np.ndarray:
-        return np.frombuffer(self.rows.labels(), np.float64)
 
-    def record_offsets(self) -> dict[str, np.ndarray]:
-        """partition -> the offsets of the records (features and labels) the samples joined."""
-        features_at, features_offset, label_at, label_offset = (
-            np.frombuffer(column, np.int64) for column in self.rows.places()
-        )
-        at = np.concatenate([features_at, label_at])
-        offsets = np.concatenate([features_offset, label_offset])
-        names = self.rows.partitions()
-        return {names[p]: offsets[at == p] for p in np.unique(at).tolist()}
+#: Samples ``lo:hi`` of one poll's columns.
+Span = tuple[Rows, int, int]
+
+
+def spans(batches: Sequence[Sequence[Any]]) -> list[Span] | None:
+    """Consecutive batches' samples as runs of the compiled join's columns (a poll's batches
+    are one run), or None if some batch is not the compiled join's."""
+    out: list[Span] = []
+    for batch in batches:
+        if not isinstance(batch, Samples):
+            return None
+        if out and out[-1][0] is batch.rows and out[-1][2] == batch.lo:
+            out[-1] = (batch.rows, out[-1][1], batch.hi)
+        else:
+            out.append((batch.rows, batch.lo, batch.hi))
+    return out
+
+
+def record_offsets(span: Span) -> dict[str, np.ndarray]:
+    """partition -> the offsets of the records (features and labels) the samples joined."""
+    rows, lo, hi = span
+    at, offsets = (np.frombuffer(column, np.int64) for column in rows.places(lo, hi))
+    names = rows.partitions()
+    return {names[p]: offsets[at == p] for p in np.unique(at).tolist()}
 
 
 class Batch(msgspec.Struct, frozen=True, gc=False):
@@ -127,14 +150,18 @@ class Batch(msgspec.Struct, frozen=True, gc=False):
 def encode_batches(learner: Classifier, batches: Sequence[Sequence[Any]]) -> tuple[Any, np.ndarray]:
     """Consecutive batches' features, as ``learner`` reads them, and labels: the compiled
     join's hashed columns for the hashed learner, the features by name otherwise."""
-    if isinstance(learner, LogisticRegression) and all(isinstance(b, Samples) for b in batches):
-        columns = [b.rows.hashed(learner.mask) for b in batches]  # type: ignore[attr-defined]
+    runs = spans(batches) if isinstance(learner, LogisticRegression) else None
+    if runs is not None:
+        mask = learner.mask  # type: ignore[attr-defined]
+        columns = [rows.hashed(mask, lo, hi) for rows, lo, hi in runs]
         cols, values, lengths = (
             np.concatenate([np.frombuffer(c[k], dtype) for c in columns])
             for k, dtype in ((0, np.int64), (1, np.float64), (2, np.int64))
         )
-        y = np.concatenate([b.labels() for b in batches])  # type: ignore[attr-defined]
-        return learner.encode_hashed(cols, values, lengths), y
+        y = np.concatenate(
+            [np.frombuffer(rows.labels(lo, hi), np.float64) for rows, lo, hi in runs]
+        )
+        return learner.encode_hashed(cols, values, lengths), y  # type: ignore[attr-defined]
     samples = [s for batch in batches for s in batch]
     y = np.fromiter((s.label for s in samples), float, len(samples))
     return learner.encode_many([s.features for s in samples]), y
@@ -252,9 +279,9 @@ class WindowedJoin:
 
     def ready(self, now: float = 0.0) -> list[Batch]:
         """Windows complete under the watermark, oldest first; they leave the buffer."""
-        ready = self.core.ready(now)
+        rows, bounds = self.core.ready(now)
         self._note_idle()
-        return [Batch(start, end, Samples(rows)) for start, end, rows in ready]
+        return [Batch(start, end, Samples(rows, lo, hi)) for start, end, lo, hi in bounds]
 
     def _note_idle(self) -> None:
         for partition, watermark in self.core.take_idle_events():

@@ -14,6 +14,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from millrace.evaluation import Scores
 from millrace.join import Labelled
-from millrace_trainer.batching import Batch, Samples
+from millrace_trainer.batching import Batch, record_offsets, spans
 from millrace_trainer.publishing import PendingVersion
 
 #: The version of the ``learned`` record's layout in a version's lineage.
@@ -62,10 +63,7 @@ def expand(ranges: Sequence[Sequence[int]]) -> list[int]:
 def chain_digest(previous: str, samples: Sequence[Labelled]) -> str:
     """The digest after one more batch: its samples' ``(time, id)`` in their learned order."""
     digest = hashlib.sha256(previous.encode())
-    if isinstance(samples, Samples):
-        digest.update(samples.rows.digest_text())
-    else:
-        digest.update("\x1e".join([f"{s.ts}\x1f{s.id}" for s in samples]).encode())
+    digest.update("\x1e".join([f"{s.ts}\x1f{s.id}" for s in samples]).encode())
     return digest.hexdigest()
 
 
@@ -93,21 +91,31 @@ class Lineage:
 
     def learned(self, batches: Sequence[Batch]) -> None:
         """Batches just learned, in order."""
+        if not batches:
+            return
+        runs = spans([batch.samples for batch in batches])
+        if runs is None:
+            for batch in batches:
+                self._learned_one(batch.samples)
+        else:  # the compiled join's columns: a call for each poll's batches, not each batch
+            for run in runs:
+                for name, offsets in record_offsets(run).items():
+                    self.records[name] += offsets.tolist()
+            for rows, group in groupby(batches, key=lambda b: b.samples.rows):  # type: ignore[attr-defined]
+                bounds = [(b.samples.lo, b.samples.hi) for b in group]  # type: ignore[attr-defined]
+                self.digest = rows.chain_digest(self.digest, bounds)
+        self.batch_samples += [len(batch.samples) for batch in batches]
+        if self.first_start is None:
+            self.first_start = batches[0].start
+        self.last_end = batches[-1].end
+
+    def _learned_one(self, samples: Sequence[Labelled]) -> None:
         records = self.records
-        for batch in batches:
-            samples = batch.samples
-            if isinstance(samples, Samples):  # the compiled join's columns
-                for name, offsets in samples.record_offsets().items():
-                    records[name] += offsets.tolist()
-            else:
-                for features_at, features_offset, label_at, label_offset in map(_WHERE, samples):
-                    records[features_at].append(features_offset)
-                    records[label_at].append(label_offset)
-            self.batch_samples.append(len(samples))
-            self.digest = chain_digest(self.digest, batch.samples)
-            if self.first_start is None:
-                self.first_start = batch.start
-            self.last_end = batch.end
+        # The four fields in one C call.
+        for features_at, features_offset, label_at, label_offset in map(_WHERE, samples):
+            records[features_at].append(features_offset)
+            records[label_at].append(label_offset)
+        self.digest = chain_digest(self.digest, samples)
 
     @property
     def batches(self) -> int:

@@ -34,6 +34,15 @@ def make_join(settings: TrainerSettings, counting: bool = False) -> WindowedJoin
     )
 
 
+def fetch_config(partition_bytes: int) -> dict[str, int]:
+    """librdkafka's fetch sizes for ``partition_bytes`` per partition: a request may carry
+    that much from each of a few partitions (at least librdkafka's own 50 MiB)."""
+    return {
+        "max.partition.fetch.bytes": partition_bytes,
+        "fetch.max.bytes": max(8 * partition_bytes, 52_428_800),
+    }
+
+
 def make_trainer(
     settings: TrainerSettings,
     client: RegistryClient,
@@ -77,7 +86,11 @@ def make_loop(
         consumer_config(
             settings.kafka,
             group_id(settings),
-            **{"session.timeout.ms": settings.session_timeout_ms, "enable.partition.eof": True},
+            **{
+                "session.timeout.ms": settings.session_timeout_ms,
+                "enable.partition.eof": True,
+                **fetch_config(settings.fetch_partition_bytes),
+            },
         )
     )
     return StreamLoop(

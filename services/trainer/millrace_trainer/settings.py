@@ -56,6 +56,9 @@ class TrainerSettings(HttpSettings):
     max_waiting: int = Field(default=1_000_000, ge=1)
     # Records per poll at most: every window a poll makes ready is learned in one call.
     poll_size: int = Field(default=10_000, ge=1)
+    # Bytes fetched per partition per request at most (librdkafka's max.partition.fetch.bytes,
+    # 1 MiB by default): the compiled join keeps up with more than 1 MiB fetches deliver.
+    fetch_partition_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # No completed poll for this long (a hung registry call, say): /health turns 503 and the
     # process exits non-zero, so that its supervisor restarts it from the last checkpoint.
     stall_timeout_s: float = Field(default=300.0, gt=0)

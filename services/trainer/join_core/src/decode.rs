@@ -74,6 +74,30 @@ impl<'de> Deserialize<'de> for Named<'de> {
     }
 }
 
+/// An object of numbers, as each name's CRC-32 and its value, in its order.
+struct Hashed(Vec<u32>, Vec<f64>);
+
+impl<'de> Deserialize<'de> for Hashed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Hashed;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of numbers")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Hashed, A::Error> {
+                let (mut hashes, mut values) = (Vec::with_capacity(24), Vec::with_capacity(24));
+                while let Some(name) = map.next_key::<Text<'de>>()? {
+                    hashes.push(crc32fast::hash(name.0.as_bytes()));
+                    values.push(map.next_value::<f64>()?);
+                }
+                Ok(Hashed(hashes, values))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 // Field names as the records spell them; those only validated are read and dropped.
 #[derive(Deserialize)]
 struct FeatureWire<'a> {
@@ -109,13 +133,10 @@ struct LabelWire<'a> {
 pub fn features(bytes: &[u8]) -> Result<FeatureRecord, String> {
     let wire: FeatureWire = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let raw = wire.features.get();
-    let Named(named) = serde_json::from_str(raw).map_err(|e| format!("features: {e}"))?;
-    let mut hashes: Vec<u32> = named
-        .iter()
-        .map(|(n, _)| crc32fast::hash(n.0.as_bytes()))
-        .collect();
-    let mut values: Vec<f64> = named.iter().map(|&(_, v)| v).collect();
+    let Hashed(mut hashes, mut values) =
+        serde_json::from_str(raw).map_err(|e| format!("features: {e}"))?;
     if has_repeats(&hashes) {
+        let Named(named) = serde_json::from_str(raw).map_err(|e| format!("features: {e}"))?;
         (hashes, values) = last_value_first_place(&named);
     }
     Ok(FeatureRecord {
@@ -137,7 +158,15 @@ pub fn label(bytes: &[u8]) -> Result<LabelRecord, String> {
 }
 
 fn has_repeats(hashes: &[u32]) -> bool {
-    let mut sorted = hashes.to_vec();
+    let mut on_stack = [0u32; 32];
+    let mut on_heap = Vec::new();
+    let sorted = if hashes.len() <= on_stack.len() {
+        on_stack[..hashes.len()].copy_from_slice(hashes);
+        &mut on_stack[..hashes.len()]
+    } else {
+        on_heap.extend_from_slice(hashes);
+        &mut on_heap[..]
+    };
     sorted.sort_unstable();
     sorted.windows(2).any(|w| w[0] == w[1])
 }

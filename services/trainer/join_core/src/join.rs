@@ -1,8 +1,9 @@
 //! The windowed join's state and rules (the module text of `millrace_trainer.batching` says
 //! what they are and why): pairing by id, the bounded buffer, window assignment, lateness,
 //! replay after a restore, expiry, idle partitions and batches by count.
+use ahash::AHashMap as HashMap;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::decode::{FeatureRecord, LabelRecord};
 
@@ -55,7 +56,9 @@ pub struct Part {
     pub idle: bool,
 }
 
-/// Records waiting for a partner by id, oldest arrival first out when over the limit.
+/// Records waiting for a partner by id, oldest arrival first out when over the limit. Each
+/// waiting record has a number (`seq`): its place in that order, and its name in the expiry
+/// heap (no copy of its id there).
 #[derive(Default)]
 struct Side {
     held: HashMap<String, (u64, Held)>,
@@ -70,23 +73,41 @@ impl Side {
         Some(held)
     }
 
-    /// Wait under `key` (a key waiting already keeps its place); true if the oldest left.
-    fn wait(&mut self, key: String, held: Held, limit: Option<usize>) -> bool {
-        match self.held.get_mut(&key) {
-            Some(slot) => slot.1 = held,
+    /// Wait under `key` (a key waiting already keeps its place); returns its number, and
+    /// whether the oldest left to make room.
+    fn wait(&mut self, key: String, held: Held, limit: Option<usize>) -> (u64, bool) {
+        let seq = match self.held.get_mut(&key) {
+            Some(slot) => {
+                slot.1 = held;
+                slot.0
+            }
             None => {
                 self.next += 1;
                 self.order.insert(self.next, key.clone());
                 self.held.insert(key, (self.next, held));
+                self.next
             }
-        }
+        };
         if limit.is_some_and(|limit| self.held.len() > limit) {
             if let Some((_, oldest)) = self.order.pop_first() {
                 self.held.remove(&oldest);
             }
-            return true;
+            return (seq, true);
         }
-        false
+        (seq, false)
+    }
+
+    /// The record numbered `seq`, if it still waits and its event time is `ts` (neither
+    /// paired nor replaced since), taken out.
+    fn take_if(&mut self, seq: u64, ts: i64) -> Option<Held> {
+        let key = self.order.get(&seq)?;
+        match self.held.get(key) {
+            Some((s, held)) if *s == seq && held.ts == ts => {
+                let key = self.order.remove(&seq).expect("ordered");
+                self.held.remove(&key).map(|(_, held)| held)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -107,8 +128,9 @@ pub struct Join {
     windows: BTreeMap<i64, Vec<Row>>,
     /// Batches by count: samples handed out, not yet batched, with their window.
     pending: Vec<(Row, i64)>,
-    /// (event time, 0 = features | 1 = label, id) of every waiting record, oldest first.
-    expiry: BinaryHeap<Reverse<(i64, u8, String)>>,
+    /// (event time, 0 = features | 1 = label, its number) of every waiting record, oldest
+    /// first.
+    expiry: BinaryHeap<Reverse<(i64, u8, u64)>>,
     pub learned_until: Option<i64>,
     pub resume_from: Option<(i64, String)>,
     pub late: u64,
@@ -264,10 +286,9 @@ impl Join {
         } else {
             &mut self.right
         };
-        if side.wait(id.clone(), held, limit) {
-            self.evicted += 1;
-        }
-        self.expiry.push(Reverse((ts, kind, id)));
+        let (seq, evicted) = side.wait(id, held, limit);
+        self.evicted += u64::from(evicted);
+        self.expiry.push(Reverse((ts, kind, seq)));
     }
 
     /// A sample, in its window unless its label came too late.
@@ -386,15 +407,13 @@ impl Join {
             .peek()
             .is_some_and(|Reverse((ts, _, _))| *ts < before)
         {
-            let Reverse((ts, kind, id)) = self.expiry.pop().expect("peeked");
+            let Reverse((ts, kind, seq)) = self.expiry.pop().expect("peeked");
             let side = if kind == 1 {
                 &mut self.right
             } else {
                 &mut self.left
             };
-            // Not paired (nor replaced) since.
-            if side.held.get(&id).is_some_and(|(_, held)| held.ts == ts) {
-                let held = side.take(&id).expect("held");
+            if let Some(held) = side.take_if(seq, ts) {
                 self.expired += u64::from(!held.replayed);
             }
         }

@@ -6,10 +6,11 @@
 mod decode;
 mod join;
 
+use ahash::AHashMap as HashMap;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
-use std::collections::HashMap;
+use pyo3::types::{PyBytes, PyString};
+use sha2::{Digest, Sha256};
 
 use join::{Join, Row, Settings};
 
@@ -31,30 +32,33 @@ fn column<'py, T>(py: Python<'py>, values: &[T]) -> Bound<'py, PyBytes> {
 /// (topic, reason), and the consumer's errors other than end-of-partition events.
 type Polled = (usize, Vec<(String, String)>, Vec<PyObject>);
 
-/// A message's topic and partition number.
-fn place(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<(String, i64)> {
-    let topic = message.call_method0(intern!(py, "topic"))?;
+/// A message's partition number.
+fn number_of(py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<i64> {
     let number: Option<i64> = message.call_method0(intern!(py, "partition"))?.extract()?;
-    Ok((
-        topic.downcast::<PyString>()?.to_str()?.to_owned(),
-        number.unwrap_or(0),
-    ))
+    Ok(number.unwrap_or(0))
 }
 
 #[pyclass(module = "millrace_join_core")]
 struct JoinCore {
     join: Join,
-    /// (topic, partition number) -> the join's partition.
-    parts: HashMap<(String, i64), u32>,
+    /// topic -> partition number -> the join's partition.
+    parts: HashMap<String, HashMap<i64, u32>>,
 }
 
 impl JoinCore {
     fn part_of(&mut self, topic: &str, number: i64) -> u32 {
-        if let Some(&part) = self.parts.get(&(topic.to_owned(), number)) {
+        if let Some(&part) = self
+            .parts
+            .get(topic)
+            .and_then(|numbers| numbers.get(&number))
+        {
             return part;
         }
         let part = self.join.part(&format!("{topic}/{number}"));
-        self.parts.insert((topic.to_owned(), number), part);
+        self.parts
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(number, part);
         part
     }
 
@@ -121,21 +125,23 @@ impl JoinCore {
         for message in messages.try_iter()? {
             let message = message?;
             let error = message.call_method0(intern!(py, "error"))?;
+            let topic = message.call_method0(intern!(py, "topic"))?;
             if !error.is_none() {
                 let code: i64 = error.call_method0(intern!(py, "code"))?.extract()?;
                 if code == PARTITION_EOF {
-                    let (topic, number) = place(py, &message)?;
-                    let part = self.part_of(&topic, number);
+                    let topic = topic.downcast::<PyString>()?.to_str()?;
+                    let part = self.part_of(topic, number_of(py, &message)?);
                     self.join.reached_end(part, now);
                 } else {
                     errors.push(error.unbind());
                 }
                 continue;
             }
-            let (topic, number) = place(py, &message)?;
+            let topic = topic.downcast::<PyString>()?.to_str()?;
+            let number = number_of(py, &message)?;
             let offset: Option<i64> = message.call_method0(intern!(py, "offset"))?.extract()?;
             let offset = offset.unwrap_or(0);
-            let part = self.part_of(&topic, number);
+            let part = self.part_of(topic, number);
             self.join.parts[part as usize].last_offset = Some(offset);
             read += 1;
             let value = message.call_method0(intern!(py, "value"))?;
@@ -145,7 +151,7 @@ impl JoinCore {
                 value.downcast::<PyBytes>()?.as_bytes()
             };
             if let Some(reason) = self.add(topic == features_topic, bytes, part, offset) {
-                undecodable.push((topic, reason));
+                undecodable.push((topic.to_owned(), reason));
             }
         }
         Ok((read, undecodable, errors))
@@ -178,22 +184,18 @@ impl JoinCore {
         self.join.watermark_without_idle()
     }
 
-    /// (start, end, samples) of each ready batch, oldest first.
-    fn ready(&mut self, now: f64) -> Vec<(i64, i64, Rows)> {
+    /// The ready batches, oldest first: all their samples, in order, and each batch's
+    /// (start, end, first sample, end of its samples).
+    fn ready(&mut self, now: f64) -> (Rows, Vec<(i64, i64, usize, usize)>) {
         let names: Vec<String> = self.join.parts.iter().map(|p| p.name.clone()).collect();
         let ready = self.join.ready(now);
-        (ready.into_iter())
-            .map(|r| {
-                (
-                    r.start,
-                    r.end,
-                    Rows {
-                        rows: r.rows,
-                        names: names.clone(),
-                    },
-                )
-            })
-            .collect()
+        let (mut rows, mut bounds) = (Vec::new(), Vec::with_capacity(ready.len()));
+        for batch in ready {
+            let first = rows.len();
+            rows.extend(batch.rows);
+            bounds.push((batch.start, batch.end, first, rows.len()));
+        }
+        (Rows { rows, names }, bounds)
     }
 
     /// (partition, watermark) of each partition that went idle since the last call.
@@ -312,12 +314,21 @@ impl JoinCore {
     }
 }
 
-/// A batch's samples, in their learned order, as columns.
+/// Ready batches' samples, in their learned order, as columns; each method reads the samples
+/// ``lo:hi``.
 #[pyclass(module = "millrace_join_core", frozen)]
 struct Rows {
     rows: Vec<Row>,
-    /// The join's partitions by number, when the batch was made.
+    /// The join's partitions by number, when the batches were made.
     names: Vec<String>,
+}
+
+impl Rows {
+    fn range(&self, lo: usize, hi: usize) -> PyResult<&[Row]> {
+        self.rows
+            .get(lo..hi)
+            .ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("sample range out of bounds"))
+    }
 }
 
 #[pymethods]
@@ -326,72 +337,88 @@ impl Rows {
         self.rows.len()
     }
 
-    fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        PyList::new(py, self.rows.iter().map(|r| r.id.as_str()))
-    }
-
-    /// Event times (int64).
-    fn times<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        column(py, &self.rows.iter().map(|r| r.ts).collect::<Vec<i64>>())
-    }
-
     /// Labels (float64).
-    fn labels<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        column(py, &self.rows.iter().map(|r| r.label).collect::<Vec<f64>>())
+    fn labels<'py>(&self, py: Python<'py>, lo: usize, hi: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let labels: Vec<f64> = self.range(lo, hi)?.iter().map(|r| r.label).collect();
+        Ok(column(py, &labels))
     }
 
     /// The features as (weights int64, values float64, entries per row int64): each name's
-    /// CRC-32 masked to ``mask``, the learner's hashed index.
-    fn hashed<'py>(&self, py: Python<'py>, mask: u32) -> [Bound<'py, PyBytes>; 3] {
-        let entries: usize = self.rows.iter().map(|r| r.features.hashes.len()).sum();
+    /// CRC-32 masked with ``mask``, the learner's hashed index.
+    fn hashed<'py>(
+        &self,
+        py: Python<'py>,
+        mask: u32,
+        lo: usize,
+        hi: usize,
+    ) -> PyResult<[Bound<'py, PyBytes>; 3]> {
+        let rows = self.range(lo, hi)?;
+        let entries: usize = rows.iter().map(|r| r.features.hashes.len()).sum();
         let (mut cols, mut values) = (Vec::with_capacity(entries), Vec::with_capacity(entries));
-        let mut lengths = Vec::with_capacity(self.rows.len());
-        for row in &self.rows {
+        let mut lengths = Vec::with_capacity(rows.len());
+        for row in rows {
             cols.extend(row.features.hashes.iter().map(|&h| i64::from(h & mask)));
             values.extend_from_slice(&row.features.values);
             lengths.push(row.features.hashes.len() as i64);
         }
-        [column(py, &cols), column(py, &values), column(py, &lengths)]
+        Ok([column(py, &cols), column(py, &values), column(py, &lengths)])
     }
 
-    /// Where each sample's records were read: (feature partitions, feature offsets, label
-    /// partitions, label offsets), all int64; a partition is its place in ``partitions()``.
-    fn places<'py>(&self, py: Python<'py>) -> [Bound<'py, PyBytes>; 4] {
-        let of = |f: fn(&Row) -> i64| self.rows.iter().map(f).collect::<Vec<i64>>();
-        [
-            column(py, &of(|r| i64::from(r.features_part))),
-            column(py, &of(|r| r.features_offset)),
-            column(py, &of(|r| i64::from(r.label_part))),
-            column(py, &of(|r| r.label_offset)),
-        ]
+    /// Where each sample's two records were read: (partitions, offsets), int64, the feature
+    /// records' then the labels'; a partition is its place in ``partitions()``.
+    fn places<'py>(
+        &self,
+        py: Python<'py>,
+        lo: usize,
+        hi: usize,
+    ) -> PyResult<[Bound<'py, PyBytes>; 2]> {
+        let rows = self.range(lo, hi)?;
+        let (mut at, mut offsets) = (Vec::with_capacity(2 * rows.len()), Vec::new());
+        offsets.reserve(2 * rows.len());
+        for r in rows {
+            at.push(i64::from(r.features_part));
+            offsets.push(r.features_offset);
+        }
+        for r in rows {
+            at.push(i64::from(r.label_part));
+            offsets.push(r.label_offset);
+        }
+        Ok([column(py, &at), column(py, &offsets)])
     }
 
     fn partitions(&self) -> Vec<String> {
         self.names.clone()
     }
 
-    /// ``"\x1e".join(f"{ts}\x1f{id}")`` over the samples: what the lineage's digest reads.
-    fn digest_text<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let mut text = String::with_capacity(self.rows.len() * 24);
-        for (k, row) in self.rows.iter().enumerate() {
-            if k > 0 {
-                text.push('\x1e');
+    /// The lineage's chained digest after each batch of ``bounds`` (``lo, hi`` pairs) in turn,
+    /// from ``previous``: the SHA-256 of the previous digest's hex and the batch's
+    /// ``"\x1e".join(f"{ts}\x1f{id}")`` (``millrace_trainer.lineage.chain_digest``).
+    fn chain_digest(&self, previous: &str, bounds: Vec<(usize, usize)>) -> PyResult<String> {
+        let mut digest = previous.to_owned();
+        let mut text = String::new();
+        for (lo, hi) in bounds {
+            text.clear();
+            for (k, row) in self.range(lo, hi)?.iter().enumerate() {
+                if k > 0 {
+                    text.push('\x1e');
+                }
+                text.push_str(&row.ts.to_string());
+                text.push('\x1f');
+                text.push_str(&row.id);
             }
-            text.push_str(&row.ts.to_string());
-            text.push('\x1f');
-            text.push_str(&row.id);
+            let hash = Sha256::new()
+                .chain_update(digest.as_bytes())
+                .chain_update(text.as_bytes());
+            digest = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         }
-        PyBytes::new(py, text.as_bytes())
+        Ok(digest)
     }
 
     /// Sample ``k``: (id, time, its features' JSON object, label, feature partition, offset,
     /// label partition, offset).
     #[allow(clippy::type_complexity)]
     fn row(&self, k: usize) -> PyResult<(&str, i64, &str, f64, &str, i64, &str, i64)> {
-        let r = self
-            .rows
-            .get(k)
-            .ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("sample index out of range"))?;
+        let r = &self.range(k, k + 1)?[0];
         let names = &self.names;
         Ok((
             &r.id,
