@@ -11,8 +11,9 @@ COPY services ./services
 COPY cli ./cli
 COPY infra ./infra
 COPY examples ./examples
-# The trainer's compiled join, built on the host by `make images` (deploy/docker/images.sh).
+# The compiled parts (the learners' encoding, the trainer's join), built on the host by
+# `make images` (deploy/docker/images.sh).
 COPY dist/wheels ./wheels
-RUN pip install ./wheels/millrace_join_core-*.whl . && rm -rf ./wheels
+RUN pip install ./wheels/*.whl . && rm -rf ./wheels
 # Listen on all interfaces inside the container.
 ENV MILLRACE_HOST=0.0.0.0

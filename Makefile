@@ -11,22 +11,24 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 BENCH_VENV  ?= .venv-bench
 BENCH_PY    := $(BENCH_VENV)/bin/python
 BENCH_STAMP := $(BENCH_VENV)/.installed
-# The trainer's compiled join (Rust, built with maturin into the environment).
-JOIN_CORE_SOURCES := $(wildcard services/trainer/join_core/src/*.rs) services/trainer/join_core/Cargo.toml
+# The compiled parts (Rust, built with maturin into the environments): the hashed learners'
+# encoding and the trainer's join.
+NATIVE := shared/hashing services/trainer/join_core
+NATIVE_SOURCES := $(foreach crate,$(NATIVE),$(wildcard $(crate)/src/*.rs) $(crate)/Cargo.toml)
 
 .PHONY: install up down status test lint unit bench parity chaos cluster-chaos clean docker images compose-test chart-tools chart-test
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(JOIN_CORE_SOURCES)
+$(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
 	@command -v java >/dev/null || { echo "Java 17+ is required to run Kafka (apt-get install openjdk-17-jre-headless)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required to fetch Kafka's jars (apt-get install maven)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	@command -v cargo >/dev/null || { echo "Rust's cargo is required to build the trainer's join (https://rustup.rs)"; exit 1; }
-	$(PY) -m pip install -q ./services/trainer/join_core  # the trainer's compiled join (maturin, cargo)
+	@command -v cargo >/dev/null || { echo "Rust's cargo is required to build Millrace's compiled parts (https://rustup.rs)"; exit 1; }
+	$(PY) -m pip install -q $(addprefix ./,$(NATIVE))  # maturin builds them with cargo
 	@touch $(STAMP)
 
 up: install
@@ -84,11 +86,11 @@ chart-test: install chart-tools
 	$(PY) -m pytest -q -p no:cacheprovider tests/chart
 	$(RECORD_CHART_FIGURES)
 
-$(BENCH_STAMP): pyproject.toml $(STAMP) $(JOIN_CORE_SOURCES)
+$(BENCH_STAMP): pyproject.toml $(STAMP) $(NATIVE_SOURCES)
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q --upgrade pip
 	$(BENCH_PY) -m pip install -q -e '.[bench]'
-	$(BENCH_PY) -m pip install -q ./services/trainer/join_core
+	$(BENCH_PY) -m pip install -q $(addprefix ./,$(NATIVE))
 	@touch $(BENCH_STAMP)
 
 # Benchmarks print a table of ratios and merge their figures into bench/results.json.

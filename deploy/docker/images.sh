@@ -87,14 +87,14 @@ else
   timed build "$PROMETHEUS_IMAGE" "$(context prometheus)"
 fi
 
-# The trainer's compiled join (services/trainer/join_core, Rust): the image's Debian has no
-# Rust toolchain, so the wheel is built here, once per version of its sources.
-step "the trainer's compiled join: a wheel built on this machine"
-core=services/trainer/join_core
-sources=$(cat "$core"/Cargo.toml "$core"/Cargo.lock "$core"/*.pyi "$core"/src/*.rs | sha256sum | cut -c1-16)
+# The compiled parts (Rust: the hashed learners' encoding, the trainer's join): the image's
+# Debian has no Rust toolchain, so their wheels are built here, once per version of the sources.
+step "the compiled parts: wheels built on this machine"
+crates="shared/hashing services/trainer/join_core"
+sources=$(for c in $crates; do cat "$c"/Cargo.toml "$c"/Cargo.lock "$c"/*.pyi "$c"/src/*.rs; done | sha256sum | cut -c1-16)
 if [ -f "dist/wheels/.sources-$sources" ]; then echo "   present"; else
   rm -rf dist/wheels
-  timed "$PY" -m pip wheel -q --no-deps -w dist/wheels "./$core"
+  for c in $crates; do timed "$PY" -m pip wheel -q --no-deps -w dist/wheels "./$c"; done
   touch "dist/wheels/.sources-$sources"
 fi
 

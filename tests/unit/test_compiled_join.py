@@ -1,5 +1,6 @@
 """The compiled join reads records exactly as the trainer's msgspec decoders do: the same
-records refused, the same values to the bit, the same hashed weights (pure logic, no Kafka)."""
+records refused, the same values to the bit, and the hashed learner's weights as its encoding
+of the decoded dicts makes them, zlib's CRC-32 of each name (pure logic, no Kafka)."""
 
 from __future__ import annotations
 
@@ -112,6 +113,9 @@ def test_values_weights_and_names_are_the_decoders_to_the_bit() -> None:
     for field in ("cols", "values", "indptr", "rows"):
         assert np.array_equal(getattr(compiled, field), getattr(expected, field)), field
     assert compiled.values.tobytes() == expected.values.tobytes()
+    # Both are zlib's CRC-32 of the name's UTF-8, masked: the weights of every release.
+    crc = [zlib.crc32(n.encode()) & model.mask for r in records for n in r.features]
+    assert expected.cols.tolist() == crc
     assert y.tolist() == [1.0] * len(records)
     assert [s.features for s in batch.samples] == [r.features for r in records]
     assert zlib.crc32("carrier=é".encode()) & model.mask in compiled.cols

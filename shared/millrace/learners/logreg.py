@@ -7,27 +7,13 @@ import functools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any, Literal, Self
 
 import numpy as np
+from millrace_hashing import hash_features
 
 from millrace.learners import kernels
 from millrace.learners.base import Classifier, Features, RoundStats, WindowStats
-
-
-class HashedIndex(dict[str, int]):
-    """Feature name -> its weight: a stable CRC-32 of the name into ``2**dim_log2`` weights,
-    hashed on the first sight of a name. Looking up a name seen before is the dict's own C
-    lookup (``map(index.__getitem__, names)`` runs without a Python call per name)."""
-
-    def __init__(self, dim_log2: int) -> None:
-        super().__init__()
-        self.mask = (1 << dim_log2) - 1
-
-    def __missing__(self, name: str) -> int:
-        weight = self[name] = zlib.crc32(name.encode()) & self.mask
-        return weight
 
 
 @dataclass(frozen=True)
@@ -156,23 +142,23 @@ class LogisticRegression(Classifier):
         self._z = np.zeros(dim)  # FTRL only
         self._z_bias = 0.0
         self.n_seen = 0
-        self._index = HashedIndex(dim_log2)
 
     def encode_many(self, X: Sequence[Features] | SparseRows) -> SparseRows:
         """Encode feature dicts once; the result can be passed to both
         :meth:`predict_proba_many` and :meth:`learn_many` (the trainer scores, then learns)."""
         if isinstance(X, SparseRows):
             return X
-        lengths = np.fromiter(map(len, X), np.int64, len(X))
-        count = int(lengths.sum())
-        cols = np.fromiter(map(self._index.__getitem__, chain.from_iterable(X)), np.int64, count)
-        values = np.fromiter(chain.from_iterable(map(dict.values, X)), float, count)
-        return SparseRows.from_lengths(cols, values, lengths)
+        cols, values, lengths = hash_features(X, self.mask)  # compiled: no Python call per name
+        return SparseRows.from_lengths(
+            np.frombuffer(cols, np.int64),
+            np.frombuffer(values, np.float64),
+            np.frombuffer(lengths, np.int64),
+        )
 
     @property
     def mask(self) -> int:
-        """A name's weight is its CRC-32 masked with this."""
-        return self._index.mask
+        """A name's weight is its CRC-32 (``zlib.crc32`` of its UTF-8) masked with this."""
+        return (1 << self.dim_log2) - 1
 
     def encode_hashed(
         self, cols: np.ndarray, values: np.ndarray, lengths: np.ndarray
