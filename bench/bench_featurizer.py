@@ -69,7 +69,11 @@ def passthrough(bootstrap: str, source: str, total: int, sink: str) -> float:
     while done < total:
         batch = [m for m in consumer.consume(1000, timeout=0.2) if has_data(m)]
         for m in batch:
-            producer.produce(sink, m.value(), m.key())
+            try:
+                producer.produce(sink, m.value(), m.key())
+            except BufferError:  # the queue is full (a fast consume): let it drain, then send
+                producer.flush(30)
+                producer.produce(sink, m.value(), m.key())
         producer.poll(0)
         if batch:
             consumer.commit(asynchronous=True)
