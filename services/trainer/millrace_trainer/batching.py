@@ -192,10 +192,6 @@ class WindowedJoin:
         are written."""
         if batch_samples is not None and batch_samples < 1:
             raise ValueError("batch_samples must be positive")
-        self.window_ms = window_ms
-        self.label_wait_ms = label_wait_ms
-        self.batch_samples = batch_samples
-        self.idle_ms = idle_ms
         self.core = JoinCore(
             window_ms=window_ms,
             label_wait_ms=label_wait_ms,
